@@ -1,0 +1,62 @@
+{
+  "targets": [
+    {
+      "target_name": "rustasr",
+      "sources": [
+        "native/addon/addon.cpp",
+        "native/src/util/json.cpp",
+        "native/src/util/tensor.cpp",
+        "native/src/util/error.cpp",
+        "native/src/io/safetensors.cpp",
+        "native/src/io/config.cpp",
+        "native/src/audio/mel.cpp",
+        "native/src/model/weights.cpp",
+        "native/src/model/model.cpp",
+        "native/src/backend/cpu/cpu_backend.cpp",
+        "native/src/backend/cpu/threadpool.cpp",
+        "native/src/backend/cpu/gemv.cpp",
+        "native/src/backend/cpu/gemm.cpp",
+        "native/src/backend/cpu/kernels.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native/include",
+        "native/src"
+      ],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-fvisibility=hidden"],
+      "conditions": [
+        ["OS=='linux' and target_arch=='x64'", {
+          "defines": ["RUSTASR_HAVE_CBLAS=1"],
+          "include_dirs": ["/usr/include/x86_64-linux-gnu/openblas-pthread"],
+          "libraries": [
+            "-Wl,--exclude-libs,ALL",
+            "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a",
+            "-lpthread", "-lm"
+          ]
+        }],
+        ["OS=='linux' and target_arch=='arm64'", {
+          "defines": ["RUSTASR_HAVE_CBLAS=1"],
+          "include_dirs": ["/usr/include/aarch64-linux-gnu/openblas-pthread"],
+          "libraries": [
+            "-Wl,--exclude-libs,ALL",
+            "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.a",
+            "-lpthread", "-lm"
+          ]
+        }],
+        ["OS=='mac'", {
+          "defines": ["RUSTASR_HAVE_ACCELERATE=1", "ACCELERATE_NEW_LAPACK=1"],
+          "libraries": ["-framework Accelerate"],
+          "xcode_settings": {
+            "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+            "MACOSX_DEPLOYMENT_TARGET": "13.0",
+            "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Wall", "-Wextra"]
+          }
+        }]
+      ]
+    }
+  ]
+}

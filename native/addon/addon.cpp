@@ -1,0 +1,359 @@
+// N-API binding: a thin layer over rustasr/engine.h. Every model call runs on a libuv worker thread
+// (Napi::AsyncWorker) and settles a Promise; the JS thread only copies buffers in and out.
+// Errors reject with an Error whose `code` is the engine's stable error code name.
+#include <napi.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <rustasr/engine.h>
+
+namespace {
+
+using rustasr::Error;
+using rustasr::ErrorCode;
+
+Napi::Error make_error(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Value().Set("code", Napi::String::New(env, code));
+  return err;
+}
+
+// Runs `work` on a worker thread, then `done` on the JS thread to build the resolved value.
+// Engine errors become rejections with their code; anything else is INTERNAL.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Done = std::function<Napi::Value(Napi::Env)>;
+
+  PromiseWorker(Napi::Env env, Work work, Done done)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        done_(std::move(done)) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      work_();
+    } catch (const Error& e) {
+      code_ = rustasr::error_code_name(e.code());
+      message_ = e.what();
+    } catch (const std::bad_alloc&) {
+      code_ = "INTERNAL";
+      message_ = "out of memory";
+    } catch (const std::exception& e) {
+      code_ = "INTERNAL";
+      message_ = e.what();
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (code_) {
+      deferred_.Reject(make_error(env, code_, message_).Value());
+      return;
+    }
+    try {
+      deferred_.Resolve(done_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Done done_;
+  const char* code_ = nullptr;
+  std::string message_;
+};
+
+Napi::Value queue(Napi::Env env, PromiseWorker::Work work, PromiseWorker::Done done) {
+  auto* w = new PromiseWorker(env, std::move(work), std::move(done));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+  return a;
+}
+
+std::vector<float> from_f32(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw make_error(v.Env(), "INVALID_ARGUMENT", std::string(what) + " must be a Float32Array");
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// ------------------------------------------------------------------------------------------------
+
+// Per-environment constructors (the addon may be loaded by several worker_threads).
+struct AddonData {
+  Napi::FunctionReference session_ctor;
+  Napi::FunctionReference model_ctor;
+};
+
+class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
+ public:
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeSession",
+                       {InstanceMethod("mel", &SessionWrap::Mel), InstanceMethod("encode", &SessionWrap::Encode),
+                        InstanceMethod("prefill", &SessionWrap::Prefill), InstanceMethod("step", &SessionWrap::Step),
+                        InstanceMethod("dispose", &SessionWrap::Dispose)});
+  }
+
+  explicit SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info) {}
+
+  void attach(std::shared_ptr<const rustasr::Model> model) {
+    session_ = std::make_shared<rustasr::Session>(std::move(model));
+  }
+
+ private:
+  // One call at a time per session: the worker keeps its own reference, so dispose() during a call is safe.
+  std::shared_ptr<rustasr::Session> acquire(Napi::Env env) {
+    if (!session_) throw make_error(env, "INVALID_ARGUMENT", "the session has been disposed");
+    if (busy_->exchange(true)) throw make_error(env, "INVALID_ARGUMENT", "the session is busy with another call");
+    return session_;
+  }
+
+  Napi::Value Mel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto samples = std::make_shared<std::vector<float>>(from_f32(info[0], "samples"));
+    auto s = acquire(env);
+    auto out = std::make_shared<std::vector<float>>();
+    auto busy = busy_;
+    return queue(
+        env, [s, samples, out, busy] {
+          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
+          *out = s->mel(samples->data(), samples->size());
+        },
+        [out, s](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          const size_t bins = static_cast<size_t>(rustasr::model_info(s->model()).num_mel_bins);
+          o.Set("data", to_f32(env, *out));
+          o.Set("frames", Napi::Number::New(env, static_cast<double>(out->size() / bins)));
+          return o;
+        });
+  }
+
+  Napi::Value Encode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto mel = std::make_shared<std::vector<float>>(from_f32(info[0], "mel"));
+    if (!info[1].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "frames must be a number");
+    const int64_t frames = info[1].As<Napi::Number>().Int64Value();
+    const bool keep = info.Length() > 2 && info[2].ToBoolean().Value();
+    auto s = acquire(env);
+    const size_t bins = static_cast<size_t>(rustasr::model_info(s->model()).num_mel_bins);
+    if (frames <= 0 || mel->size() != bins * static_cast<size_t>(frames)) {
+      *busy_ = false;
+      throw make_error(env, "INVALID_ARGUMENT", "mel must hold num_mel_bins * frames values");
+    }
+    auto out = std::make_shared<rustasr::EncoderOutputs>();
+    auto busy = busy_;
+    return queue(
+        env, [s, mel, frames, keep, out, busy] {
+          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
+          *out = s->encode(mel->data(), frames, keep);
+        },
+        [out, keep](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("nTokens", Napi::Number::New(env, out->n_tokens));
+          o.Set("embeds", to_f32(env, out->embeds));
+          if (keep) {
+            o.Set("convPos", to_f32(env, out->conv_pos));
+            o.Set("lnPost", to_f32(env, out->ln_post));
+          }
+          return o;
+        });
+  }
+
+  Napi::Value Prefill(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw make_error(env, "INVALID_ARGUMENT", "ids must be an Int32Array");
+    Napi::Int32Array ids_a = info[0].As<Napi::Int32Array>();
+    auto ids = std::make_shared<std::vector<int32_t>>(ids_a.Data(), ids_a.Data() + ids_a.ElementLength());
+    auto embeds = std::make_shared<std::vector<float>>(from_f32(info[1], "audioEmbeds"));
+    auto s = acquire(env);
+    const size_t hidden = static_cast<size_t>(rustasr::model_info(s->model()).hidden_size);
+    if (embeds->size() % hidden != 0) {
+      *busy_ = false;
+      throw make_error(env, "INVALID_ARGUMENT", "audioEmbeds must hold a whole number of hidden_size rows");
+    }
+    auto logits = std::make_shared<std::vector<float>>();
+    auto hidden_last = std::make_shared<std::vector<float>>();
+    auto busy = busy_;
+    return queue(
+        env, [s, ids, embeds, hidden, logits, hidden_last, busy] {
+          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
+          *logits = s->prefill(ids->data(), static_cast<int64_t>(ids->size()), embeds->data(),
+                               static_cast<int64_t>(embeds->size() / hidden), hidden_last.get());
+        },
+        [logits, hidden_last](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("id", Napi::Number::New(env, rustasr::argmax(logits->data(), static_cast<int64_t>(logits->size()))));
+          o.Set("logits", to_f32(env, *logits));
+          o.Set("hiddenLast", to_f32(env, *hidden_last));
+          return o;
+        });
+  }
+
+  // step(token, wantLogits = false) -> { id, logits? }
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "token must be a number");
+    const int64_t tok64 = info[0].As<Napi::Number>().Int64Value();
+    if (tok64 < 0 || tok64 > INT32_MAX) throw make_error(env, "INVALID_ARGUMENT", "token id out of range");
+    const int32_t token = static_cast<int32_t>(tok64);
+    const bool want_logits = info.Length() > 1 && info[1].ToBoolean().Value();
+    auto s = acquire(env);
+    auto logits = std::make_shared<std::vector<float>>();
+    auto busy = busy_;
+    return queue(
+        env, [s, token, logits, busy] {
+          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
+          *logits = s->step(token);
+        },
+        [logits, want_logits](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("id", Napi::Number::New(env, rustasr::argmax(logits->data(), static_cast<int64_t>(logits->size()))));
+          if (want_logits) o.Set("logits", to_f32(env, *logits));
+          return o;
+        });
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    session_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<rustasr::Session> session_;
+  std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("createSession", &ModelWrap::CreateSession),
+                        InstanceMethod("dispose", &ModelWrap::Dispose)});
+  }
+
+  explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+  void attach(std::shared_ptr<const rustasr::Model> m) { model_ = std::move(m); }
+
+ private:
+  const rustasr::Model& model(Napi::Env env) {
+    if (!model_) throw make_error(env, "INVALID_ARGUMENT", "the model has been disposed");
+    return *model_;
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const rustasr::ModelInfo mi = rustasr::model_info(model(env));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("numMelBins", mi.num_mel_bins);
+    o.Set("encoderDModel", mi.encoder_d_model);
+    o.Set("encoderLayers", mi.encoder_layers);
+    o.Set("audioOutputDim", mi.audio_output_dim);
+    o.Set("hiddenSize", mi.hidden_size);
+    o.Set("decoderLayers", mi.decoder_layers);
+    o.Set("vocabSize", mi.vocab_size);
+    o.Set("audioTokenId", mi.audio_token_id);
+    o.Set("audioStartTokenId", mi.audio_start_token_id);
+    o.Set("audioEndTokenId", mi.audio_end_token_id);
+    o.Set("tiedEmbeddings", mi.tied_embeddings);
+    o.Set("sampleRate", mi.sample_rate);
+    o.Set("hopLength", mi.hop_length);
+    Napi::Array langs = Napi::Array::New(env, mi.support_languages.size());
+    for (size_t i = 0; i < mi.support_languages.size(); ++i) langs.Set(static_cast<uint32_t>(i), mi.support_languages[i]);
+    o.Set("supportLanguages", langs);
+    o.Set("kernel", mi.kernel);
+    o.Set("threads", mi.threads);
+    return o;
+  }
+
+  Napi::Value CreateSession(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    model(env);
+    Napi::Object obj = env.GetInstanceData<AddonData>()->session_ctor.New({});
+    SessionWrap::Unwrap(obj)->attach(model_);
+    return obj;
+  }
+
+  // Drops this handle's reference; sessions keep theirs, so the weights are unmapped after the last one ends.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<const rustasr::Model> model_;
+};
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw make_error(env, "INVALID_ARGUMENT", "model directory must be a string");
+  const std::string dir = info[0].As<Napi::String>().Utf8Value();
+  rustasr::ModelParams params;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
+      Napi::Value t = o.Get("threads");
+      if (!t.IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "threads must be a number");
+      params.threads = t.As<Napi::Number>().Int32Value();
+    }
+    if (o.Has("kernel") && !o.Get("kernel").IsUndefined()) {
+      Napi::Value k = o.Get("kernel");
+      if (!k.IsString()) throw make_error(env, "INVALID_ARGUMENT", "kernel must be a string");
+      params.kernel = k.As<Napi::String>().Utf8Value();
+    }
+  }
+  auto out = std::make_shared<std::shared_ptr<const rustasr::Model>>();
+  return queue(
+      env, [dir, params, out] { *out = rustasr::load_model(dir, params); },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object obj = env.GetInstanceData<AddonData>()->model_ctor.New({});
+        ModelWrap::Unwrap(obj)->attach(*out);
+        return obj;
+      });
+}
+
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  std::vector<float> v = from_f32(info[0], "values");
+  if (v.empty()) throw make_error(info.Env(), "INVALID_ARGUMENT", "argmax of an empty array");
+  return Napi::Number::New(info.Env(), rustasr::argmax(v.data(), static_cast<int64_t>(v.size())));
+}
+
+Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
+  std::vector<std::string> f = rustasr::cpu_kernels();
+  Napi::Array a = Napi::Array::New(info.Env(), f.size());
+  for (size_t i = 0; i < f.size(); ++i) a.Set(static_cast<uint32_t>(i), f[i]);
+  return a;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->session_ctor = Napi::Persistent(SessionWrap::Init(env));
+  data->model_ctor = Napi::Persistent(ModelWrap::Init(env));
+  env.SetInstanceData<AddonData>(data);  // deleted by N-API when the environment ends
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("argmax", Napi::Function::New(env, Argmax));
+  exports.Set("cpuKernels", Napi::Function::New(env, CpuFeatures));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(rustasr, Init)

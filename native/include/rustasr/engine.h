@@ -1,0 +1,125 @@
+// rustasr engine: the plain C++ API of the Qwen3-ASR inference core.
+//
+// Two objects, as in llama.cpp / whisper.cpp:
+//   * Model   - immutable and shared: config, memory-mapped BF16 weights, the mel filter bank, the backend.
+//               Any number of Sessions may use one Model at the same time (from different threads).
+//   * Session - one transcription: mel, audio embeddings, KV cache, decode position.
+//
+// Every failure throws rustasr::Error, whose code() is stable (see ErrorCode) and whose what() names the
+// problem (the tensor, the file, the field). Nothing here depends on Node.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace rustasr {
+
+enum class ErrorCode {
+  kInvalidArgument,     // a caller passed something out of range (bad token id, empty audio, ...)
+  kModelNotFound,       // the model directory or one of its required files does not exist
+  kInvalidConfig,       // config.json is malformed JSON, or misses / mistypes a required field
+  kMissingTensor,       // a tensor the config requires is absent from the checkpoint
+  kTensorShape,         // a tensor has the wrong shape for the config
+  kUnsupportedDtype,    // a tensor has a dtype the engine cannot use (or an unknown one)
+  kCorruptWeights,      // a .safetensors file is truncated, its header is malformed, or offsets lie
+  kIo,                  // an OS-level read/mmap error
+  kAborted,             // the caller asked the work to stop
+  kUnsupportedDevice,   // the requested backend/kernel is not available on this machine / build
+  kInternal,            // a bug: an invariant of the engine did not hold
+};
+
+// Stable string form of a code, e.g. "MISSING_TENSOR". These strings are part of the public API.
+const char* error_code_name(ErrorCode code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+struct ModelParams {
+  int threads = 0;              // 0 = number of hardware threads
+  std::string kernel = "auto";  // CPU matrix-vector path: auto | avx512bf16 | avx512f | avx2 | neon | scalar
+};
+
+// Read-only facts about a loaded model, all taken from config.json.
+struct ModelInfo {
+  int num_mel_bins;
+  int encoder_d_model;
+  int encoder_layers;
+  int audio_output_dim;
+  int hidden_size;
+  int decoder_layers;
+  int vocab_size;
+  int audio_token_id;
+  int audio_start_token_id;
+  int audio_end_token_id;
+  bool tied_embeddings;
+  std::vector<std::string> support_languages;
+  int sample_rate;     // audio rate the mel front end expects (16000)
+  int hop_length;      // samples per mel frame (160)
+  std::string kernel;  // the matrix-vector kernel actually in use
+  int threads;
+};
+
+class Model;
+
+// Intermediate encoder outputs, exposed for stage-by-stage verification.
+struct EncoderOutputs {
+  int n_tokens = 0;
+  std::vector<float> conv_pos;    // [n_tokens, d_model]: conv stem + conv_out + positional embedding
+  std::vector<float> ln_post;     // [n_tokens, d_model]: after ln_post
+  std::vector<float> embeds;      // [n_tokens, output_dim]: after proj2
+};
+
+class Session {
+ public:
+  explicit Session(std::shared_ptr<const Model> model);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // 16 kHz mono float samples -> log-mel [num_mel_bins, T] (row-major), T = n / hop. Throws kInvalidArgument
+  // for fewer than n_fft/2 + 1 samples (201: the official reflect-padded STFT cannot handle less) or NaN/Inf.
+  std::vector<float> mel(const float* samples, size_t n) const;
+
+  // log-mel [num_mel_bins, T] -> audio embeddings. `keep_intermediate` fills conv_pos and ln_post too.
+  EncoderOutputs encode(const float* mel, int64_t frames, bool keep_intermediate = false) const;
+
+  // Runs the decoder over the whole prompt, resetting the KV cache. `ids[i] == audio_token_id` rows are
+  // replaced, in order, by `audio_embeds` ([n_audio, hidden_size]); their count must equal n_audio.
+  // Returns the logits of the last position ([vocab_size]); `hidden_last` (optional) receives the final
+  // RMSNorm output there.
+  std::vector<float> prefill(const int32_t* ids, int64_t n, const float* audio_embeds, int64_t n_audio,
+                             std::vector<float>* hidden_last = nullptr);
+
+  // Feeds one token at the next position and returns its logits ([vocab_size]).
+  std::vector<float> step(int32_t token);
+
+  int64_t position() const { return pos_; }
+  const Model& model() const { return *model_; }
+
+ private:
+  struct State;
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<State> state_;
+  int64_t pos_ = 0;
+};
+
+// Opens a model directory (config.json + model.safetensors or a sharded index) and validates every tensor.
+std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params = {});
+ModelInfo model_info(const Model& model);
+
+// Matrix-vector kernels this CPU can run, best first (e.g. {"avx512bf16", "avx512f", "avx2", "scalar"}).
+std::vector<std::string> cpu_kernels();
+
+// Index of the largest value (first one on ties), as torch.argmax.
+int32_t argmax(const float* v, int64_t n);
+
+}  // namespace rustasr

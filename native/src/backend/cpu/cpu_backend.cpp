@@ -1,0 +1,283 @@
+// The CPU backend: every op of backend.h on plain host memory, parallelised over a ThreadPool.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../backend.h"
+#include "gemm.h"
+#include "gemv.h"
+#include "rustasr/engine.h"
+#include "threadpool.h"
+
+namespace rustasr {
+namespace cpu {
+namespace {
+
+// Up to this many activation rows, linear reads the weight in place with the gemv kernels (one pass per
+// kGemvMaxRows rows); above it, the panel GEMM.
+constexpr int64_t kGemvMaxN = 4;
+
+inline float gelu_erf(float x) { return x * 0.5f * (1.0f + std::erf(x * 0.70710678118654752440f)); }
+
+std::vector<float> to_f32(const Weight& w) {
+  std::vector<float> v(static_cast<size_t>(w.numel()));
+  if (!v.empty()) convert_to_f32(w, 0, w.numel(), v.data());
+  return v;
+}
+
+void check_vector(const Weight& v, int64_t n, const char* what) {
+  if (!v.empty() && v.numel() != n)
+    throw Error(ErrorCode::kInvalidArgument, std::string(what) + " " + v.name + " has " +
+                                                 std::to_string(v.numel()) + " elements, expected " +
+                                                 std::to_string(n));
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& o) : isa_(parse_kernel(o.kernel)), pool_(o.threads) {}
+
+  std::string name() const override { return "cpu"; }
+  std::string kernel() const override { return isa_name(isa_); }
+  int threads() const override { return pool_.size(); }
+
+  void linear(const float* x, int64_t n, const Weight& w, const Weight& bias, float* y) override {
+    if (n <= 0) return;
+    check_vector(bias, w.rows, "linear bias");
+    if (n <= kGemvMaxN)
+      gemv(pool_, isa_, x, n, w, y);
+    else
+      gemm(pool_, isa_, x, n, w, y);
+    if (!bias.empty()) add_bias(y, n, w.rows, bias);
+  }
+
+  void conv3x3s2_gelu(const float* in, int64_t cin, int64_t h, int64_t w, const Weight& weight,
+                      const Weight& bias, float* out) override {
+    const int64_t oh = (h + 1) / 2, ow = (w + 1) / 2, P = oh * ow, K = cin * 9, cout = weight.rows;
+    if (weight.cols != K)
+      throw Error(ErrorCode::kInvalidArgument, "conv weight " + weight.name + " has " +
+                                                   std::to_string(weight.cols) + " columns, expected " +
+                                                   std::to_string(K));
+    check_vector(bias, cout, "conv bias");
+    if (P <= 0 || cout <= 0) return;
+    // im2col: col[p, ci*9 + ky*3 + kx] = in[ci, 2*oy + ky - 1, 2*ox + kx - 1] (zero outside).
+    std::vector<float> col(static_cast<size_t>(P * K));
+    pool_.parallel_for(oh, [&](int64_t yb, int64_t ye) {
+      for (int64_t oy = yb; oy < ye; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          float* dst = col.data() + (oy * ow + ox) * K;
+          for (int64_t ci = 0; ci < cin; ++ci) {
+            const float* src = in + ci * h * w;
+            for (int64_t ky = 0; ky < 3; ++ky) {
+              const int64_t iy = 2 * oy + ky - 1;
+              for (int64_t kx = 0; kx < 3; ++kx) {
+                const int64_t ix = 2 * ox + kx - 1;
+                dst[ci * 9 + ky * 3 + kx] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? src[iy * w + ix] : 0.f;
+              }
+            }
+          }
+        }
+    });
+    std::vector<float> tmp(static_cast<size_t>(P * cout));
+    linear(col.data(), P, weight, bias, tmp.data());
+    // [P, cout] -> [cout, P] with GELU.
+    pool_.parallel_for(cout, [&](int64_t cb, int64_t ce) {
+      for (int64_t co = cb; co < ce; ++co)
+        for (int64_t p = 0; p < P; ++p) out[co * P + p] = gelu_erf(tmp[p * cout + co]);
+    });
+  }
+
+  void layer_norm(const float* x, int64_t n, int64_t d, const Weight& g, const Weight& b, float eps,
+                  float* y) override {
+    check_vector(g, d, "layer_norm weight");
+    check_vector(b, d, "layer_norm bias");
+    const std::vector<float> gv = g.empty() ? std::vector<float>(static_cast<size_t>(d), 1.f) : to_f32(g);
+    const std::vector<float> bv = b.empty() ? std::vector<float>(static_cast<size_t>(d), 0.f) : to_f32(b);
+    pool_.parallel_for(
+        n,
+        [&](int64_t rb, int64_t re) {
+          for (int64_t r = rb; r < re; ++r) {
+            const float* xr = x + r * d;
+            float* yr = y + r * d;
+            double sum = 0;
+            for (int64_t i = 0; i < d; ++i) sum += xr[i];
+            const double mean = sum / static_cast<double>(d);
+            double sq = 0;
+            for (int64_t i = 0; i < d; ++i) {
+              const double t = xr[i] - mean;
+              sq += t * t;
+            }
+            const double var = sq / static_cast<double>(d);
+            const float rstd = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+            const float shift = static_cast<float>(-mean * (1.0 / std::sqrt(var + static_cast<double>(eps))));
+            for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] * rstd + shift) * gv[static_cast<size_t>(i)] + bv[static_cast<size_t>(i)];
+          }
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, d)));
+  }
+
+  void rms_norm(const float* x, int64_t rows, int64_t d, const Weight& g, float eps, float* y) override {
+    check_vector(g, d, "rms_norm weight");
+    const std::vector<float> gv = g.empty() ? std::vector<float>(static_cast<size_t>(d), 1.f) : to_f32(g);
+    pool_.parallel_for(
+        rows,
+        [&](int64_t rb, int64_t re) {
+          for (int64_t r = rb; r < re; ++r) {
+            const float* xr = x + r * d;
+            float* yr = y + r * d;
+            double sq = 0;
+            for (int64_t i = 0; i < d; ++i) sq += static_cast<double>(xr[i]) * xr[i];
+            const float var = static_cast<float>(sq / static_cast<double>(d));
+            const float scale = 1.0f / std::sqrt(var + eps);
+            for (int64_t i = 0; i < d; ++i) yr[i] = gv[static_cast<size_t>(i)] * (xr[i] * scale);
+          }
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, d)));
+  }
+
+  void gelu(float* x, int64_t count) override {
+    pool_.parallel_for(
+        count,
+        [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) x[i] = gelu_erf(x[i]);
+        },
+        8192);
+  }
+
+  void silu_mul(const float* gate, const float* up, int64_t count, float* out) override {
+    pool_.parallel_for(
+        count,
+        [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            const float g = gate[i];
+            out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+          }
+        },
+        8192);
+  }
+
+  void add(float* y, const float* x, int64_t count) override {
+    pool_.parallel_for(
+        count,
+        [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) y[i] += x[i];
+        },
+        32768);
+  }
+
+  void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, int64_t pos0, float theta) override {
+    if (head_dim % 2 != 0) throw Error(ErrorCode::kInvalidArgument, "rope: odd head_dim");
+    const int64_t half = head_dim / 2;
+    // As torch: inv_freq = 1.0 / (theta ** (arange(0, dim, 2).float() / dim)), all float32.
+    std::vector<float> inv(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) {
+      const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+      inv[static_cast<size_t>(i)] = 1.0f / std::pow(theta, e);
+    }
+    pool_.parallel_for(
+        n,
+        [&](int64_t tb, int64_t te) {
+          std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+          for (int64_t t = tb; t < te; ++t) {
+            const float pos = static_cast<float>(pos0 + t);
+            for (int64_t i = 0; i < half; ++i) {
+              const float a = pos * inv[static_cast<size_t>(i)];
+              c[static_cast<size_t>(i)] = std::cos(a);
+              s[static_cast<size_t>(i)] = std::sin(a);
+            }
+            for (int64_t hh = 0; hh < heads; ++hh) {
+              float* v = x + (t * heads + hh) * head_dim;
+              for (int64_t i = 0; i < half; ++i) {
+                const float x1 = v[i], x2 = v[i + half];
+                const float ci = c[static_cast<size_t>(i)], si = s[static_cast<size_t>(i)];
+                v[i] = x1 * ci - x2 * si;
+                v[i + half] = x2 * ci + x1 * si;
+              }
+            }
+          }
+        },
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(1, heads * head_dim)));
+  }
+
+  void attention(const float* q, int64_t nq, int64_t q_pos0, const float* k, const float* v, int64_t nk,
+                 int64_t kv_stride, int64_t q_heads, int64_t kv_heads, int64_t head_dim, bool causal,
+                 float* out) override {
+    if (nq <= 0 || q_heads <= 0) return;
+    if (kv_heads <= 0 || q_heads % kv_heads != 0)
+      throw Error(ErrorCode::kInvalidArgument, "attention: q_heads must be a multiple of kv_heads");
+    const int64_t group = q_heads / kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const Isa isa = isa_;
+    // One task per (query row, head); roughly nk * head_dim multiply-adds each.
+    const int64_t tasks = nq * q_heads;
+    const int64_t work = std::max<int64_t>(1, nk * head_dim);
+    const int64_t grain = std::max<int64_t>(1, 32768 / work);
+    pool_.parallel_for(
+        tasks,
+        [&](int64_t tb, int64_t te) {
+          std::vector<float> sc(static_cast<size_t>(std::max<int64_t>(nk, 1)));
+          for (int64_t t = tb; t < te; ++t) {
+            const int64_t i = t / q_heads, hh = t % q_heads, kh = hh / group;
+            const float* qv = q + (i * q_heads + hh) * head_dim;
+            float* o = out + (i * q_heads + hh) * head_dim;
+            int64_t limit = nk;
+            if (causal) limit = std::min<int64_t>(nk, q_pos0 + i + 1);
+            std::fill(o, o + head_dim, 0.f);
+            if (limit <= 0) continue;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < limit; ++j) {
+              const float s = dot_f32(isa, qv, k + j * kv_stride + kh * head_dim, head_dim) * scale;
+              sc[static_cast<size_t>(j)] = s;
+              mx = std::max(mx, s);
+            }
+            double sum = 0;
+            for (int64_t j = 0; j < limit; ++j) {
+              const float e = std::exp(sc[static_cast<size_t>(j)] - mx);
+              sc[static_cast<size_t>(j)] = e;
+              sum += e;
+            }
+            for (int64_t j = 0; j < limit; ++j)
+              axpy_f32(isa, sc[static_cast<size_t>(j)], v + j * kv_stride + kh * head_dim, o, head_dim);
+            const float inv = static_cast<float>(1.0 / sum);
+            for (int64_t dd = 0; dd < head_dim; ++dd) o[dd] *= inv;
+          }
+        },
+        grain, std::min<int64_t>(tasks, 8 * pool_.size()));
+  }
+
+  void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override {
+    const int64_t d = table.cols;
+    for (int64_t i = 0; i < n; ++i) {
+      if (ids[i] < 0 || ids[i] >= table.rows)
+        throw Error(ErrorCode::kInvalidArgument, "embed: token id " + std::to_string(ids[i]) + " out of range");
+      convert_to_f32(table, static_cast<int64_t>(ids[i]) * d, d, out + i * d);
+    }
+  }
+
+ private:
+  void add_bias(float* y, int64_t n, int64_t m, const Weight& bias) {
+    const std::vector<float> bv = to_f32(bias);
+    pool_.parallel_for(
+        n,
+        [&](int64_t rb, int64_t re) {
+          for (int64_t r = rb; r < re; ++r) {
+            float* yr = y + r * m;
+            for (int64_t j = 0; j < m; ++j) yr[j] += bv[static_cast<size_t>(j)];
+          }
+        },
+        std::max<int64_t>(1, 32768 / std::max<int64_t>(1, m)));
+  }
+
+  Isa isa_;
+  ThreadPool pool_;
+};
+
+}  // namespace
+}  // namespace cpu
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options) {
+  return std::make_unique<cpu::CpuBackend>(options);
+}
+
+}  // namespace rustasr

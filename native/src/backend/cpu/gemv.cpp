@@ -1,0 +1,703 @@
+#include "gemv.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "rustasr/engine.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define RUSTASR_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#define T256 __attribute__((target("avx2,fma")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define T512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define TF16C __attribute__((target("avx,f16c")))
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#if defined(__clang__)
+#define RUSTASR_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define RUSTASR_UNROLL _Pragma("GCC unroll 16")
+#else
+#define RUSTASR_UNROLL
+#endif
+
+namespace rustasr {
+namespace cpu {
+
+// ------------------------------------------------------------------------------------------------
+// CPU feature detection.
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512f: return "avx512f";
+    case Isa::kAvx512bf16: return "avx512bf16";
+    case Isa::kNeon: return "neon";
+  }
+  return "scalar";
+}
+
+namespace {
+#if defined(RUSTASR_X86)
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+bool has_avx512bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
+bool has_f16c() {
+  // (Not every compiler knows __builtin_cpu_supports("f16c"): read CPUID.1:ECX bit 29 directly.)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__builtin_cpu_supports("avx") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+  return (c & (1u << 29)) != 0;
+}
+#endif
+}  // namespace
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return true;
+#if defined(RUSTASR_X86)
+    case Isa::kAvx2: return has_avx2();
+    case Isa::kAvx512f: return has_avx512();
+    case Isa::kAvx512bf16: return has_avx512bf16();
+#else
+    case Isa::kAvx2:
+    case Isa::kAvx512f:
+    case Isa::kAvx512bf16: return false;
+#endif
+    case Isa::kNeon:
+#if defined(__aarch64__)
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+Isa best_isa() {
+  // avx512f and avx512bf16 both give float32 accuracy and both saturate memory bandwidth on decode;
+  // avx512f is preferred (fewer instructions per byte, no activation split).
+  for (Isa isa : {Isa::kAvx512f, Isa::kAvx512bf16, Isa::kAvx2, Isa::kNeon})
+    if (isa_supported(isa)) return isa;
+  return Isa::kScalar;
+}
+
+Isa parse_kernel(const std::string& name) {
+  if (name.empty() || name == "auto") return best_isa();
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512f, Isa::kAvx512bf16, Isa::kNeon}) {
+    if (name == isa_name(isa)) {
+      if (!isa_supported(isa))
+        throw Error(ErrorCode::kUnsupportedDevice,
+                    "kernel \"" + name + "\" is not supported on this CPU or build");
+      return isa;
+    }
+  }
+  throw Error(ErrorCode::kInvalidArgument, "unknown kernel \"" + name +
+                                               "\" (expected auto, avx512bf16, avx512f, avx2, neon or scalar)");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Activation preparation.
+
+namespace {
+inline uint16_t f32_to_bf16_rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+}  // namespace
+
+void GemvInput::prepare(Isa isa, const float* x_, int64_t ldx_, int m_, int64_t cols_) {
+  x = x_;
+  ldx = ldx_;
+  m = m_;
+  cols = cols_;
+  cols_pad = 0;
+  if (isa != Isa::kAvx512bf16) return;
+  cols_pad = (cols + 31) & ~int64_t(31);
+  parts.assign(static_cast<size_t>(m * 3 * cols_pad), 0);
+  for (int i = 0; i < m; ++i) {
+    uint16_t* hi = parts.data() + (i * 3 + 0) * cols_pad;
+    uint16_t* mid = parts.data() + (i * 3 + 1) * cols_pad;
+    uint16_t* lo = parts.data() + (i * 3 + 2) * cols_pad;
+    const float* xi = x + i * ldx;
+    for (int64_t c = 0; c < cols; ++c) {
+      // x = hi + mid + lo exactly (each subtraction is exact): the bf16 products W*part are exact.
+      const float v = xi[c];
+      hi[c] = f32_to_bf16_rne(v);
+      const float r1 = v - bf16_to_f32(hi[c]);
+      mid[c] = f32_to_bf16_rne(r1);
+      const float r2 = r1 - bf16_to_f32(mid[c]);
+      lo[c] = f32_to_bf16_rne(r2);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// BF16 kernels. Each computes a block of R weight rows (starting at r) against M activation rows.
+
+namespace {
+
+using BlockFn = void (*)(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y,
+                         int64_t ldy);
+
+template <int R, int M>
+void blk_scalar(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
+  float acc[R][M][4] = {};
+  const uint16_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  int64_t c = 0;
+  for (; c + 4 <= cols; c += 4)
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        const float wv = bf16_to_f32(w[i][c + k]);
+        RUSTASR_UNROLL
+        for (int m = 0; m < M; ++m) acc[i][m][k] += wv * in.x[m * in.ldx + c + k];
+      }
+  for (; c < cols; ++c)
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const float wv = bf16_to_f32(w[i][c]);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[i][m][0] += wv * in.x[m * in.ldx + c];
+    }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m)
+      y[m * ldy + r + i] = (acc[i][m][0] + acc[i][m][1]) + (acc[i][m][2] + acc[i][m][3]);
+}
+
+#if defined(RUSTASR_X86)
+
+#ifndef RUSTASR_PREFETCH_HINT
+#define RUSTASR_PREFETCH_HINT _MM_HINT_T0
+#endif
+#ifndef RUSTASR_PREFETCH_AVX512
+#define RUSTASR_PREFETCH_AVX512 1
+#endif
+constexpr auto kPrefetchHint = RUSTASR_PREFETCH_HINT;
+constexpr bool kPrefetchAvx512 = RUSTASR_PREFETCH_AVX512;
+
+T256 inline __m256 ld8_bf16(const uint16_t* p) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+T256 inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int R, int M>
+T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
+  if constexpr (R == 4 && M >= 3) {
+    // 16 ymm registers: 4 rows x 3-4 activations would spill; run two 2-row blocks instead.
+    blk_avx2<2, M>(in, W, cols, r, y, ldy);
+    blk_avx2<2, M>(in, W, cols, r + 2, y, ldy);
+    return;
+  }
+  constexpr int U = (R * M <= 4) ? 2 : 1;
+  __m256 acc[U][R][M];
+  RUSTASR_UNROLL
+  for (int u = 0; u < U; ++u)
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[u][i][m] = _mm256_setzero_ps();
+  const uint16_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  int64_t c = 0;
+  // Software prefetch of the next block of R rows (contiguous in memory), in step with this one.
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
+  for (; c + 8 * U <= cols; c += 8 * U) {
+    RUSTASR_UNROLL
+    for (int l = 0; l < R * 8 * U * 2; l += 64) _mm_prefetch(next + R * c * 2 + l, kPrefetchHint);
+    RUSTASR_UNROLL
+    for (int u = 0; u < U; ++u) {
+      __m256 wv[R];
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) wv[i] = ld8_bf16(w[i] + c + 8 * u);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const __m256 xv = _mm256_loadu_ps(x + m * ldx + c + 8 * u);
+        RUSTASR_UNROLL
+        for (int i = 0; i < R; ++i) acc[u][i][m] = _mm256_fmadd_ps(wv[i], xv, acc[u][i][m]);
+      }
+    }
+  }
+  for (; c + 8 <= cols; c += 8) {
+    __m256 wv[R];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) wv[i] = ld8_bf16(w[i] + c);
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m256 xv = _mm256_loadu_ps(x + m * ldx + c);
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) acc[0][i][m] = _mm256_fmadd_ps(wv[i], xv, acc[0][i][m]);
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      __m256 s = acc[0][i][m];
+      RUSTASR_UNROLL
+      for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][i][m]);
+      float t = hsum256(s);
+      for (int64_t k = c; k < cols; ++k) t += bf16_to_f32(w[i][k]) * x[m * ldx + k];
+      y[m * ldy + r + i] = t;
+    }
+}
+
+// (The maskz forms avoid GCC 12's false -Wuninitialized on the _mm512_undefined_* inside the plain ones.)
+T512 inline __m512 ld16_bf16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), 
+      _mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xFFFF),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+      16));
+}
+T512 inline float hsum512(__m512 v) {
+  const __m512d d = _mm512_castps_pd(v);
+  const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xFF), d, 0));
+  const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xFF), d, 1));
+  const __m256 s8 = _mm256_add_ps(lo, hi);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+T512 inline __m512 ld16_bf16_mask(const uint16_t* p, __mmask16 k) {
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), _mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xFFFF), _mm256_maskz_loadu_epi16(k, p)), 16));
+}
+
+template <int R, int M>
+T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
+  constexpr int U = (R * M <= 4) ? 2 : 1;
+  __m512 acc[U][R][M];
+  RUSTASR_UNROLL
+  for (int u = 0; u < U; ++u)
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[u][i][m] = _mm512_setzero_ps();
+  const uint16_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  int64_t c = 0;
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
+  for (; c + 16 * U <= cols; c += 16 * U) {
+    if (kPrefetchAvx512) {
+      RUSTASR_UNROLL
+      for (int l = 0; l < R * 16 * U * 2; l += 64) _mm_prefetch(next + R * c * 2 + l, kPrefetchHint);
+    }
+    RUSTASR_UNROLL
+    for (int u = 0; u < U; ++u) {
+      __m512 wv[R];
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) wv[i] = ld16_bf16(w[i] + c + 16 * u);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const __m512 xv = _mm512_loadu_ps(x + m * ldx + c + 16 * u);
+        RUSTASR_UNROLL
+        for (int i = 0; i < R; ++i) acc[u][i][m] = _mm512_fmadd_ps(wv[i], xv, acc[u][i][m]);
+      }
+    }
+  }
+  for (; c < cols; c += 16) {
+    const int64_t left = cols - c;
+    const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    __m512 wv[R];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) wv[i] = ld16_bf16_mask(w[i] + c, k);
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m512 xv = _mm512_maskz_loadu_ps(k, x + m * ldx + c);
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) acc[0][i][m] = _mm512_fmadd_ps(wv[i], xv, acc[0][i][m]);
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      __m512 s = acc[0][i][m];
+      RUSTASR_UNROLL
+      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[u][i][m]);
+      y[m * ldy + r + i] = hsum512(s);
+    }
+}
+
+template <int R, int M>
+T512BF void blk_avx512bf16(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y,
+                           int64_t ldy) {
+  // One accumulator set per activation part when there are few (row, m) pairs, to hide latency.
+  constexpr int NA = (R * M <= 4) ? 3 : 1;
+  __m512 acc[NA][R][M];
+  RUSTASR_UNROLL
+  for (int a = 0; a < NA; ++a)
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[a][i][m] = _mm512_setzero_ps();
+  const uint16_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  const uint16_t* xp = in.parts.data();
+  const int64_t cp = in.cols_pad;
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
+  for (int64_t c = 0; c < cols; c += 32) {
+    if (kPrefetchAvx512) {
+      RUSTASR_UNROLL
+      for (int l = 0; l < R * 32 * 2; l += 64) _mm_prefetch(next + R * c * 2 + l, kPrefetchHint);
+    }
+    const int64_t left = cols - c;
+    __m512i wv[R];
+    if (left >= 32) {
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) wv[i] = _mm512_loadu_si512(w[i] + c);
+    } else {
+      const __mmask32 k = static_cast<__mmask32>((1u << left) - 1);
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) wv[i] = _mm512_maskz_loadu_epi16(k, w[i] + c);
+    }
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m)
+      RUSTASR_UNROLL
+      for (int p = 2; p >= 0; --p) {  // small parts first
+        const __m512i xv = _mm512_loadu_si512(xp + (m * 3 + p) * cp + c);
+        RUSTASR_UNROLL
+        for (int i = 0; i < R; ++i)
+          acc[p % NA][i][m] = _mm512_dpbf16_ps(acc[p % NA][i][m], (__m512bh)wv[i], (__m512bh)xv);
+      }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      __m512 s = acc[NA - 1][i][m];
+      RUSTASR_UNROLL
+      for (int a = NA - 2; a >= 0; --a) s = _mm512_add_ps(s, acc[a][i][m]);
+      y[m * ldy + r + i] = hsum512(s);
+    }
+}
+
+#endif  // RUSTASR_X86
+
+#if defined(__aarch64__)
+template <int R, int M>
+void blk_neon(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
+  constexpr int NA = (R * M <= 4) ? 2 : 1;
+  float32x4_t acc[NA][R][M];
+  RUSTASR_UNROLL
+  for (int a = 0; a < NA; ++a)
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[a][i][m] = vdupq_n_f32(0.f);
+  const uint16_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    float32x4_t wlo[R], whi[R];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const uint16x8_t v = vld1q_u16(w[i] + c);
+      wlo[i] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(v), 16));
+      whi[i] = vreinterpretq_f32_u32(vshll_high_n_u16(v, 16));
+    }
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const float32x4_t xlo = vld1q_f32(x + m * ldx + c);
+      const float32x4_t xhi = vld1q_f32(x + m * ldx + c + 4);
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) {
+        acc[0][i][m] = vfmaq_f32(acc[0][i][m], wlo[i], xlo);
+        acc[NA - 1][i][m] = vfmaq_f32(acc[NA - 1][i][m], whi[i], xhi);
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      float32x4_t s = acc[0][i][m];
+      if (NA > 1) s = vaddq_f32(s, acc[NA - 1][i][m]);
+      float t = vaddvq_f32(s);
+      for (int64_t k = c; k < cols; ++k) t += bf16_to_f32(w[i][k]) * x[m * ldx + k];
+      y[m * ldy + r + i] = t;
+    }
+}
+#endif
+
+#define RUSTASR_BLOCK_TABLE(fn)                                                              \
+  static const BlockFn kTable_##fn[2][kGemvMaxRows] = {                                      \
+      {fn<4, 1>, fn<4, 2>, fn<4, 3>, fn<4, 4>}, {fn<1, 1>, fn<1, 2>, fn<1, 3>, fn<1, 4>}};
+
+RUSTASR_BLOCK_TABLE(blk_scalar)
+#if defined(RUSTASR_X86)
+RUSTASR_BLOCK_TABLE(blk_avx2)
+RUSTASR_BLOCK_TABLE(blk_avx512)
+RUSTASR_BLOCK_TABLE(blk_avx512bf16)
+#endif
+#if defined(__aarch64__)
+RUSTASR_BLOCK_TABLE(blk_neon)
+#endif
+
+const BlockFn (*block_table(Isa isa))[kGemvMaxRows] {
+  switch (isa) {
+#if defined(RUSTASR_X86)
+    case Isa::kAvx2: return kTable_blk_avx2;
+    case Isa::kAvx512f: return kTable_blk_avx512;
+    case Isa::kAvx512bf16: return kTable_blk_avx512bf16;
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return kTable_blk_neon;
+#endif
+    default: return kTable_blk_scalar;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Float32 vector helpers.
+
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  float s[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    RUSTASR_UNROLL
+    for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
+  for (; i < n; ++i) s[0] += a[i] * b[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+#if defined(RUSTASR_X86)
+T256 float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float t = hsum256(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) t += a[i] * b[i];
+  return t;
+}
+T256 void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+T512 float dot_avx512(const float* a, const float* b, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s0);
+  }
+  return hsum512(_mm512_add_ps(s0, s1));
+}
+T512 void axpy_avx512(float a, const float* x, float* y, int64_t n) {
+  const __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+  }
+}
+T512 void bf16_row_avx512(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16_bf16(src + i));
+  if (i < n) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(dst + i, k, ld16_bf16_mask(src + i, k));
+  }
+}
+T256 void bf16_row_avx2(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8_bf16(src + i));
+  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+TF16C void f16_row_f16c(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+#endif
+
+#if defined(__aarch64__)
+float dot_neon(const float* a, const float* b, int64_t n) {
+  float32x4_t s0 = vdupq_n_f32(0.f), s1 = vdupq_n_f32(0.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+  }
+  float t = vaddvq_f32(vaddq_f32(s0, s1));
+  for (; i < n; ++i) t += a[i] * b[i];
+  return t;
+}
+void axpy_neon(float a, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+void f16_row_neon(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
+  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+#endif
+
+// Generic path for F16 / F32 weights: one row at a time as float32, dotted with each activation row.
+void rows_generic(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_t r1, float* y,
+                  int64_t ldy) {
+  const int64_t cols = w.cols;
+  thread_local std::vector<float> buf;
+  if (w.dtype != DType::kF32 && static_cast<int64_t>(buf.size()) < cols) buf.resize(static_cast<size_t>(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* row;
+    if (w.dtype == DType::kF32) {
+      row = static_cast<const float*>(w.data) + r * cols;
+    } else {
+      convert_to_f32(w, r * cols, cols, buf.data());
+      row = buf.data();
+    }
+    for (int m = 0; m < in.m; ++m) y[m * ldy + r] = dot_f32(isa, in.x + m * in.ldx, row, cols);
+  }
+}
+
+}  // namespace
+
+float dot_f32(Isa isa, const float* a, const float* b, int64_t n) {
+  switch (isa) {
+#if defined(RUSTASR_X86)
+    case Isa::kAvx2: return dot_avx2(a, b, n);
+    case Isa::kAvx512f:
+    case Isa::kAvx512bf16: return dot_avx512(a, b, n);
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return dot_neon(a, b, n);
+#endif
+    default: return dot_scalar(a, b, n);
+  }
+}
+
+void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n) {
+  switch (isa) {
+#if defined(RUSTASR_X86)
+    case Isa::kAvx2: axpy_avx2(a, x, y, n); return;
+    case Isa::kAvx512f:
+    case Isa::kAvx512bf16: axpy_avx512(a, x, y, n); return;
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: axpy_neon(a, x, y, n); return;
+#endif
+    default:
+      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+  }
+}
+
+void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
+  switch (w.dtype) {
+    case DType::kF32:
+      std::memcpy(out, static_cast<const float*>(w.data) + offset, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case DType::kBF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
+#if defined(RUSTASR_X86)
+      static const bool avx512 = has_avx512(), avx2 = has_avx2();
+      if (avx512) return bf16_row_avx512(src, out, n);
+      if (avx2) return bf16_row_avx2(src, out, n);
+#endif
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
+      return;
+    }
+    case DType::kF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
+#if defined(RUSTASR_X86)
+      static const bool f16c = has_f16c();
+      if (f16c) return f16_row_f16c(src, out, n);
+#elif defined(__aarch64__)
+      return f16_row_neon(src, out, n);
+#endif
+      for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(src[i]);
+      return;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  if (in.m <= 0 || r0 >= r1) return;
+  if (w.dtype != DType::kBF16) return rows_generic(isa, in, w, r0, r1, y, ldy);
+  const BlockFn(*table)[kGemvMaxRows] = block_table(isa);
+  const BlockFn four = table[0][in.m - 1], one = table[1][in.m - 1];
+  const uint16_t* W = static_cast<const uint16_t*>(w.data);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) four(in, W, w.cols, r, y, ldy);
+  for (; r < r1; ++r) one(in, W, w.cols, r, y, ldy);
+}
+
+void gemv(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y) {
+  if (n <= 0 || w.rows <= 0) return;
+  const int64_t cols = w.cols;
+  if (cols == 0) {
+    std::fill(y, y + n * w.rows, 0.f);
+    return;
+  }
+  const int64_t nblk = (n + kGemvMaxRows - 1) / kGemvMaxRows;
+  std::vector<GemvInput> ins(static_cast<size_t>(nblk));
+  for (int64_t b = 0; b < nblk; ++b) {
+    const int m = static_cast<int>(std::min<int64_t>(kGemvMaxRows, n - b * kGemvMaxRows));
+    ins[static_cast<size_t>(b)].prepare(isa, x + b * kGemvMaxRows * cols, cols, m, cols);
+  }
+  // Work in groups of 4 rows; at least ~64 KiB of weights per piece so small matrices stay on one thread.
+  const int64_t groups = (w.rows + 3) / 4;
+  const int64_t bytes_per_group = 4 * cols * static_cast<int64_t>(dtype_size(w.dtype)) * nblk;
+  const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(1, bytes_per_group));
+  const int64_t rows = w.rows;
+  pool.parallel_for(
+      groups,
+      [&](int64_t gb, int64_t ge) {
+        const int64_t r0 = gb * 4, r1 = std::min(rows, ge * 4);
+        for (int64_t b = 0; b < nblk; ++b)
+          gemv_rows(isa, ins[static_cast<size_t>(b)], w, r0, r1, y + b * kGemvMaxRows * rows, rows);
+      },
+      grain);
+}
+
+}  // namespace cpu
+}  // namespace rustasr

@@ -1,0 +1,64 @@
+// Matrix-vector kernels of the CPU backend: y[m, rows] = x[m, cols] * W^T for a few activation rows
+// (m <= kGemvMaxRows), reading the weight in place in its checkpoint dtype (never a float32 copy).
+//
+// Paths (BackendOptions.kernel):
+//   avx512f    - BF16 upcast to f32 by a 16-bit shift (exact), f32 FMA with f32 x: float32 accuracy.
+//   avx512bf16 - vdpbf16ps with x split into three bf16 parts (x = hi + mid + lo exactly to ~2^-24):
+//                the products W*part are exact, so the result has float32 accuracy too.
+//   avx2       - BF16 upcast + FMA on 256-bit vectors, with software prefetch.
+//   neon       - aarch64: BF16 upcast + FMA on 128-bit vectors.
+//   scalar     - portable C++.
+// F16 and F32 weights take a generic path (row converted to a small buffer, then an f32 dot product).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../../util/tensor.h"
+#include "threadpool.h"
+
+namespace rustasr {
+namespace cpu {
+
+enum class Isa { kScalar, kAvx2, kAvx512f, kAvx512bf16, kNeon };
+
+constexpr int kGemvMaxRows = 4;  // activation rows one kernel pass serves
+
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);
+// The best path this CPU supports ("auto").
+Isa best_isa();
+// "auto" | "avx512bf16" | "avx512f" | "avx2" | "neon" | "scalar". Throws Error(kInvalidArgument) for an
+// unknown name and Error(kUnsupportedDevice) for a path this CPU (or build) cannot run.
+Isa parse_kernel(const std::string& name);
+
+// Activations prepared for one kernel pass over up to kGemvMaxRows rows (the avx512bf16 path needs x
+// split into bf16 parts; the other paths read x directly).
+class GemvInput {
+ public:
+  void prepare(Isa isa, const float* x, int64_t ldx, int m, int64_t cols);
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  int m = 0;
+  int64_t cols = 0;
+  int64_t cols_pad = 0;          // avx512bf16: part row length (multiple of 32)
+  std::vector<uint16_t> parts;   // avx512bf16: [m][3][cols_pad]
+};
+
+// Single-threaded: rows [r0, r1) of y[i, r] (i < in.m, y row stride ldy) for any weight dtype.
+void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_t r1, float* y, int64_t ldy);
+
+// y[n, w.rows] = x[n, w.cols] * W^T (no bias), output rows split across the pool. Any n works (rows of
+// x are taken kGemvMaxRows at a time, re-reading W each pass): meant for small n.
+void gemv(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y);
+
+// Vector helpers used by the other ops, on the best path of `isa`.
+float dot_f32(Isa isa, const float* a, const float* b, int64_t n);
+void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n);  // y += a * x
+
+// out[0 .. n) = weight elements [offset, offset + n) as float32 (vectorised BF16/F16 upcast).
+void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out);
+
+}  // namespace cpu
+}  // namespace rustasr

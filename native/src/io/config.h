@@ -1,0 +1,56 @@
+// The official Qwen3-ASR config.json schema (top level + thinker_config.audio_config / text_config),
+// reduced to what inference needs. Every dimension of the engine comes from here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rustasr {
+
+struct AudioConfig {
+  int num_mel_bins = 0;            // 128
+  int d_model = 0;                 // encoder width
+  int encoder_layers = 0;
+  int encoder_attention_heads = 0;
+  int encoder_ffn_dim = 0;
+  int downsample_hidden_size = 0;  // conv channels
+  int output_dim = 0;              // proj2 output = decoder hidden
+  int n_window = 0;                // must be 50 (see golden README)
+  int n_window_infer = 0;          // attention window, in mel frames (multiple of 100)
+  int max_source_positions = 0;
+  std::string activation_function; // "gelu"
+};
+
+struct TextConfig {
+  int hidden_size = 0;
+  int num_hidden_layers = 0;
+  int num_attention_heads = 0;
+  int num_key_value_heads = 0;
+  int head_dim = 0;
+  int intermediate_size = 0;
+  int vocab_size = 0;
+  int max_position_embeddings = 0;
+  double rms_norm_eps = 0;
+  double rope_theta = 0;
+  bool tie_word_embeddings = false;
+  std::string hidden_act;          // "silu"
+};
+
+struct ModelConfig {
+  AudioConfig audio;
+  TextConfig text;
+  int audio_token_id = 0;          // <|audio_pad|>
+  int audio_start_token_id = 0;
+  int audio_end_token_id = 0;
+  std::vector<std::string> support_languages;
+};
+
+// Parses config.json text. Throws Error(kInvalidConfig) naming the first bad or missing field, e.g.
+// "config.json: thinker_config.text_config.hidden_size: expected a positive integer".
+// Also checks consistency: heads divide d_model, num_attention_heads % num_key_value_heads == 0,
+// n_window == 50, n_window_infer a positive multiple of 100, num_mel_bins divisible by 8, output_dim == hidden_size.
+ModelConfig parse_model_config(const std::string& json_text);
+ModelConfig load_model_config(const std::string& path);  // kModelNotFound if the file is absent
+
+}  // namespace rustasr

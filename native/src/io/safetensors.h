@@ -1,0 +1,120 @@
+// Read-only, memory-mapped access to .safetensors checkpoints (single file or sharded with an index).
+//
+// File format: 8-byte little-endian header length N, N bytes of JSON header, then the data section. The
+// header maps tensor names to {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]} where the
+// offsets are byte offsets relative to the start of the data section; "__metadata__" is skipped.
+//
+// Validation at open (any failure -> Error(kCorruptWeights) naming the file and, where relevant, the tensor):
+//   * file size >= 8, N <= file size - 8, N < 100 MB, the header is strict JSON and a JSON object;
+//   * every entry is an object with dtype (string), shape (array of non-negative integers) and
+//     data_offsets (two non-negative integers) with begin <= end <= data size;
+//   * for known dtypes, end - begin == product(shape) * dtype size (overflow-checked).
+// A dtype string the format does not know is accepted at open (its byte size cannot be checked, only the
+// offsets' bounds); it and known-but-unusable dtypes (I64, F64, U8, F8_*, ...) are reported as
+// kUnsupportedDtype, by name, when a caller asks for the tensor as a Weight. Tensor regions are not required
+// to be contiguous or non-overlapping (reads are always inside the mapping, so this is harmless).
+//
+// Alignment: the mapping is page-aligned but a tensor may start at any byte offset (e.g. a BF16 tensor with
+// an odd element count before an F32 tensor). aligned_data() returns a pointer aligned to the dtype size,
+// copying the tensor into an owned aligned buffer in the rare case the mapped bytes are not; ModelWeights
+// always goes through it, so a Weight's data is aligned for its dtype.
+//
+// Other notes: Linux/macOS only (POSIX open/fstat/mmap). The data is little-endian as the format requires;
+// big-endian hosts are rejected at compile time. If the file is truncated by another process while mapped,
+// accessing the lost pages raises SIGBUS (inherent to mmap).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "../util/tensor.h"
+
+namespace rustasr {
+
+struct TensorInfo {
+  std::string name;
+  std::string dtype_str;        // as written in the header, e.g. "BF16", "I64"
+  bool supported = false;       // dtype_str is BF16, F16 or F32
+  DType dtype = DType::kBF16;   // valid only when supported
+  bool known_dtype = false;     // dtype_str is a safetensors dtype (its size was checked)
+  std::vector<int64_t> shape;   // empty for a scalar
+  uint64_t numel = 1;           // product(shape)
+  const uint8_t* data = nullptr;  // into the mapping (may be unaligned, see aligned_data)
+  size_t nbytes = 0;            // end - begin
+};
+
+class SafetensorsArchive {
+ public:
+  // Maps and validates `path`. Throws kModelNotFound if it does not exist, kIo on OS errors (permission,
+  // not a regular file, mmap failure), kCorruptWeights on any format violation.
+  static std::shared_ptr<SafetensorsArchive> open(const std::string& path);
+
+  ~SafetensorsArchive();
+  SafetensorsArchive(const SafetensorsArchive&) = delete;
+  SafetensorsArchive& operator=(const SafetensorsArchive&) = delete;
+
+  const std::string& path() const { return path_; }
+  size_t file_size() const { return size_; }
+
+  // Tensors in header order.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  // nullptr if the archive has no tensor of that name.
+  const TensorInfo* find(const std::string& name) const;
+
+  // The tensor's data aligned to its element size (a copy owned by the archive if the mapping is
+  // misaligned). Requires t.supported and t to belong to this archive. Thread-safe.
+  const void* aligned_data(const TensorInfo& t) const;
+
+ private:
+  SafetensorsArchive() = default;
+  void parse_header();
+
+  std::string path_;
+  const uint8_t* base_ = nullptr;  // mapping of the whole file
+  size_t size_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t> by_name_;
+
+  mutable std::mutex copies_mu_;
+  mutable std::map<const TensorInfo*, std::unique_ptr<uint64_t[]>> copies_;  // misaligned tensors
+};
+
+// A checkpoint made of one or more archives: either a single model.safetensors or the shards listed by a
+// model.safetensors.index.json ({"weight_map": {tensor name: shard file name}, ...}).
+class TensorSource {
+ public:
+  static TensorSource open_single(const std::string& safetensors_path);
+
+  // Opens every shard named in the index once. Shard names must be plain file names in the index's
+  // directory: empty names, "." / "..", names containing '/', '\\', ".." or NUL are rejected with
+  // kCorruptWeights (the index is part of the checkpoint). A malformed index or missing "weight_map" ->
+  // kCorruptWeights; a missing shard file -> kModelNotFound; an index entry whose shard lacks the tensor ->
+  // kCorruptWeights. Tensors present in shards but absent from the index are not visible.
+  static TensorSource open_index(const std::string& index_path);
+
+  // The tensor and the archive holding it, or {nullptr, nullptr} if absent.
+  struct Found {
+    const TensorInfo* info = nullptr;
+    const SafetensorsArchive* archive = nullptr;
+  };
+  Found find(const std::string& name) const;
+
+  const std::vector<std::shared_ptr<SafetensorsArchive>>& archives() const { return archives_; }
+  size_t tensor_count() const;  // visible tensors
+
+ private:
+  std::vector<std::shared_ptr<SafetensorsArchive>> archives_;
+  bool sharded_ = false;
+  std::unordered_map<std::string, size_t> weight_map_;  // sharded: name -> index into archives_
+};
+
+// Byte size in bits of a known safetensors dtype ("BF16" -> 16, "F4" -> 4), or 0 if unknown.
+int safetensors_dtype_bits(const std::string& dtype);
+
+}  // namespace rustasr

@@ -1,0 +1,392 @@
+// The Qwen3-ASR forward pass: AuT audio encoder and Qwen3 decoder with a KV cache, written once against
+// the Backend op interface. The numbered comments refer to the golden README's "Exact pipeline".
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "../io/config.h"
+#include "../util/json.h"
+
+namespace rustasr {
+
+namespace {
+
+Weight none() { return Weight{}; }
+
+// Sinusoidal position embedding of the audio encoder (per chunk, positions restart at 0), computed in
+// float32 like the official SinusoidsPositionEmbedding: inv[i] = exp(-i * ln(10000) / (d/2 - 1)),
+// pe[p] = [sin(p * inv), cos(p * inv)].
+void add_sinusoid(float* x, int64_t n, int64_t d, int64_t first_pos) {
+  const int64_t half = d / 2;
+  const float inc = static_cast<float>(std::log(10000.0) / static_cast<double>(half - 1));
+  for (int64_t t = 0; t < n; ++t) {
+    const float p = static_cast<float>(first_pos + t);
+    float* row = x + t * d;
+    for (int64_t i = 0; i < half; ++i) {
+      const float inv = std::exp(-inc * static_cast<float>(i));
+      const float a = p * inv;
+      row[i] += std::sin(a);
+      row[half + i] += std::cos(a);
+    }
+  }
+}
+
+}  // namespace
+
+Model::Model(ModelConfig config, ModelWeights weights, std::unique_ptr<Backend> backend, MelParams mel_params)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      backend_(std::move(backend)),
+      mel_(mel_params) {}
+
+int64_t Model::tokens_per_chunk() const {
+  return conv_out_len(conv_out_len(conv_out_len(chunk_frames())));
+}
+
+int64_t Model::attention_window() const {
+  // window_aftercnn = tokens of a full chunk * (n_window_infer // (2 * n_window)).
+  return tokens_per_chunk() * (config_.audio.n_window_infer / chunk_frames());
+}
+
+int64_t Model::audio_tokens(int64_t frames) const {
+  const int64_t full = frames / chunk_frames();
+  const int64_t rest = frames % chunk_frames();
+  return full * tokens_per_chunk() + (rest > 0 ? conv_out_len(conv_out_len(conv_out_len(rest))) : 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Session state: scratch activations and the KV cache.
+
+struct Session::State {
+  // KV cache: per layer, [capacity, kv_heads * head_dim] for keys and for values.
+  std::vector<std::vector<float>> k_cache, v_cache;
+  int64_t capacity = 0;
+
+  void reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
+    if (k_cache.size() != static_cast<size_t>(layers)) {
+      k_cache.assign(layers, {});
+      v_cache.assign(layers, {});
+      capacity = 0;
+    }
+    if (tokens <= capacity) return;
+    int64_t cap = std::max<int64_t>(tokens, capacity * 2);
+    for (int64_t l = 0; l < layers; ++l) {
+      k_cache[l].resize(static_cast<size_t>(cap * kv_dim));
+      v_cache[l].resize(static_cast<size_t>(cap * kv_dim));
+    }
+    capacity = cap;
+  }
+};
+
+Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)), state_(new State) {
+  if (!model_) throw Error(ErrorCode::kInvalidArgument, "Session needs a model");
+}
+
+Session::~Session() = default;
+
+std::vector<float> Session::mel(const float* samples, size_t n) const {
+  const MelExtractor& mel = model_->mel();
+  const int64_t frames = mel.frames(n);
+  std::vector<float> out(static_cast<size_t>(frames) * static_cast<size_t>(model_->config().audio.num_mel_bins));
+  mel.compute(samples, n, out.data());
+  return out;
+}
+
+// 3. Audio encoder.
+EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_intermediate) const {
+  const Model& m = *model_;
+  const AudioConfig& ac = m.config().audio;
+  const ModelWeights& w = m.weights();
+  Backend& be = m.backend();
+  if (frames <= 0) throw Error(ErrorCode::kInvalidArgument, "encode: no mel frames");
+
+  const int64_t n_mels = ac.num_mel_bins;
+  const int64_t C = ac.downsample_hidden_size;
+  const int64_t d = ac.d_model;
+  const int64_t chunk = m.chunk_frames();
+  const int64_t n_chunks = (frames + chunk - 1) / chunk;
+  const int64_t N = m.audio_tokens(frames);
+  const int64_t f1 = conv_out_len(n_mels), f2 = conv_out_len(f1), f3 = conv_out_len(f2);
+  const int64_t feat = C * f3;  // conv_out input width, feature index c * f3 + f
+
+  std::vector<float> h(static_cast<size_t>(N * d));
+  {
+    // Conv stem, one chunk at a time, no context across chunk borders. A partial last chunk of a
+    // multi-chunk utterance is zero-padded to a full chunk first (the official pad_sequence), and only
+    // its first ceil(r/8) output frames are kept; a single short chunk runs at its true length.
+    std::vector<float> img(static_cast<size_t>(n_mels * chunk));
+    std::vector<float> a1(static_cast<size_t>(C * f1 * conv_out_len(chunk)));
+    std::vector<float> a2(static_cast<size_t>(C * f2 * conv_out_len(conv_out_len(chunk))));
+    const int64_t t3_full = m.tokens_per_chunk();
+    std::vector<float> a3(static_cast<size_t>(C * f3 * t3_full));
+    std::vector<float> flat(static_cast<size_t>(t3_full * feat));
+    int64_t tok = 0;
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t start = c * chunk;
+      const int64_t valid = std::min(chunk, frames - start);
+      const int64_t t_in = (n_chunks > 1) ? chunk : valid;
+      std::fill(img.begin(), img.end(), 0.f);
+      for (int64_t b = 0; b < n_mels; ++b)
+        std::copy(mel + b * frames + start, mel + b * frames + start + valid, img.begin() + b * t_in);
+      const int64_t t1 = conv_out_len(t_in), t2 = conv_out_len(t1), t3 = conv_out_len(t2);
+      be.conv3x3s2_gelu(img.data(), 1, n_mels, t_in, w.conv1_w, w.conv1_b, a1.data());
+      be.conv3x3s2_gelu(a1.data(), C, f1, t1, w.conv2_w, w.conv2_b, a2.data());
+      be.conv3x3s2_gelu(a2.data(), C, f2, t2, w.conv3_w, w.conv3_b, a3.data());
+      const int64_t keep = conv_out_len(conv_out_len(conv_out_len(valid)));
+      // [C, f3, t3] -> [keep, C * f3]
+      for (int64_t t = 0; t < keep; ++t)
+        for (int64_t ch = 0; ch < C; ++ch)
+          for (int64_t f = 0; f < f3; ++f) flat[t * feat + ch * f3 + f] = a3[(ch * f3 + f) * t3 + t];
+      be.linear(flat.data(), keep, w.conv_out_w, none(), h.data() + tok * d);
+      add_sinusoid(h.data() + tok * d, keep, d, 0);
+      tok += keep;
+    }
+    if (tok != N) throw Error(ErrorCode::kInternal, "encoder produced an unexpected token count");
+  }
+
+  EncoderOutputs out;
+  out.n_tokens = static_cast<int>(N);
+  if (keep_intermediate) out.conv_pos = h;
+
+  // Transformer layers with bidirectional attention inside windows of `W` consecutive tokens.
+  const int64_t heads = ac.encoder_attention_heads;
+  const int64_t hd = d / heads;
+  const int64_t W = m.attention_window();
+  const int64_t ffn = ac.encoder_ffn_dim;
+  std::vector<float> x(static_cast<size_t>(N * d)), q(x.size()), k(x.size()), v(x.size()), att(x.size());
+  std::vector<float> mid(static_cast<size_t>(N * ffn));
+  for (const EncoderLayerWeights& L : w.enc_layers) {
+    be.layer_norm(h.data(), N, d, L.attn_ln_w, L.attn_ln_b, 1e-5f, x.data());
+    be.linear(x.data(), N, L.q_w, L.q_b, q.data());
+    be.linear(x.data(), N, L.k_w, L.k_b, k.data());
+    be.linear(x.data(), N, L.v_w, L.v_b, v.data());
+    for (int64_t s = 0; s < N; s += W) {
+      const int64_t len = std::min(W, N - s);
+      be.attention(q.data() + s * d, len, 0, k.data() + s * d, v.data() + s * d, len, d, heads, heads, hd,
+                   false, att.data() + s * d);
+    }
+    be.linear(att.data(), N, L.o_w, L.o_b, x.data());
+    be.add(h.data(), x.data(), N * d);
+    be.layer_norm(h.data(), N, d, L.ffn_ln_w, L.ffn_ln_b, 1e-5f, x.data());
+    be.linear(x.data(), N, L.fc1_w, L.fc1_b, mid.data());
+    be.gelu(mid.data(), N * ffn);
+    be.linear(mid.data(), N, L.fc2_w, L.fc2_b, x.data());
+    be.add(h.data(), x.data(), N * d);
+  }
+
+  be.layer_norm(h.data(), N, d, w.ln_post_w, w.ln_post_b, 1e-5f, x.data());
+  if (keep_intermediate) out.ln_post = x;
+  be.linear(x.data(), N, w.proj1_w, w.proj1_b, q.data());
+  be.gelu(q.data(), N * d);
+  out.embeds.resize(static_cast<size_t>(N * ac.output_dim));
+  be.linear(q.data(), N, w.proj2_w, w.proj2_b, out.embeds.data());
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// 5. Decoder. `forward` runs n new tokens (embeddings in `h`, [n, hidden]) at positions pos_..pos_+n-1,
+// appends their keys/values to the cache and leaves the final-norm output of the last row in `last`.
+
+namespace {
+
+struct DecoderDims {
+  int64_t hidden, heads, kv_heads, hd, inter, q_dim, kv_dim, layers, vocab;
+  float eps, theta;
+  explicit DecoderDims(const TextConfig& t)
+      : hidden(t.hidden_size),
+        heads(t.num_attention_heads),
+        kv_heads(t.num_key_value_heads),
+        hd(t.head_dim),
+        inter(t.intermediate_size),
+        q_dim(static_cast<int64_t>(t.num_attention_heads) * t.head_dim),
+        kv_dim(static_cast<int64_t>(t.num_key_value_heads) * t.head_dim),
+        layers(t.num_hidden_layers),
+        vocab(t.vocab_size),
+        eps(static_cast<float>(t.rms_norm_eps)),
+        theta(static_cast<float>(t.rope_theta)) {}
+};
+
+}  // namespace
+
+static void decoder_forward(const Model& m, std::vector<std::vector<float>>& k_cache,
+                            std::vector<std::vector<float>>& v_cache, int64_t pos0, float* h, int64_t n,
+                            float* last_normed) {
+  const DecoderDims D(m.config().text);
+  const ModelWeights& w = m.weights();
+  Backend& be = m.backend();
+  std::vector<float> x(static_cast<size_t>(n * D.hidden)), q(static_cast<size_t>(n * D.q_dim));
+  std::vector<float> att(static_cast<size_t>(n * D.q_dim));
+  std::vector<float> gate(static_cast<size_t>(n * D.inter)), up(static_cast<size_t>(n * D.inter));
+  for (int64_t l = 0; l < D.layers; ++l) {
+    const DecoderLayerWeights& L = w.dec_layers[static_cast<size_t>(l)];
+    float* kc = k_cache[static_cast<size_t>(l)].data();
+    float* vc = v_cache[static_cast<size_t>(l)].data();
+    float* k_new = kc + pos0 * D.kv_dim;
+    float* v_new = vc + pos0 * D.kv_dim;
+    be.rms_norm(h, n, D.hidden, L.in_norm, D.eps, x.data());
+    be.linear(x.data(), n, L.q_w, none(), q.data());
+    be.linear(x.data(), n, L.k_w, none(), k_new);
+    be.linear(x.data(), n, L.v_w, none(), v_new);
+    be.rms_norm(q.data(), n * D.heads, D.hd, L.q_norm, D.eps, q.data());
+    be.rms_norm(k_new, n * D.kv_heads, D.hd, L.k_norm, D.eps, k_new);
+    be.rope(q.data(), n, D.heads, D.hd, pos0, D.theta);
+    be.rope(k_new, n, D.kv_heads, D.hd, pos0, D.theta);
+    be.attention(q.data(), n, pos0, kc, vc, pos0 + n, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att.data());
+    be.linear(att.data(), n, L.o_w, none(), x.data());
+    be.add(h, x.data(), n * D.hidden);
+    be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x.data());
+    be.linear(x.data(), n, L.gate_w, none(), gate.data());
+    be.linear(x.data(), n, L.up_w, none(), up.data());
+    be.silu_mul(gate.data(), up.data(), n * D.inter, gate.data());
+    be.linear(gate.data(), n, L.down_w, none(), x.data());
+    be.add(h, x.data(), n * D.hidden);
+  }
+  be.rms_norm(h + (n - 1) * D.hidden, 1, D.hidden, w.final_norm, D.eps, last_normed);
+}
+
+std::vector<float> Session::prefill(const int32_t* ids, int64_t n, const float* audio_embeds, int64_t n_audio,
+                                    std::vector<float>* hidden_last) {
+  const Model& m = *model_;
+  const DecoderDims D(m.config().text);
+  if (n <= 0) throw Error(ErrorCode::kInvalidArgument, "prefill: empty prompt");
+  int64_t pads = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= D.vocab)
+      throw Error(ErrorCode::kInvalidArgument, "prefill: token id " + std::to_string(ids[i]) + " out of range");
+    if (ids[i] == m.config().audio_token_id) ++pads;
+  }
+  if (pads != n_audio)
+    throw Error(ErrorCode::kInvalidArgument, "prefill: the prompt has " + std::to_string(pads) +
+                                                 " audio pad tokens but " + std::to_string(n_audio) +
+                                                 " audio embeddings were given");
+  Backend& be = m.backend();
+  std::vector<float> h(static_cast<size_t>(n * D.hidden));
+  be.embed(m.weights().embed_tokens, ids, n, h.data());
+  // <|audio_pad|> rows are replaced, in order, by the audio embeddings.
+  int64_t a = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] == m.config().audio_token_id) {
+      std::copy(audio_embeds + a * D.hidden, audio_embeds + (a + 1) * D.hidden, h.begin() + i * D.hidden);
+      ++a;
+    }
+  pos_ = 0;
+  state_->reserve(n + 64, D.layers, D.kv_dim);
+  std::vector<float> last(static_cast<size_t>(D.hidden));
+  decoder_forward(m, state_->k_cache, state_->v_cache, 0, h.data(), n, last.data());
+  pos_ = n;
+  std::vector<float> logits(static_cast<size_t>(D.vocab));
+  be.linear(last.data(), 1, m.weights().lm_head, none(), logits.data());
+  if (hidden_last) *hidden_last = std::move(last);
+  return logits;
+}
+
+std::vector<float> Session::step(int32_t token) {
+  const Model& m = *model_;
+  const DecoderDims D(m.config().text);
+  if (pos_ == 0) throw Error(ErrorCode::kInvalidArgument, "step: call prefill first");
+  if (token < 0 || token >= D.vocab)
+    throw Error(ErrorCode::kInvalidArgument, "step: token id " + std::to_string(token) + " out of range");
+  Backend& be = m.backend();
+  state_->reserve(pos_ + 1, D.layers, D.kv_dim);
+  std::vector<float> h(static_cast<size_t>(D.hidden)), last(static_cast<size_t>(D.hidden));
+  be.embed(m.weights().embed_tokens, &token, 1, h.data());
+  decoder_forward(m, state_->k_cache, state_->v_cache, pos_, h.data(), 1, last.data());
+  ++pos_;
+  std::vector<float> logits(static_cast<size_t>(D.vocab));
+  be.linear(last.data(), 1, m.weights().lm_head, none(), logits.data());
+  return logits;
+}
+
+int32_t argmax(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (v[i] > v[best]) best = i;
+  return static_cast<int32_t>(best);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Loading.
+
+namespace {
+
+bool file_exists(const std::string& path) {
+  std::ifstream f(path);
+  return f.good();
+}
+
+// preprocessor_config.json is optional: its absence means the Whisper defaults the official processor uses.
+MelParams load_mel_params(const std::string& dir, int n_mels) {
+  MelParams p;
+  p.n_mels = n_mels;
+  const std::string path = dir + "/preprocessor_config.json";
+  if (!file_exists(path)) return p;
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  JsonValue root;
+  try {
+    root = parse_json(ss.str());
+  } catch (const JsonParseError& e) {
+    throw Error(ErrorCode::kInvalidConfig, "preprocessor_config.json: " + std::string(e.what()));
+  }
+  if (!root.is_object()) throw Error(ErrorCode::kInvalidConfig, "preprocessor_config.json: expected an object");
+  auto int_field = [&](const char* key, int& dst) {
+    const JsonValue* v = root.get(key);
+    if (!v) return;
+    if (!v->is_number() || v->as_number() <= 0 || v->as_number() != std::floor(v->as_number()))
+      throw Error(ErrorCode::kInvalidConfig, std::string("preprocessor_config.json: ") + key +
+                                                 ": expected a positive integer");
+    dst = static_cast<int>(v->as_number());
+  };
+  int feature_size = n_mels;
+  int_field("feature_size", feature_size);
+  if (feature_size != n_mels)
+    throw Error(ErrorCode::kInvalidConfig, "preprocessor_config.json: feature_size " + std::to_string(feature_size) +
+                                               " differs from audio_config.num_mel_bins " + std::to_string(n_mels));
+  int_field("n_fft", p.n_fft);
+  int_field("hop_length", p.hop);
+  int_field("sampling_rate", p.sample_rate);
+  return p;
+}
+
+}  // namespace
+
+std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params) {
+  if (params.threads < 0) throw Error(ErrorCode::kInvalidArgument, "threads must be >= 0");
+  ModelConfig config = load_model_config(dir + "/config.json");
+  MelParams mel_params = load_mel_params(dir, config.audio.num_mel_bins);
+  BackendOptions bo;
+  bo.threads = params.threads;
+  bo.kernel = params.kernel;
+  std::unique_ptr<Backend> backend = make_cpu_backend(bo);
+  ModelWeights weights = load_model_weights(dir, config);
+  return std::make_shared<const Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
+}
+
+ModelInfo model_info(const Model& m) {
+  const ModelConfig& c = m.config();
+  ModelInfo i;
+  i.num_mel_bins = c.audio.num_mel_bins;
+  i.encoder_d_model = c.audio.d_model;
+  i.encoder_layers = c.audio.encoder_layers;
+  i.audio_output_dim = c.audio.output_dim;
+  i.hidden_size = c.text.hidden_size;
+  i.decoder_layers = c.text.num_hidden_layers;
+  i.vocab_size = c.text.vocab_size;
+  i.audio_token_id = c.audio_token_id;
+  i.audio_start_token_id = c.audio_start_token_id;
+  i.audio_end_token_id = c.audio_end_token_id;
+  i.tied_embeddings = c.text.tie_word_embeddings;
+  i.support_languages = c.support_languages;
+  i.kernel = m.backend().kernel();
+  i.threads = m.backend().threads();
+  i.sample_rate = m.mel().params().sample_rate;
+  i.hop_length = m.mel().params().hop;
+  return i;
+}
+
+}  // namespace rustasr

@@ -1,0 +1,41 @@
+// Internal definition of the shared Model object (see rustasr/engine.h for the public view).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <rustasr/engine.h>
+
+#include "../audio/mel.h"
+#include "../backend/backend.h"
+#include "../io/config.h"
+#include "weights.h"
+
+namespace rustasr {
+
+class Model {
+ public:
+  Model(ModelConfig config, ModelWeights weights, std::unique_ptr<Backend> backend, MelParams mel_params);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  Backend& backend() const { return *backend_; }
+  const MelExtractor& mel() const { return mel_; }
+
+  // Encoder geometry, derived from the config (see golden README, "Audio encoder").
+  int64_t chunk_frames() const { return 2 * static_cast<int64_t>(config_.audio.n_window); }  // 100
+  int64_t tokens_per_chunk() const;                                  // 13 for 100-frame chunks
+  int64_t attention_window() const;                                  // tokens per attention window
+  int64_t audio_tokens(int64_t frames) const;                        // N for T mel frames
+
+ private:
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::unique_ptr<Backend> backend_;
+  MelExtractor mel_;
+};
+
+// Output length of one 3x3 stride-2 pad-1 convolution: ceil(n / 2).
+inline int64_t conv_out_len(int64_t n) { return (n + 1) / 2; }
+
+}  // namespace rustasr

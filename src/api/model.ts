@@ -1,0 +1,182 @@
+// Model: the loaded, shareable engine (weights, tokenizer) and the greedy transcription loop over it.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+import { RustAsrError, fromNative } from '../errors.js';
+import { native, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
+import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
+import { buildPrompt, normalizeLanguage, parseAsrOutput } from '../text/prompt.js';
+
+export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
+
+export interface LoadModelOptions {
+  /** Worker threads for the native kernels (default: all hardware threads). */
+  threads?: number;
+  /** Force a CPU matrix-vector kernel (default 'auto': the best this CPU supports). */
+  kernel?: KernelName;
+}
+
+export interface DecodeOptions {
+  /** Forced language, one of the model's support_languages (case-insensitive). */
+  language?: string;
+  /** System-prompt context (glossary, names) given to the decoder. */
+  context?: string;
+  /** Upper bound on generated tokens (default 512). */
+  maxNewTokens?: number;
+  /** Stop decoding and reject with code ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface Timings {
+  melMs: number;
+  encoderMs: number;
+  prefillMs: number;
+  decodeMs: number;
+  totalMs: number;
+  audioSeconds: number;
+  /** Real-time factor: processing time / audio length. */
+  rtf: number;
+}
+
+export interface TranscriptionResult {
+  text: string;
+  language: string | undefined;
+  /** Generated token ids (EOS excluded). */
+  tokens: number[];
+  timings: Timings;
+}
+
+const DEFAULT_MAX_NEW_TOKENS = 512;
+
+async function readEosIds(dir: string): Promise<number[]> {
+  try {
+    const gen = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8')) as { eos_token_id?: number | number[] };
+    const eos = gen.eos_token_id;
+    if (Array.isArray(eos)) return eos;
+    if (typeof eos === 'number') return [eos];
+  } catch {
+    // generation_config.json is optional; fall through to the Qwen3 defaults.
+  }
+  return [151643, 151645]; // <|endoftext|>, <|im_end|>
+}
+
+export class Model {
+  private nativeModel: NativeModel | undefined;
+
+  private constructor(
+    nativeModel: NativeModel,
+    readonly dir: string,
+    readonly info: NativeModelInfo,
+    readonly tokenizer: AsrTokenizer,
+    readonly eosIds: ReadonlySet<number>,
+  ) {
+    this.nativeModel = nativeModel;
+  }
+
+  /** Loads a model directory (config.json, safetensors, tokenizer files). Weights are memory-mapped. */
+  static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0)) {
+      throw new RustAsrError('INVALID_OPTION', `threads must be a non-negative integer, got ${String(opts.threads)}`);
+    }
+    let nm: NativeModel;
+    try {
+      nm = await native().loadModel(dir, { threads: opts.threads, kernel: opts.kernel });
+    } catch (err) {
+      throw fromNative(err);
+    }
+    try {
+      const [tokenizer, eos] = await Promise.all([loadTokenizer(dir), readEosIds(dir)]);
+      return new Model(nm, dir, nm.info(), tokenizer, new Set(eos));
+    } catch (err) {
+      nm.dispose();
+      throw err;
+    }
+  }
+
+  get disposed(): boolean {
+    return this.nativeModel === undefined;
+  }
+
+  /** A native session (one transcription's state). Internal: sessions are created per transcription. */
+  createSession(): NativeSession {
+    if (!this.nativeModel) throw new RustAsrError('INVALID_ARGUMENT', 'the model has been disposed');
+    return this.nativeModel.createSession();
+  }
+
+  /**
+   * Transcribes 16 kHz mono float samples, yielding token ids as they are decoded, then returns the
+   * full result. Greedy decoding; stops at an EOS id or after maxNewTokens.
+   */
+  async *decode(samples: Float32Array, opts: DecodeOptions = {}): AsyncGenerator<number, TranscriptionResult> {
+    const maxNewTokens = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
+      throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(maxNewTokens)}`);
+    }
+    const language = opts.language === undefined ? undefined : normalizeLanguage(opts.language, this.info.supportLanguages);
+    if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
+    const checkAbort = () => {
+      if (opts.signal?.aborted) throw new RustAsrError('ABORTED', 'transcription aborted');
+    };
+    checkAbort();
+    const session = this.createSession();
+    const t0 = performance.now();
+    try {
+      const mel = await session.mel(samples);
+      const t1 = performance.now();
+      checkAbort();
+      const enc = await session.encode(mel.data, mel.frames, false);
+      const t2 = performance.now();
+      checkAbort();
+      const prompt = buildPrompt(this.tokenizer, {
+        context: opts.context ?? '',
+        language,
+        audioTokens: enc.nTokens,
+        supportedLanguages: this.info.supportLanguages,
+      });
+      let next = (await session.prefill(prompt.ids, enc.embeds)).id;
+      const t3 = performance.now();
+      const tokens: number[] = [];
+      for (;;) {
+        if (this.eosIds.has(next)) break;
+        tokens.push(next);
+        yield next;
+        if (tokens.length >= maxNewTokens) break;
+        checkAbort();
+        next = (await session.step(next)).id;
+      }
+      const t4 = performance.now();
+      const raw = this.tokenizer.decode(tokens, { skipSpecial: true });
+      const parsed = parseAsrOutput(raw, { forcedLanguage: language });
+      const audioSeconds = samples.length / this.info.sampleRate;
+      return {
+        text: parsed.text,
+        language: language ?? parsed.language,
+        tokens,
+        timings: {
+          melMs: t1 - t0,
+          encoderMs: t2 - t1,
+          prefillMs: t3 - t2,
+          decodeMs: t4 - t3,
+          totalMs: t4 - t0,
+          audioSeconds,
+          rtf: (t4 - t0) / 1000 / audioSeconds,
+        },
+      };
+    } catch (err) {
+      throw err instanceof RustAsrError ? err : fromNative(err);
+    } finally {
+      session.dispose();
+    }
+  }
+
+  /** Frees the native model once no session uses it any more. */
+  dispose(): void {
+    this.nativeModel?.dispose();
+    this.nativeModel = undefined;
+  }
+}
+
+export function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+  return Model.load(dir, opts);
+}

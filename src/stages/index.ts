@@ -1,0 +1,20 @@
+// Streaming audio stages: WAV bytes -> mono float chunks -> 16 kHz chunks.
+export {
+  WavDecoder,
+  MAX_CHUNK_FRAMES,
+  MAX_WAV_SAMPLE_RATE,
+  decodeFrames,
+  frameBytesOf,
+  parseFmtChunk,
+  validateWavFmt,
+} from './wav-decode.js';
+export type { AudioChunk, RawWavFmt, WavStreamFormat } from './wav-decode.js';
+export {
+  Resampler,
+  resample,
+  resampledLength,
+  DEFAULT_TARGET_RATE,
+  MAX_OUTPUT_CHUNK,
+  MAX_RESAMPLE_RATE,
+} from './resample.js';
+export type { ResamplerOptions } from './resample.js';
