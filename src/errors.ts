@@ -20,9 +20,12 @@ export type SdkErrorCode =
   | 'UNSUPPORTED_WAV_FORMAT'
   | 'TRUNCATED_WAV'
   | 'EMPTY_AUDIO'
+  | 'AUDIO_TOO_SHORT'
   | 'INVALID_TOKENIZER'
   | 'UNSUPPORTED_LANGUAGE'
-  | 'INVALID_OPTION';
+  | 'INVALID_OPTION'
+  | 'DOWNLOAD_FAILED'
+  | 'CHECKSUM_MISMATCH';
 
 /** Every stable error code. New codes may be added in minor versions; existing ones never change meaning. */
 export type RustAsrErrorCode = NativeErrorCode | SdkErrorCode;
@@ -47,9 +50,12 @@ const ALL_CODES: ReadonlySet<string> = new Set<RustAsrErrorCode>([
   'UNSUPPORTED_WAV_FORMAT',
   'TRUNCATED_WAV',
   'EMPTY_AUDIO',
+  'AUDIO_TOO_SHORT',
   'INVALID_TOKENIZER',
   'UNSUPPORTED_LANGUAGE',
   'INVALID_OPTION',
+  'DOWNLOAD_FAILED',
+  'CHECKSUM_MISMATCH',
 ]);
 
 /** True when `code` is one of the stable RustAsrErrorCode values. */

@@ -1,9 +1,33 @@
 // rustasr: local Qwen3-ASR speech recognition for Node.js.
-export { Model, loadModel } from './api/model.js';
-export type { DecodeOptions, KernelName, LoadModelOptions, Timings, TranscriptionResult } from './api/model.js';
+export { Model, loadModel, checkDevice, DEVICES } from './api/model.js';
+export type { Device, DecodeOptions, KernelName, LoadModelOptions, Timings, TranscriptionResult } from './api/model.js';
 export { transcribe, loadAudio } from './api/transcribe.js';
-export type { AudioInput, TranscribeOptions } from './api/transcribe.js';
+export type { TranscribeOptions, TranscribeResult } from './api/transcribe.js';
+export { recognize } from './api/recognize.js';
+export type { AudioInput } from './api/recognize.js';
+export { Transcriber, transcriber } from './api/transcriber.js';
+export type { RecognizeOptions, TranscriberOptions } from './api/transcriber.js';
+export { abortError, isAbortError } from './api/abort.js';
 export { decodeWav } from './audio/wav.js';
 export type { WavInfo } from './audio/wav.js';
+export { WavDecoder, Resampler, resample, DEFAULT_TARGET_RATE } from './stages/index.js';
+export type { AudioChunk, WavStreamFormat, ResamplerOptions } from './stages/index.js';
+export {
+  Segmenter,
+  splitAudio,
+  findCut,
+  MAX_SEGMENT_SECONDS,
+  SEARCH_EXPAND_SECONDS,
+  MIN_WINDOW_MS,
+  MIN_SEGMENT_SECONDS,
+} from './stages/segment.js';
+export type { AudioSegment, SegmentOptions } from './stages/segment.js';
+export { TokenDecoder, TokenStream, mergeLanguages, DEFAULT_TOKEN_HIGH_WATER_MARK } from './stages/tokens.js';
+export type { Token, SegmentResult, TokenStreamOptions, TokenDecoderOptions } from './stages/tokens.js';
+export { StreamingDetokenizer } from './text/detokenizer.js';
 export { RustAsrError } from './errors.js';
 export type { RustAsrErrorCode } from './errors.js';
+export { resolveModel } from './model/resolve.js';
+export type { DownloadProgress, ResolveModelOptions } from './model/resolve.js';
+export { listCachedModels } from './model/list.js';
+export type { CachedModel } from './model/list.js';

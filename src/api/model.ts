@@ -4,17 +4,45 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { RustAsrError, fromNative } from '../errors.js';
+import { resolveModel } from '../model/resolve.js';
 import { native, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, normalizeLanguage, parseAsrOutput } from '../text/prompt.js';
+import { abortError } from './abort.js';
 
 export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
 
+/** Compute device. 'auto' and 'cpu' run the CPU backend; 'cuda' and 'metal' are not built yet. */
+export type Device = 'auto' | 'cpu' | 'cuda' | 'metal';
+
+export const DEVICES: readonly Device[] = Object.freeze(['auto', 'cpu', 'cuda', 'metal']);
+
+/**
+ * Checks a device name: 'auto' and 'cpu' (and undefined) pass; 'cuda', 'metal' and any other name throw
+ * UNSUPPORTED_DEVICE (this build has only the CPU backend).
+ */
+export function checkDevice(device: unknown): 'cpu' {
+  if (device === undefined || device === 'auto' || device === 'cpu') return 'cpu';
+  if (device === 'cuda' || device === 'metal') {
+    throw new RustAsrError('UNSUPPORTED_DEVICE', `device '${device}' is not available: this build has only the CPU backend`);
+  }
+  throw new RustAsrError('UNSUPPORTED_DEVICE', `unknown device ${JSON.stringify(device)}; expected one of ${DEVICES.join(', ')}`);
+}
+
 export interface LoadModelOptions {
+  /** Compute device (default 'auto': the best available; today the CPU). 'cuda' | 'metal': UNSUPPORTED_DEVICE. */
+  device?: Device;
   /** Worker threads for the native kernels (default: all hardware threads). */
   threads?: number;
   /** Force a CPU matrix-vector kernel (default 'auto': the best this CPU supports). */
   kernel?: KernelName;
+  /**
+   * Decoder weight format (default 'bf16': the checkpoint's weights, read in place). 'int8' quantises the
+   * decoder's linear weights and lm_head at load (symmetric int8, one scale per 128 columns): about half
+   * the memory traffic per decoded token and a smaller resident set, at a small accuracy cost
+   * (docs/performance.md, "int8").
+   */
+  quant?: 'bf16' | 'int8';
 }
 
 export interface DecodeOptions {
@@ -48,6 +76,8 @@ export interface TranscriptionResult {
 }
 
 const DEFAULT_MAX_NEW_TOKENS = 512;
+/** Fewest samples the mel front end accepts (n_fft / 2 + 1, for the STFT's reflect padding): 12.6 ms at 16 kHz. */
+const MIN_AUDIO_SAMPLES = 201;
 
 async function readEosIds(dir: string): Promise<number[]> {
   try {
@@ -76,12 +106,14 @@ export class Model {
 
   /** Loads a model directory (config.json, safetensors, tokenizer files). Weights are memory-mapped. */
   static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+    checkDevice(opts.device);
+    if (typeof dir !== 'string' || dir === '') throw new RustAsrError('INVALID_OPTION', 'the model directory must be a non-empty string');
     if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0)) {
       throw new RustAsrError('INVALID_OPTION', `threads must be a non-negative integer, got ${String(opts.threads)}`);
     }
     let nm: NativeModel;
     try {
-      nm = await native().loadModel(dir, { threads: opts.threads, kernel: opts.kernel });
+      nm = await native().loadModel(dir, { threads: opts.threads, kernel: opts.kernel, quant: opts.quant });
     } catch (err) {
       throw fromNative(err);
     }
@@ -92,6 +124,11 @@ export class Model {
       nm.dispose();
       throw err;
     }
+  }
+
+  /** The device the model runs on. */
+  get device(): 'cpu' {
+    return 'cpu';
   }
 
   get disposed(): boolean {
@@ -115,8 +152,11 @@ export class Model {
     }
     const language = opts.language === undefined ? undefined : normalizeLanguage(opts.language, this.info.supportLanguages);
     if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
+    if (samples.length < MIN_AUDIO_SAMPLES) {
+      throw new RustAsrError('AUDIO_TOO_SHORT', `${samples.length} samples is too short: at least ${MIN_AUDIO_SAMPLES} are needed`);
+    }
     const checkAbort = () => {
-      if (opts.signal?.aborted) throw new RustAsrError('ABORTED', 'transcription aborted');
+      if (opts.signal?.aborted) throw abortError(opts.signal.reason);
     };
     checkAbort();
     const session = this.createSession();
@@ -170,13 +210,28 @@ export class Model {
     }
   }
 
-  /** Frees the native model once no session uses it any more. */
+  /** Frees the native model once no session uses it any more. Idempotent. */
   dispose(): void {
     this.nativeModel?.dispose();
     this.nativeModel = undefined;
   }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 }
 
-export function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
-  return Model.load(dir, opts);
+/**
+ * Turns a model reference into a local directory: an existing directory (or a path starting with '.', '/'
+ * or '~') as it is, otherwise a Hugging Face repo id resolved through the download cache (see
+ * docs/models.md). Every API that takes a model name goes through here.
+ */
+export async function resolveModelDir(idOrDir: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
+  return resolveModel(idOrDir, { signal: opts.signal });
+}
+
+/** Loads a model from a directory or a Hugging Face repo id (downloaded once into the cache). */
+export async function loadModel(dirOrId: string, opts: LoadModelOptions = {}): Promise<Model> {
+  checkDevice(opts.device);
+  return Model.load(await resolveModelDir(dirOrId), opts);
 }

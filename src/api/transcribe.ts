@@ -1,23 +1,34 @@
-// transcribe(): the promise helper over Model.decode for a whole input.
+// transcribe(): the promise helper over recognize() for a whole input.
 import { readFile } from 'node:fs/promises';
 
 import { decodeWav } from '../audio/wav.js';
 import { RustAsrError } from '../errors.js';
 import { resample } from '../stages/resample.js';
-import { Model, type DecodeOptions, type LoadModelOptions, type TranscriptionResult } from './model.js';
+import type { SegmentResult } from '../stages/tokens.js';
+import type { TranscriptionResult } from './model.js';
+import { recognize, type AudioInput } from './recognize.js';
+import type { RecognizeOptions } from './transcriber.js';
 
-export type AudioInput = string | Uint8Array | Float32Array;
+export type { AudioInput } from './recognize.js';
 
-export interface TranscribeOptions extends DecodeOptions, LoadModelOptions {
-  /** A loaded Model, or a model directory. */
-  model: Model | string;
+export type TranscribeOptions = RecognizeOptions;
+
+export interface TranscribeResult extends TranscriptionResult {
+  /**
+   * The transcript: each segment's text (trimmed) concatenated without separator, as the official
+   * pipeline joins its chunks. `language` is the merged language ('English', or 'Chinese,English' when
+   * segments differ), `tokens` every generated id (EOS excluded), `timings` the sums over segments.
+   */
+  text: string;
+  /** One entry per decoded segment (a single one unless the audio exceeded maxSegmentSeconds). */
+  segments: SegmentResult[];
 }
 
 /**
  * Reads a WAV path / buffer (or takes 16 kHz mono samples) and returns mono float samples at the model's rate
  * (windowed-sinc resampling from any other rate).
  */
-export async function loadAudio(input: AudioInput, sampleRate: number): Promise<Float32Array> {
+export async function loadAudio(input: string | Uint8Array | Float32Array, sampleRate: number): Promise<Float32Array> {
   if (input instanceof Float32Array) return input;
   let bytes: Uint8Array;
   if (typeof input === 'string') {
@@ -33,17 +44,17 @@ export async function loadAudio(input: AudioInput, sampleRate: number): Promise<
   return info.sampleRate === sampleRate ? samples : resample(samples, info.sampleRate, sampleRate);
 }
 
-export async function transcribe(input: AudioInput, opts: TranscribeOptions): Promise<TranscriptionResult> {
-  const owned = typeof opts.model === 'string';
-  const model = typeof opts.model === 'string' ? await Model.load(opts.model, opts) : opts.model;
-  try {
-    const samples = await loadAudio(input, model.info.sampleRate);
-    const gen = model.decode(samples, opts);
-    for (;;) {
-      const r = await gen.next();
-      if (r.done) return r.value;
-    }
-  } finally {
-    if (owned) model.dispose();
-  }
+/** Transcribes a whole input; resolves when decoding is done. */
+export async function transcribe(input: AudioInput, opts: TranscribeOptions): Promise<TranscribeResult> {
+  const stream = recognize(input, opts);
+  const tokens: number[] = [];
+  for await (const t of stream) tokens.push(t.id);
+  const segments = [...stream.segments];
+  return {
+    text: segments.map((s) => s.text).join(''),
+    language: stream.language,
+    tokens,
+    timings: stream.timings,
+    segments,
+  };
 }

@@ -2,7 +2,7 @@
 // any channel count (down-mixed by the mean, as the official pipeline does). The fmt-chunk and sample
 // decoding rules are shared with the streaming decoder in src/stages/wav-decode.ts.
 import { RustAsrError } from '../errors.js';
-import { decodeFrames, frameBytesOf, parseFmtChunk, validateWavFmt, type RawWavFmt } from '../stages/wav-decode.js';
+import { decodeFrames, frameBytesOf, MAX_WAV_SAMPLE_RATE, parseFmtChunk, validateWavFmt, type RawWavFmt } from '../stages/wav-decode.js';
 
 export interface WavInfo {
   sampleRate: number;
@@ -45,7 +45,7 @@ export function decodeWav(buf: Uint8Array): { info: WavInfo; samples: Float32Arr
   }
   if (!rawFmt) throw new RustAsrError('INVALID_WAV', 'no fmt chunk');
   if (!data) throw new RustAsrError('INVALID_WAV', 'no data chunk');
-  const fmt = validateWavFmt(rawFmt);
+  const fmt = validateWavFmt(rawFmt, MAX_WAV_SAMPLE_RATE);
   const frames = Math.floor(data.length / frameBytesOf(fmt));
   if (frames === 0) throw new RustAsrError('EMPTY_AUDIO', 'the WAV data chunk holds no samples');
   const samples = new Float32Array(frames);

@@ -18,3 +18,15 @@ export {
   MAX_RESAMPLE_RATE,
 } from './resample.js';
 export type { ResamplerOptions } from './resample.js';
+export {
+  Segmenter,
+  splitAudio,
+  findCut,
+  MAX_SEGMENT_SECONDS,
+  SEARCH_EXPAND_SECONDS,
+  MIN_WINDOW_MS,
+  MIN_SEGMENT_SECONDS,
+} from './segment.js';
+export type { AudioSegment, SegmentOptions } from './segment.js';
+export { TokenDecoder, TokenStream, mergeLanguages, DEFAULT_TOKEN_HIGH_WATER_MARK } from './tokens.js';
+export type { Token, SegmentResult, TokenStreamOptions, TokenDecoderOptions } from './tokens.js';

@@ -144,7 +144,8 @@ export function decodeFrames(
       for (let c = 0; c < channels; c++, p += bytes) acc += read(dv, p);
       v = acc / channels;
     }
-    if (checkFinite && !Number.isFinite(v)) {
+    // Math.fround: a float64 sample beyond the float32 range would become ±Infinity in `out`.
+    if (checkFinite && !Number.isFinite(Math.fround(v))) {
       throw new RustAsrError('INVALID_WAV', `sample ${firstFrameIndex + i} is not a finite number`);
     }
     out[outOffset + i] = v;

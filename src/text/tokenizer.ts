@@ -274,7 +274,7 @@ class QwenTokenizer implements AsrTokenizer {
       all.set(p, off);
       off += p.length;
     }
-    return new TextDecoder('utf-8').decode(all);
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(all); // ignoreBOM: keep a leading U+FEFF
   }
 
   tokenToId(token: string): number | undefined {
@@ -313,7 +313,7 @@ class QwenTokenizer implements AsrTokenizer {
   }
 
   streamDecoder(opts?: DecodeOptions): TokenStreamDecoder {
-    const dec = new TextDecoder('utf-8');
+    const dec = new TextDecoder('utf-8', { ignoreBOM: true });
     const skip = opts?.skipSpecial === true;
     return {
       push: (id: number): string => {
