@@ -22,6 +22,8 @@ export interface NativeModelInfo {
   supportLanguages: string[];
   kernel: string;
   threads: number;
+  /** Decoder weight format in use: 'bf16' or 'int8'. */
+  quant: string;
 }
 
 export interface NativeEncoderOutput {
@@ -48,11 +50,35 @@ export interface NativeModel {
   dispose(): void;
 }
 
+export interface NativeProbeResult {
+  /** The linked BLAS, e.g. "openblas Haswell (OpenBLAS 0.3.21 ...)", "accelerate" or "none". */
+  blas: string;
+  bandwidth?: { threads: number; bytes: number; isa: string; seconds: number[] };
+  gemm: { impl: string; isa: string; threads: number; n: number; rows: number; cols: number; flops: number; seconds: number[] }[];
+}
+
 export interface NativeBinding {
-  loadModel(dir: string, opts: { threads?: number; kernel?: string }): Promise<NativeModel>;
+  loadModel(dir: string, opts: { threads?: number; kernel?: string; quant?: string }): Promise<NativeModel>;
   argmax(v: Float32Array): number;
   /** Matrix-vector kernels this CPU can run, best first. */
   cpuKernels(): string[];
+  /**
+   * Machine probes for `npm run bench`: read bandwidth (threads stream a large buffer) and the engine's
+   * batched-product rate on BF16 weights. Seconds are per repetition. bandwidthBytes = 0 skips bandwidth.
+   */
+  probe(opts?: {
+    threads?: number;
+    kernel?: string;
+    bandwidthBytes?: number;
+    bandwidthReps?: number;
+    gemm?: { impl: 'auto' | 'own' | 'blas' | 'blas-threaded'; n: number; rows: number; cols: number }[];
+    gemmReps?: number;
+  }): Promise<NativeProbeResult>;
+  /**
+   * Engine objects alive in this process (all threads), for leak checks: loaded models whose weights are
+   * still held (by a handle or a running session) and sessions whose state is not yet freed.
+   */
+  liveObjects(): { models: number; sessions: number };
 }
 
 let cached: NativeBinding | undefined;

@@ -31,7 +31,7 @@ export interface StreamingDetokenizerOptions {
 }
 
 export class StreamingDetokenizer {
-  private readonly decoder = new TextDecoder('utf-8', { fatal: false });
+  private readonly decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true }); // keep a leading U+FEFF
   private readonly skipSpecial: boolean;
   /** Bytes of an incomplete UTF-8 sequence. */
   private bytes = new Uint8Array(0);
