@@ -36,7 +36,7 @@ let samples16k: Float32Array;
 
 beforeAll(async () => {
   golden = await loadCase('tiny-a__en_5s');
-  model = await loadModel(golden.modelDir);
+  model = await (await loadModel(golden.modelDir)).ready();
   wavBytes = readFileSync(golden.audioPath);
   samples16k = decodeWav(wavBytes).samples;
 });

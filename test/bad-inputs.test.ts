@@ -319,8 +319,16 @@ describe('bad model directories (beyond test/model-errors.test.ts)', () => {
     expect(['CORRUPT_WEIGHTS', 'TENSOR_SHAPE']).toContain(await loadCode(mismatch));
   });
 
-  it('a corrupt vocab.json is INVALID_TOKENIZER', async () => {
+  it('a corrupt vocab.json is INVALID_TOKENIZER, from ready() and from the first transcription', async () => {
     const dir = brokenCopy((d) => writeFileSync(join(d, 'vocab.json'), readFileSync(join(d, 'vocab.json'), 'utf8').slice(0, 1000)));
-    expect(await loadCode(dir)).toBe('INVALID_TOKENIZER');
+    // The tokenizer is built in the background: loading succeeds, the error surfaces where it is needed.
+    const model = await loadModel(dir, { threads: 1 });
+    try {
+      expect((await errorOf(() => model.ready())).code).toBe('INVALID_TOKENIZER');
+      const samples = new Float32Array(16000).map((_, i) => Math.sin(i / 10) * 0.1);
+      expect((await errorOf(() => transcribe(samples, { model, maxNewTokens: 2 }))).code).toBe('INVALID_TOKENIZER');
+    } finally {
+      model.dispose();
+    }
   });
 });

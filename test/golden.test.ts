@@ -43,7 +43,7 @@ function modelFor(c: GoldenCase, kernel = 'auto'): Promise<Model> {
   const key = `${c.modelDir}#${kernel}`;
   let m = models.get(key);
   if (!m) {
-    m = Model.load(c.modelDir, { kernel: kernel as 'auto' });
+    m = Model.load(c.modelDir, { kernel: kernel as 'auto' }).then((model) => model.ready());
     models.set(key, m);
   }
   return m;

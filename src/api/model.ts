@@ -1,5 +1,5 @@
 // Model: the loaded, shareable engine (weights, tokenizer) and the greedy transcription loop over it.
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
@@ -91,17 +91,52 @@ async function readEosIds(dir: string): Promise<number[]> {
   return [151643, 151645]; // <|endoftext|>, <|im_end|>
 }
 
+/** Files the tokenizer is built from; their presence is checked at load, their parsing runs in the background. */
+const TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'tokenizer_config.json'];
+
+async function checkTokenizerFiles(dir: string): Promise<void> {
+  for (const name of TOKENIZER_FILES) {
+    const file = join(dir, name);
+    try {
+      await access(file);
+    } catch (err) {
+      throw new RustAsrError('MODEL_NOT_FOUND', `tokenizer file not found: ${file}`, { cause: err });
+    }
+  }
+}
+
 export class Model {
   private nativeModel: NativeModel | undefined;
+  private loadedTokenizer: AsrTokenizer | undefined;
 
   private constructor(
     nativeModel: NativeModel,
     readonly dir: string,
     readonly info: NativeModelInfo,
-    readonly tokenizer: AsrTokenizer,
+    private readonly tokenizerPromise: Promise<AsrTokenizer>,
     readonly eosIds: ReadonlySet<number>,
   ) {
     this.nativeModel = nativeModel;
+    // Failures surface from ready() / decode(); this handler only records success.
+    tokenizerPromise.then((t) => (this.loadedTokenizer = t)).catch(() => undefined);
+  }
+
+  /**
+   * The tokenizer. Building it (151k BPE merges) takes a few seconds of JS, so Model.load() starts it in the
+   * background and returns as soon as the weights are mapped: the first transcription's mel and encoder run
+   * on the native worker thread meanwhile. Throws until the tokenizer is built: await ready() first.
+   */
+  get tokenizer(): AsrTokenizer {
+    if (!this.loadedTokenizer) {
+      throw new RustAsrError('INVALID_ARGUMENT', 'the tokenizer is still loading: await model.ready() first');
+    }
+    return this.loadedTokenizer;
+  }
+
+  /** Resolves once the tokenizer is built (rejects with its load error, e.g. INVALID_TOKENIZER). */
+  async ready(): Promise<this> {
+    await this.tokenizerPromise;
+    return this;
   }
 
   /** Loads a model directory (config.json, safetensors, tokenizer files). Weights are memory-mapped. */
@@ -118,8 +153,8 @@ export class Model {
       throw fromNative(err);
     }
     try {
-      const [tokenizer, eos] = await Promise.all([loadTokenizer(dir), readEosIds(dir)]);
-      return new Model(nm, dir, nm.info(), tokenizer, new Set(eos));
+      const [, eos] = await Promise.all([checkTokenizerFiles(dir), readEosIds(dir)]);
+      return new Model(nm, dir, nm.info(), loadTokenizer(dir), new Set(eos));
     } catch (err) {
       nm.dispose();
       throw err;
@@ -168,7 +203,8 @@ export class Model {
       const enc = await session.encode(mel.data, mel.frames, false);
       const t2 = performance.now();
       checkAbort();
-      const prompt = buildPrompt(this.tokenizer, {
+      const tokenizer = await this.tokenizerPromise;
+      const prompt = buildPrompt(tokenizer, {
         context: opts.context ?? '',
         language,
         audioTokens: enc.nTokens,
@@ -186,7 +222,7 @@ export class Model {
         next = (await session.step(next)).id;
       }
       const t4 = performance.now();
-      const raw = this.tokenizer.decode(tokens, { skipSpecial: true });
+      const raw = tokenizer.decode(tokens, { skipSpecial: true });
       const parsed = parseAsrOutput(raw, { forcedLanguage: language });
       const audioSeconds = samples.length / this.info.sampleRate;
       return {

@@ -217,7 +217,8 @@ export abstract class TokenStream extends Duplex {
   /** Decodes one segment: a token per native step; a token whose text is still pending is held back one step. */
   private async *decodeSegment(model: Model, seg: AudioSegment): AsyncGenerator<Token, SegmentResult> {
     const forced = this.forcedLanguage;
-    const detok = new StreamingDetokenizer(model.tokenizer, { expectHeader: forced === undefined });
+    // Created at the first result: decode() has awaited the tokenizer (which loads in the background) by then.
+    let detok: StreamingDetokenizer | undefined;
     const supported = model.info.supportLanguages;
     const gen = model.decode(seg.samples, {
       language: forced,
@@ -230,6 +231,7 @@ export abstract class TokenStream extends Duplex {
     try {
       for (;;) {
         const r = await gen.next();
+        detok ??= new StreamingDetokenizer(model.tokenizer, { expectHeader: forced === undefined });
         if (r.done) {
           const rest = detok.end();
           if (held) {
