@@ -16,7 +16,8 @@
         "native/src/backend/cpu/threadpool.cpp",
         "native/src/backend/cpu/gemv.cpp",
         "native/src/backend/cpu/gemm.cpp",
-        "native/src/backend/cpu/kernels.cpp"
+        "native/src/backend/cpu/kernels.cpp",
+        "native/src/backend/cpu/probe.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -1,6 +1,10 @@
 // N-API binding: a thin layer over rustasr/engine.h. Every model call runs on a libuv worker thread
 // (Napi::AsyncWorker) and settles a Promise; the JS thread only copies buffers in and out.
 // Errors reject with an Error whose `code` is the engine's stable error code name.
+// When a worker_thread is terminated while a call is in flight, the call completes in an environment that can
+// no longer run JS: settling its promise fails, and without this node-addon-api rethrows that failure out of
+// the libuv completion callback, which aborts the whole process (std::terminate). Swallow it instead.
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
 #include <napi.h>
 
 #include <atomic>
@@ -12,6 +16,8 @@
 #include <vector>
 
 #include <rustasr/engine.h>
+
+#include "backend/cpu/probe.h"
 
 namespace {
 
@@ -97,6 +103,28 @@ std::vector<float> from_f32(const Napi::Value& v, const char* what) {
 
 // ------------------------------------------------------------------------------------------------
 
+// Live engine objects in this process (all environments), for leak checks: liveObjects() -> {models, sessions}.
+// A model counts until its weights are released (its last handle or session is gone), a session until its
+// state (KV cache) is freed.
+std::atomic<int64_t> g_live_models{0};
+std::atomic<int64_t> g_live_sessions{0};
+
+// Holds a loaded model; counted from attach to the release of the last reference.
+struct CountedModel {
+  std::shared_ptr<const rustasr::Model> model;
+  explicit CountedModel(std::shared_ptr<const rustasr::Model> m) : model(std::move(m)) { ++g_live_models; }
+  ~CountedModel() {
+    model.reset();
+    --g_live_models;
+  }
+};
+
+std::shared_ptr<const rustasr::Model> counted_model(std::shared_ptr<const rustasr::Model> m) {
+  auto holder = std::make_shared<CountedModel>(std::move(m));
+  const rustasr::Model* raw = holder->model.get();
+  return std::shared_ptr<const rustasr::Model>(std::move(holder), raw);  // aliasing: shares the holder's count
+}
+
 // Per-environment constructors (the addon may be loaded by several worker_threads).
 struct AddonData {
   Napi::FunctionReference session_ctor;
@@ -116,7 +144,12 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   explicit SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info) {}
 
   void attach(std::shared_ptr<const rustasr::Model> model) {
-    session_ = std::make_shared<rustasr::Session>(std::move(model));
+    auto* raw = new rustasr::Session(std::move(model));
+    ++g_live_sessions;
+    session_ = std::shared_ptr<rustasr::Session>(raw, [](rustasr::Session* s) {
+      delete s;
+      --g_live_sessions;
+    });
   }
 
  private:
@@ -282,6 +315,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("supportLanguages", langs);
     o.Set("kernel", mi.kernel);
     o.Set("threads", mi.threads);
+    o.Set("quant", mi.quant);
     return o;
   }
 
@@ -319,13 +353,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       if (!k.IsString()) throw make_error(env, "INVALID_ARGUMENT", "kernel must be a string");
       params.kernel = k.As<Napi::String>().Utf8Value();
     }
+    if (o.Has("quant") && !o.Get("quant").IsUndefined()) {
+      Napi::Value q = o.Get("quant");
+      if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
+      params.quant = q.As<Napi::String>().Utf8Value();
+    }
   }
   auto out = std::make_shared<std::shared_ptr<const rustasr::Model>>();
   return queue(
       env, [dir, params, out] { *out = rustasr::load_model(dir, params); },
       [out](Napi::Env env) -> Napi::Value {
         Napi::Object obj = env.GetInstanceData<AddonData>()->model_ctor.New({});
-        ModelWrap::Unwrap(obj)->attach(*out);
+        ModelWrap::Unwrap(obj)->attach(counted_model(std::move(*out)));
         return obj;
       });
 }
@@ -343,6 +382,104 @@ Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
   return a;
 }
 
+Napi::Value LiveObjects(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("models", Napi::Number::New(info.Env(), static_cast<double>(g_live_models.load())));
+  o.Set("sessions", Napi::Number::New(info.Env(), static_cast<double>(g_live_sessions.load())));
+  return o;
+}
+
+// probe({ threads?, kernel?, bandwidthBytes?, bandwidthReps?, gemm?: [{ impl, n, rows, cols }], gemmReps? })
+// -> Promise<{ blas, bandwidth?: { threads, bytes, isa, seconds[] }, gemm: [{ impl, isa, threads, n, rows, cols,
+// flops, seconds[] }] }>: the machine floors for `npm run bench` (native/src/backend/cpu/probe.h).
+// bandwidthBytes = 0 skips the bandwidth probe.
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct Shape {
+    std::string impl;
+    int64_t n, rows, cols;
+  };
+  struct Args {
+    int threads = 0;
+    std::string kernel = "auto";
+    int64_t bw_bytes = int64_t(1) << 30;
+    int bw_reps = 5;
+    int gemm_reps = 3;
+    std::vector<Shape> shapes;
+  };
+  auto args = std::make_shared<Args>();
+  auto num = [&](const Napi::Object& o, const char* key, double def) -> double {
+    if (!o.Has(key) || o.Get(key).IsUndefined()) return def;
+    if (!o.Get(key).IsNumber()) throw make_error(env, "INVALID_ARGUMENT", std::string(key) + " must be a number");
+    return o.Get(key).As<Napi::Number>().DoubleValue();
+  };
+  if (info.Length() > 0 && info[0].IsObject()) {
+    Napi::Object o = info[0].As<Napi::Object>();
+    args->threads = static_cast<int>(num(o, "threads", 0));
+    args->bw_bytes = static_cast<int64_t>(num(o, "bandwidthBytes", static_cast<double>(args->bw_bytes)));
+    args->bw_reps = static_cast<int>(num(o, "bandwidthReps", args->bw_reps));
+    args->gemm_reps = static_cast<int>(num(o, "gemmReps", args->gemm_reps));
+    if (o.Has("kernel") && o.Get("kernel").IsString()) args->kernel = o.Get("kernel").As<Napi::String>().Utf8Value();
+    if (o.Has("gemm") && o.Get("gemm").IsArray()) {
+      Napi::Array a = o.Get("gemm").As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        if (!a.Get(i).IsObject()) throw make_error(env, "INVALID_ARGUMENT", "gemm entries must be objects");
+        Napi::Object g = a.Get(i).As<Napi::Object>();
+        Shape s;
+        s.impl = g.Has("impl") && g.Get("impl").IsString() ? g.Get("impl").As<Napi::String>().Utf8Value() : "auto";
+        s.n = static_cast<int64_t>(num(g, "n", 1024));
+        s.rows = static_cast<int64_t>(num(g, "rows", 4096));
+        s.cols = static_cast<int64_t>(num(g, "cols", 1024));
+        args->shapes.push_back(s);
+      }
+    }
+  }
+  auto blas = std::make_shared<std::string>();
+  auto bw = std::make_shared<rustasr::cpu::BandwidthProbe>();
+  auto gemms = std::make_shared<std::vector<rustasr::cpu::GemmProbe>>();
+  return queue(
+      env,
+      [args, blas, bw, gemms] {
+        *blas = rustasr::cpu::probe_blas_info();
+        if (args->bw_bytes > 0) *bw = rustasr::cpu::probe_read_bandwidth(args->threads, args->bw_bytes, args->bw_reps);
+        for (const Shape& s : args->shapes)
+          gemms->push_back(rustasr::cpu::probe_gemm(args->threads, args->kernel, s.impl, s.n, s.rows, s.cols, args->gemm_reps));
+      },
+      [blas, bw, gemms](Napi::Env env) -> Napi::Value {
+        auto secs = [&](const std::vector<double>& v) {
+          Napi::Array a = Napi::Array::New(env, v.size());
+          for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+          return a;
+        };
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("blas", *blas);
+        if (bw->bytes > 0) {
+          Napi::Object b = Napi::Object::New(env);
+          b.Set("threads", bw->threads);
+          b.Set("bytes", static_cast<double>(bw->bytes));
+          b.Set("isa", bw->isa);
+          b.Set("seconds", secs(bw->seconds));
+          o.Set("bandwidth", b);
+        }
+        Napi::Array ga = Napi::Array::New(env, gemms->size());
+        for (size_t i = 0; i < gemms->size(); ++i) {
+          const rustasr::cpu::GemmProbe& g = (*gemms)[i];
+          Napi::Object r = Napi::Object::New(env);
+          r.Set("impl", g.impl);
+          r.Set("isa", g.isa);
+          r.Set("threads", g.threads);
+          r.Set("n", static_cast<double>(g.n));
+          r.Set("rows", static_cast<double>(g.rows));
+          r.Set("cols", static_cast<double>(g.cols));
+          r.Set("flops", g.flops);
+          r.Set("seconds", secs(g.seconds));
+          ga.Set(static_cast<uint32_t>(i), r);
+        }
+        o.Set("gemm", ga);
+        return o;
+      });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->session_ctor = Napi::Persistent(SessionWrap::Init(env));
@@ -351,6 +488,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("cpuKernels", Napi::Function::New(env, CpuFeatures));
+  exports.Set("probe", Napi::Function::New(env, Probe));
+  exports.Set("liveObjects", Napi::Function::New(env, LiveObjects));
   return exports;
 }
 

@@ -46,6 +46,9 @@ class Error : public std::runtime_error {
 struct ModelParams {
   int threads = 0;              // 0 = number of hardware threads
   std::string kernel = "auto";  // CPU matrix-vector path: auto | avx512bf16 | avx512f | avx2 | neon | scalar
+  // Decoder weight format: "bf16" (the checkpoint's, read in place) or "int8" (the decoder's linear
+  // weights and lm_head quantised at load: symmetric int8 with a float32 scale per 128 columns).
+  std::string quant = "bf16";
 };
 
 // Read-only facts about a loaded model, all taken from config.json.
@@ -66,6 +69,7 @@ struct ModelInfo {
   int hop_length;      // samples per mel frame (160)
   std::string kernel;  // the matrix-vector kernel actually in use
   int threads;
+  std::string quant;   // "bf16" or "int8" (ModelParams.quant)
 };
 
 class Model;
@@ -107,6 +111,9 @@ class Session {
 
  private:
   struct State;
+  // Runs n new tokens (embeddings in h, [n, hidden]) at positions pos0.. through the decoder layers,
+  // appending to the KV cache; the final-norm output of the last row goes to last_normed.
+  void decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed);
   std::shared_ptr<const Model> model_;
   std::unique_ptr<State> state_;
   int64_t pos_ = 0;

@@ -29,6 +29,11 @@ class Backend {
 
   // y[n, W.rows] = x[n, W.cols] * W^T + bias (bias may be empty). n == 1 is the decode (matrix-vector) case.
   virtual void linear(const float* x, int64_t n, const Weight& w, const Weight& bias, float* y) = 0;
+  // Several bias-free linears of the same input (ys[i][n, ws[i].rows] = x * ws[i]^T), e.g. q/k/v or
+  // gate/up: a backend may run them as one pass. The default runs them one by one.
+  virtual void linear_multi(const float* x, int64_t n, const Weight* const* ws, float* const* ys, int count) {
+    for (int i = 0; i < count; ++i) linear(x, n, *ws[i], Weight{}, ys[i]);
+  }
 
   // 2-D convolution, kernel 3x3, stride 2, padding 1, with bias, followed by exact (erf) GELU.
   // in: [cin, h, w]; weight: [cout, cin*9] (PyTorch [cout, cin, 3, 3] viewed 2-D); out: [cout, ceil(h/2), ceil(w/2)].

@@ -61,10 +61,25 @@ int64_t Model::audio_tokens(int64_t frames) const {
 // ------------------------------------------------------------------------------------------------
 // Session state: scratch activations and the KV cache.
 
+// Scratch activations kept across calls: a buffer grows to the largest size asked of it and is reused, so a
+// decode step or a repeated encode allocates (and page-faults) nothing. Contents are not cleared: every
+// user writes what it reads.
+struct Scratch {
+  std::vector<float> buf;
+  float* get(int64_t n) {
+    if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
+    return buf.data();
+  }
+};
+
 struct Session::State {
   // KV cache: per layer, [capacity, kv_heads * head_dim] for keys and for values.
   std::vector<std::vector<float>> k_cache, v_cache;
   int64_t capacity = 0;
+  // Encoder: conv stem (img, a1, a2, a3, flat), layers (h, x, q, k, v, att, mid).
+  Scratch img, a1, a2, a3, flat, h, x, q, k, v, att, mid;
+  // Decoder: x, q, att, gate, up, the embeddings h and the final-norm output.
+  Scratch dx, dq, datt, dgate, dup, dh;
 
   void reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
     if (k_cache.size() != static_cast<size_t>(layers)) {
@@ -113,36 +128,37 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
   const int64_t f1 = conv_out_len(n_mels), f2 = conv_out_len(f1), f3 = conv_out_len(f2);
   const int64_t feat = C * f3;  // conv_out input width, feature index c * f3 + f
 
-  std::vector<float> h(static_cast<size_t>(N * d));
+  State& S = *state_;
+  float* h = S.h.get(N * d);
   {
     // Conv stem, one chunk at a time, no context across chunk borders. A partial last chunk of a
     // multi-chunk utterance is zero-padded to a full chunk first (the official pad_sequence), and only
     // its first ceil(r/8) output frames are kept; a single short chunk runs at its true length.
-    std::vector<float> img(static_cast<size_t>(n_mels * chunk));
-    std::vector<float> a1(static_cast<size_t>(C * f1 * conv_out_len(chunk)));
-    std::vector<float> a2(static_cast<size_t>(C * f2 * conv_out_len(conv_out_len(chunk))));
+    float* img = S.img.get(n_mels * chunk);
+    float* a1 = S.a1.get(C * f1 * conv_out_len(chunk));
+    float* a2 = S.a2.get(C * f2 * conv_out_len(conv_out_len(chunk)));
     const int64_t t3_full = m.tokens_per_chunk();
-    std::vector<float> a3(static_cast<size_t>(C * f3 * t3_full));
-    std::vector<float> flat(static_cast<size_t>(t3_full * feat));
+    float* a3 = S.a3.get(C * f3 * t3_full);
+    float* flat = S.flat.get(t3_full * feat);
     int64_t tok = 0;
     for (int64_t c = 0; c < n_chunks; ++c) {
       const int64_t start = c * chunk;
       const int64_t valid = std::min(chunk, frames - start);
       const int64_t t_in = (n_chunks > 1) ? chunk : valid;
-      std::fill(img.begin(), img.end(), 0.f);
+      std::fill(img, img + n_mels * chunk, 0.f);
       for (int64_t b = 0; b < n_mels; ++b)
-        std::copy(mel + b * frames + start, mel + b * frames + start + valid, img.begin() + b * t_in);
+        std::copy(mel + b * frames + start, mel + b * frames + start + valid, img + b * t_in);
       const int64_t t1 = conv_out_len(t_in), t2 = conv_out_len(t1), t3 = conv_out_len(t2);
-      be.conv3x3s2_gelu(img.data(), 1, n_mels, t_in, w.conv1_w, w.conv1_b, a1.data());
-      be.conv3x3s2_gelu(a1.data(), C, f1, t1, w.conv2_w, w.conv2_b, a2.data());
-      be.conv3x3s2_gelu(a2.data(), C, f2, t2, w.conv3_w, w.conv3_b, a3.data());
+      be.conv3x3s2_gelu(img, 1, n_mels, t_in, w.conv1_w, w.conv1_b, a1);
+      be.conv3x3s2_gelu(a1, C, f1, t1, w.conv2_w, w.conv2_b, a2);
+      be.conv3x3s2_gelu(a2, C, f2, t2, w.conv3_w, w.conv3_b, a3);
       const int64_t keep = conv_out_len(conv_out_len(conv_out_len(valid)));
       // [C, f3, t3] -> [keep, C * f3]
       for (int64_t t = 0; t < keep; ++t)
         for (int64_t ch = 0; ch < C; ++ch)
           for (int64_t f = 0; f < f3; ++f) flat[t * feat + ch * f3 + f] = a3[(ch * f3 + f) * t3 + t];
-      be.linear(flat.data(), keep, w.conv_out_w, none(), h.data() + tok * d);
-      add_sinusoid(h.data() + tok * d, keep, d, 0);
+      be.linear(flat, keep, w.conv_out_w, none(), h + tok * d);
+      add_sinusoid(h + tok * d, keep, d, 0);
       tok += keep;
     }
     if (tok != N) throw Error(ErrorCode::kInternal, "encoder produced an unexpected token count");
@@ -150,40 +166,43 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
 
   EncoderOutputs out;
   out.n_tokens = static_cast<int>(N);
-  if (keep_intermediate) out.conv_pos = h;
+  if (keep_intermediate) out.conv_pos.assign(h, h + N * d);
 
   // Transformer layers with bidirectional attention inside windows of `W` consecutive tokens.
   const int64_t heads = ac.encoder_attention_heads;
   const int64_t hd = d / heads;
   const int64_t W = m.attention_window();
   const int64_t ffn = ac.encoder_ffn_dim;
-  std::vector<float> x(static_cast<size_t>(N * d)), q(x.size()), k(x.size()), v(x.size()), att(x.size());
-  std::vector<float> mid(static_cast<size_t>(N * ffn));
+  float* x = S.x.get(N * d);
+  float* q = S.q.get(N * d);
+  float* k = S.k.get(N * d);
+  float* v = S.v.get(N * d);
+  float* att = S.att.get(N * d);
+  float* mid = S.mid.get(N * ffn);
   for (const EncoderLayerWeights& L : w.enc_layers) {
-    be.layer_norm(h.data(), N, d, L.attn_ln_w, L.attn_ln_b, 1e-5f, x.data());
-    be.linear(x.data(), N, L.q_w, L.q_b, q.data());
-    be.linear(x.data(), N, L.k_w, L.k_b, k.data());
-    be.linear(x.data(), N, L.v_w, L.v_b, v.data());
+    be.layer_norm(h, N, d, L.attn_ln_w, L.attn_ln_b, 1e-5f, x);
+    be.linear(x, N, L.q_w, L.q_b, q);
+    be.linear(x, N, L.k_w, L.k_b, k);
+    be.linear(x, N, L.v_w, L.v_b, v);
     for (int64_t s = 0; s < N; s += W) {
       const int64_t len = std::min(W, N - s);
-      be.attention(q.data() + s * d, len, 0, k.data() + s * d, v.data() + s * d, len, d, heads, heads, hd,
-                   false, att.data() + s * d);
+      be.attention(q + s * d, len, 0, k + s * d, v + s * d, len, d, heads, heads, hd, false, att + s * d);
     }
-    be.linear(att.data(), N, L.o_w, L.o_b, x.data());
-    be.add(h.data(), x.data(), N * d);
-    be.layer_norm(h.data(), N, d, L.ffn_ln_w, L.ffn_ln_b, 1e-5f, x.data());
-    be.linear(x.data(), N, L.fc1_w, L.fc1_b, mid.data());
-    be.gelu(mid.data(), N * ffn);
-    be.linear(mid.data(), N, L.fc2_w, L.fc2_b, x.data());
-    be.add(h.data(), x.data(), N * d);
+    be.linear(att, N, L.o_w, L.o_b, x);
+    be.add(h, x, N * d);
+    be.layer_norm(h, N, d, L.ffn_ln_w, L.ffn_ln_b, 1e-5f, x);
+    be.linear(x, N, L.fc1_w, L.fc1_b, mid);
+    be.gelu(mid, N * ffn);
+    be.linear(mid, N, L.fc2_w, L.fc2_b, x);
+    be.add(h, x, N * d);
   }
 
-  be.layer_norm(h.data(), N, d, w.ln_post_w, w.ln_post_b, 1e-5f, x.data());
-  if (keep_intermediate) out.ln_post = x;
-  be.linear(x.data(), N, w.proj1_w, w.proj1_b, q.data());
-  be.gelu(q.data(), N * d);
+  be.layer_norm(h, N, d, w.ln_post_w, w.ln_post_b, 1e-5f, x);
+  if (keep_intermediate) out.ln_post.assign(x, x + N * d);
+  be.linear(x, N, w.proj1_w, w.proj1_b, q);
+  be.gelu(q, N * d);
   out.embeds.resize(static_cast<size_t>(N * ac.output_dim));
-  be.linear(q.data(), N, w.proj2_w, w.proj2_b, out.embeds.data());
+  be.linear(q, N, w.proj2_w, w.proj2_b, out.embeds.data());
   return out;
 }
 
@@ -212,38 +231,46 @@ struct DecoderDims {
 
 }  // namespace
 
-static void decoder_forward(const Model& m, std::vector<std::vector<float>>& k_cache,
-                            std::vector<std::vector<float>>& v_cache, int64_t pos0, float* h, int64_t n,
-                            float* last_normed) {
+void Session::decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed) {
+  const Model& m = *model_;
+  std::vector<std::vector<float>>& k_cache = state_->k_cache;
+  std::vector<std::vector<float>>& v_cache = state_->v_cache;
   const DecoderDims D(m.config().text);
   const ModelWeights& w = m.weights();
   Backend& be = m.backend();
-  std::vector<float> x(static_cast<size_t>(n * D.hidden)), q(static_cast<size_t>(n * D.q_dim));
-  std::vector<float> att(static_cast<size_t>(n * D.q_dim));
-  std::vector<float> gate(static_cast<size_t>(n * D.inter)), up(static_cast<size_t>(n * D.inter));
+  float* x = state_->dx.get(n * D.hidden);
+  float* q = state_->dq.get(n * D.q_dim);
+  float* att = state_->datt.get(n * D.q_dim);
+  float* gate = state_->dgate.get(n * D.inter);
+  float* up = state_->dup.get(n * D.inter);
   for (int64_t l = 0; l < D.layers; ++l) {
     const DecoderLayerWeights& L = w.dec_layers[static_cast<size_t>(l)];
     float* kc = k_cache[static_cast<size_t>(l)].data();
     float* vc = v_cache[static_cast<size_t>(l)].data();
     float* k_new = kc + pos0 * D.kv_dim;
     float* v_new = vc + pos0 * D.kv_dim;
-    be.rms_norm(h, n, D.hidden, L.in_norm, D.eps, x.data());
-    be.linear(x.data(), n, L.q_w, none(), q.data());
-    be.linear(x.data(), n, L.k_w, none(), k_new);
-    be.linear(x.data(), n, L.v_w, none(), v_new);
-    be.rms_norm(q.data(), n * D.heads, D.hd, L.q_norm, D.eps, q.data());
+    be.rms_norm(h, n, D.hidden, L.in_norm, D.eps, x);
+    {
+      const Weight* ws[3] = {&L.q_w, &L.k_w, &L.v_w};
+      float* ys[3] = {q, k_new, v_new};
+      be.linear_multi(x, n, ws, ys, 3);
+    }
+    be.rms_norm(q, n * D.heads, D.hd, L.q_norm, D.eps, q);
     be.rms_norm(k_new, n * D.kv_heads, D.hd, L.k_norm, D.eps, k_new);
-    be.rope(q.data(), n, D.heads, D.hd, pos0, D.theta);
+    be.rope(q, n, D.heads, D.hd, pos0, D.theta);
     be.rope(k_new, n, D.kv_heads, D.hd, pos0, D.theta);
-    be.attention(q.data(), n, pos0, kc, vc, pos0 + n, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att.data());
-    be.linear(att.data(), n, L.o_w, none(), x.data());
-    be.add(h, x.data(), n * D.hidden);
-    be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x.data());
-    be.linear(x.data(), n, L.gate_w, none(), gate.data());
-    be.linear(x.data(), n, L.up_w, none(), up.data());
-    be.silu_mul(gate.data(), up.data(), n * D.inter, gate.data());
-    be.linear(gate.data(), n, L.down_w, none(), x.data());
-    be.add(h, x.data(), n * D.hidden);
+    be.attention(q, n, pos0, kc, vc, pos0 + n, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att);
+    be.linear(att, n, L.o_w, none(), x);
+    be.add(h, x, n * D.hidden);
+    be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x);
+    {
+      const Weight* ws[2] = {&L.gate_w, &L.up_w};
+      float* ys[2] = {gate, up};
+      be.linear_multi(x, n, ws, ys, 2);
+    }
+    be.silu_mul(gate, up, n * D.inter, gate);
+    be.linear(gate, n, L.down_w, none(), x);
+    be.add(h, x, n * D.hidden);
   }
   be.rms_norm(h + (n - 1) * D.hidden, 1, D.hidden, w.final_norm, D.eps, last_normed);
 }
@@ -276,7 +303,7 @@ std::vector<float> Session::prefill(const int32_t* ids, int64_t n, const float* 
   pos_ = 0;
   state_->reserve(n + 64, D.layers, D.kv_dim);
   std::vector<float> last(static_cast<size_t>(D.hidden));
-  decoder_forward(m, state_->k_cache, state_->v_cache, 0, h.data(), n, last.data());
+  decoder_forward(0, h.data(), n, last.data());
   pos_ = n;
   std::vector<float> logits(static_cast<size_t>(D.vocab));
   be.linear(last.data(), 1, m.weights().lm_head, none(), logits.data());
@@ -292,12 +319,13 @@ std::vector<float> Session::step(int32_t token) {
     throw Error(ErrorCode::kInvalidArgument, "step: token id " + std::to_string(token) + " out of range");
   Backend& be = m.backend();
   state_->reserve(pos_ + 1, D.layers, D.kv_dim);
-  std::vector<float> h(static_cast<size_t>(D.hidden)), last(static_cast<size_t>(D.hidden));
-  be.embed(m.weights().embed_tokens, &token, 1, h.data());
-  decoder_forward(m, state_->k_cache, state_->v_cache, pos_, h.data(), 1, last.data());
+  float* h = state_->dh.get(2 * D.hidden);
+  float* last = h + D.hidden;
+  be.embed(m.weights().embed_tokens, &token, 1, h);
+  decoder_forward(pos_, h, 1, last);
   ++pos_;
   std::vector<float> logits(static_cast<size_t>(D.vocab));
-  be.linear(last.data(), 1, m.weights().lm_head, none(), logits.data());
+  be.linear(last, 1, m.weights().lm_head, none(), logits.data());
   return logits;
 }
 
@@ -357,6 +385,9 @@ MelParams load_mel_params(const std::string& dir, int n_mels) {
 
 std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params) {
   if (params.threads < 0) throw Error(ErrorCode::kInvalidArgument, "threads must be >= 0");
+  const bool int8 = params.quant == "int8";
+  if (!int8 && params.quant != "bf16" && !params.quant.empty())
+    throw Error(ErrorCode::kInvalidArgument, "unknown quant \"" + params.quant + "\" (expected bf16 or int8)");
   ModelConfig config = load_model_config(dir + "/config.json");
   MelParams mel_params = load_mel_params(dir, config.audio.num_mel_bins);
   BackendOptions bo;
@@ -364,6 +395,7 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   bo.kernel = params.kernel;
   std::unique_ptr<Backend> backend = make_cpu_backend(bo);
   ModelWeights weights = load_model_weights(dir, config);
+  if (int8) quantize_decoder_int8(weights, backend->threads());
   return std::make_shared<const Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
 }
 
@@ -384,6 +416,7 @@ ModelInfo model_info(const Model& m) {
   i.support_languages = c.support_languages;
   i.kernel = m.backend().kernel();
   i.threads = m.backend().threads();
+  i.quant = m.weights().lm_head.dtype == DType::kI8 ? "int8" : "bf16";
   i.sample_rate = m.mel().params().sample_rate;
   i.hop_length = m.mel().params().hop;
   return i;

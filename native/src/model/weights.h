@@ -43,6 +43,8 @@ struct ModelWeights {
 
   // Keeps the mapped files alive as long as the views above are used.
   std::vector<std::shared_ptr<SafetensorsArchive>> archives;
+  // Buffers made at load (int8 weights and their scales) that views above point into.
+  std::vector<std::shared_ptr<void>> owned;
 };
 
 // Opens `dir`/model.safetensors or `dir`/model.safetensors.index.json (sharded), then binds every tensor the
@@ -50,5 +52,13 @@ struct ModelWeights {
 // kMissingTensor "missing tensor thinker.model.layers.3.mlp.up_proj.weight",
 // kTensorShape "tensor X has shape [a, b], expected [c, d]", kUnsupportedDtype, kCorruptWeights, kModelNotFound.
 ModelWeights load_model_weights(const std::string& dir, const ModelConfig& config);
+
+// Replaces the decoder's linear weights (q, k, v, o, gate, up, down of every layer) and lm_head by
+// symmetric int8 copies (DType::kI8) with one float32 scale per group of 128 (else 64 or 32, else the
+// whole row) consecutive columns: scale = max|w| / 127, q = round(w / scale). The BF16 sources stay mapped
+// (embed_tokens is still read from them) but their pages are dropped from the process (madvise
+// MADV_DONTNEED on the mapped range) once quantised, so they are no longer resident. `threads` workers
+// (0 = hardware concurrency) share the work.
+void quantize_decoder_int8(ModelWeights& w, int threads);
 
 }  // namespace rustasr

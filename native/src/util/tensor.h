@@ -7,9 +7,11 @@
 
 namespace rustasr {
 
-enum class DType { kBF16, kF16, kF32 };
+// kI8: symmetric int8 quantised at load (ModelParams.quant = "int8"), never read from a checkpoint: element
+// (r, c) = data[r * cols + c] * scales[r * (cols / group) + c / group].
+enum class DType { kBF16, kF16, kF32, kI8 };
 
-inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : t == DType::kI8 ? 1 : 2; }
 const char* dtype_name(DType t);
 
 // A read-only weight tensor: `data` points into the mapping. Shapes are row-major; a Linear weight is
@@ -20,6 +22,9 @@ struct Weight {
   int64_t rows = 0;
   int64_t cols = 0;
   std::string name;  // the checkpoint name, for error messages
+  // kI8 only: one float32 scale per `group` consecutive elements of a row (group divides cols).
+  const float* scales = nullptr;
+  int64_t group = 0;
 
   int64_t numel() const { return rows * cols; }
   bool empty() const { return data == nullptr; }
@@ -40,6 +45,10 @@ inline float weight_at(const Weight& w, int64_t i) {
     case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
     case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
     case DType::kF32: return static_cast<const float*>(w.data)[i];
+    case DType::kI8: {
+      const int64_t r = i / w.cols, c = i % w.cols;
+      return static_cast<float>(static_cast<const int8_t*>(w.data)[i]) * w.scales[r * (w.cols / w.group) + c / w.group];
+    }
   }
   return 0.f;
 }

@@ -52,6 +52,12 @@ class CpuBackend final : public Backend {
     if (!bias.empty()) add_bias(y, n, w.rows, bias);
   }
 
+  void linear_multi(const float* x, int64_t n, const Weight* const* ws, float* const* ys, int count) override {
+    if (n <= 0) return;
+    if (n <= kGemvMaxN) return gemv_multi(pool_, isa_, x, n, ws, ys, count);
+    for (int i = 0; i < count; ++i) gemm(pool_, isa_, x, n, *ws[i], ys[i]);
+  }
+
   void conv3x3s2_gelu(const float* in, int64_t cin, int64_t h, int64_t w, const Weight& weight,
                       const Weight& bias, float* out) override {
     const int64_t oh = (h + 1) / 2, ow = (w + 1) / 2, P = oh * ow, K = cin * 9, cout = weight.rows;
@@ -62,11 +68,18 @@ class CpuBackend final : public Backend {
     check_vector(bias, cout, "conv bias");
     if (P <= 0 || cout <= 0) return;
     // im2col: col[p, ci*9 + ky*3 + kx] = in[ci, 2*oy + ky - 1, 2*ox + kx - 1] (zero outside).
-    std::vector<float> col(static_cast<size_t>(P * K));
+    // Scratch reused across calls (per calling thread: sessions on other threads share this backend);
+    // every element is written below, so it is never cleared.
+    // (Plain pointers below: a thread_local named inside the lambdas would be the worker's own.)
+    thread_local std::vector<float> col_buf, tmp_buf;
+    if (col_buf.size() < static_cast<size_t>(P * K)) col_buf.resize(static_cast<size_t>(P * K));
+    if (tmp_buf.size() < static_cast<size_t>(P * cout)) tmp_buf.resize(static_cast<size_t>(P * cout));
+    float* const col = col_buf.data();
+    float* const tmp = tmp_buf.data();
     pool_.parallel_for(oh, [&](int64_t yb, int64_t ye) {
       for (int64_t oy = yb; oy < ye; ++oy)
         for (int64_t ox = 0; ox < ow; ++ox) {
-          float* dst = col.data() + (oy * ow + ox) * K;
+          float* dst = col + (oy * ow + ox) * K;
           for (int64_t ci = 0; ci < cin; ++ci) {
             const float* src = in + ci * h * w;
             for (int64_t ky = 0; ky < 3; ++ky) {
@@ -79,8 +92,7 @@ class CpuBackend final : public Backend {
           }
         }
     });
-    std::vector<float> tmp(static_cast<size_t>(P * cout));
-    linear(col.data(), P, weight, bias, tmp.data());
+    linear(col, P, weight, bias, tmp);
     // [P, cout] -> [cout, P] with GELU.
     pool_.parallel_for(cout, [&](int64_t cb, int64_t ce) {
       for (int64_t co = cb; co < ce; ++co)

@@ -1,12 +1,14 @@
 // Matrix-matrix product for many activation rows (encoder, prefill): y[n, W.rows] = x[n, W.cols] * W^T.
 //
-// With a BLAS (RUSTASR_HAVE_CBLAS: OpenBLAS; RUSTASR_HAVE_ACCELERATE: Apple Accelerate) the weight is
-// upcast to float32 one panel of output rows at a time into a per-thread scratch buffer and multiplied by
-// cblas_sgemm; panels are spread over the pool with the BLAS itself single-threaded. A float32 copy of
-// a whole weight never exists. The other path is a blocked GEMM on the gemv micro-kernels (weight panel
-// in L2, 4-row blocks of x in L1): it is the only path without a BLAS, and kAuto also picks it for BF16
-// weights on the AVX-512 paths when cols <= 2048 or n <= 64, where it measured faster than OpenBLAS's
-// sgemm (whose x86 kernels here are AVX2).
+// On the AVX-512 paths (avx512f, avx512bf16) kAuto and kOwn take the packed GEMM (gemm.cpp,
+// gemm_packed512): blocks of 32 weight rows x 256 columns are upcast (BF16) or dequantised (int8) to
+// float32 and transposed into L1-sized micro-panels, and a 12 x 32 register-tile micro-kernel runs every
+// x row past them (float32 FMA, float32 accuracy); each weight element is read from memory once per
+// call, and the next block's bytes are prefetched while the current one is multiplied.
+// Elsewhere, with a BLAS (RUSTASR_HAVE_CBLAS: OpenBLAS; RUSTASR_HAVE_ACCELERATE: Apple Accelerate) the
+// weight is upcast to float32 one panel of output rows at a time into a per-thread scratch buffer and
+// multiplied by cblas_sgemm, panels spread over the pool with the BLAS single-threaded (a float32 copy of
+// a whole weight never exists); without one, kOwn is a blocked GEMM on the gemv micro-kernels.
 #pragma once
 
 #include <cstdint>
@@ -19,10 +21,10 @@ namespace rustasr {
 namespace cpu {
 
 enum class GemmImpl {
-  kAuto,          // see above
+  kAuto,          // see above: packed on AVX-512, else BLAS panels when there is a BLAS, else kOwn
   kBlasPanels,    // panels spread over the pool, BLAS single-threaded (needs a BLAS)
   kBlasThreaded,  // panels in sequence, BLAS multi-threaded (needs a BLAS; for measurement)
-  kOwn,           // blocked gemv-kernel GEMM, no BLAS
+  kOwn,           // no BLAS: the packed GEMM on AVX-512, the blocked gemv-kernel GEMM elsewhere
 };
 
 bool gemm_has_blas();

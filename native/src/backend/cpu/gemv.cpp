@@ -481,6 +481,264 @@ const BlockFn (*block_table(Isa isa))[kGemvMaxRows] {
 }
 
 // ------------------------------------------------------------------------------------------------
+// int8 kernels (DType::kI8: per-group scales). Float32 activations times the exact int8 values, summed
+// per group in float32, then scaled: sum_g scale[r, g] * sum_{c in g} q[r, c] * x[c].
+
+using BlockI8Fn = void (*)(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group,
+                           int64_t r, float* y, int64_t ldy);
+
+template <int R, int M>
+void blk_i8_scalar(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                   float* y, int64_t ldy) {
+  const int64_t gpr = cols / group;
+  float tot[R][M] = {};
+  for (int64_t g = 0; g < gpr; ++g) {
+    float acc[R][M][4] = {};
+    const int64_t c0 = g * group, c1 = c0 + group;
+    int64_t c = c0;
+    for (; c + 4 <= c1; c += 4)
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i)
+        RUSTASR_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          const float wv = static_cast<float>(W[(r + i) * cols + c + k]);
+          RUSTASR_UNROLL
+          for (int m = 0; m < M; ++m) acc[i][m][k] += wv * in.x[m * in.ldx + c + k];
+        }
+    for (; c < c1; ++c)
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) {
+        const float wv = static_cast<float>(W[(r + i) * cols + c]);
+        RUSTASR_UNROLL
+        for (int m = 0; m < M; ++m) acc[i][m][0] += wv * in.x[m * in.ldx + c];
+      }
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const float sc = S[(r + i) * gpr + g];
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m)
+        tot[i][m] += sc * ((acc[i][m][0] + acc[i][m][1]) + (acc[i][m][2] + acc[i][m][3]));
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = tot[i][m];
+}
+
+#if defined(RUSTASR_X86)
+T256 inline __m256 ld8_i8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+template <int R, int M>
+T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                      float* y, int64_t ldy) {
+  if constexpr (R == 4 && M >= 3) {
+    blk_i8_avx2<2, M>(in, W, S, cols, group, r, y, ldy);
+    blk_i8_avx2<2, M>(in, W, S, cols, group, r + 2, y, ldy);
+    return;
+  }
+  const int64_t gpr = cols / group;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  const int8_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
+  __m256 tot[R][M];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) tot[i][m] = _mm256_setzero_ps();
+  float tail[R][M] = {};
+  for (int64_t g = 0; g < gpr; ++g) {
+    const int64_t c0 = g * group, c1 = c0 + group;
+    __m256 acc[R][M];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[i][m] = _mm256_setzero_ps();
+    int64_t c = c0;
+    for (; c + 8 <= c1; c += 8) {
+      if ((c & 15) == 0)
+        RUSTASR_UNROLL
+        for (int l = 0; l < R * 16; l += 64) _mm_prefetch(next + R * c + l, kPrefetchHint);
+      __m256 wv[R];
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) wv[i] = ld8_i8(w[i] + c);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const __m256 xv = _mm256_loadu_ps(x + m * ldx + c);
+        RUSTASR_UNROLL
+        for (int i = 0; i < R; ++i) acc[i][m] = _mm256_fmadd_ps(wv[i], xv, acc[i][m]);
+      }
+    }
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const float sc = S[(r + i) * gpr + g];
+      const __m256 sv = _mm256_set1_ps(sc);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        tot[i][m] = _mm256_fmadd_ps(acc[i][m], sv, tot[i][m]);
+        float t = 0.f;
+        for (int64_t k = c; k < c1; ++k) t += static_cast<float>(w[i][k]) * x[m * ldx + k];
+        tail[i][m] += sc * t;
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = hsum256(tot[i][m]) + tail[i][m];
+}
+
+T512 inline __m512 ld16_i8_mask(const int8_t* p, __mmask16 k) {
+  return _mm512_maskz_cvtepi32_ps(static_cast<__mmask16>(0xFFFF), _mm512_maskz_cvtepi8_epi32(static_cast<__mmask16>(0xFFFF), _mm_maskz_loadu_epi8(k, p)));
+}
+
+template <int R, int M>
+T512 void blk_i8_avx512(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group,
+                        int64_t r, float* y, int64_t ldy) {
+  const int64_t gpr = cols / group;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  const int8_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
+  __m512 tot[R][M];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) tot[i][m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < gpr; ++g) {
+    const int64_t c0 = g * group, c1 = c0 + group;
+    __m512 acc[R][M];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[i][m] = _mm512_setzero_ps();
+    for (int64_t c = c0; c < c1; c += 16) {
+      if (kPrefetchAvx512 && (R * 16 >= 64 || (c & 63) == 0))
+        RUSTASR_UNROLL
+        for (int l = 0; l < R * 16; l += 64) _mm_prefetch(next + R * c + l, kPrefetchHint);
+      const int64_t left = c1 - c;
+      const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+      __m512 wv[R];
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) wv[i] = ld16_i8_mask(w[i] + c, k);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + m * ldx + c);
+        RUSTASR_UNROLL
+        for (int i = 0; i < R; ++i) acc[i][m] = _mm512_fmadd_ps(wv[i], xv, acc[i][m]);
+      }
+    }
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const __m512 sv = _mm512_set1_ps(S[(r + i) * gpr + g]);
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) tot[i][m] = _mm512_fmadd_ps(acc[i][m], sv, tot[i][m]);
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = hsum512(tot[i][m]);
+}
+#endif  // RUSTASR_X86
+
+#if defined(__aarch64__)
+template <int R, int M>
+void blk_i8_neon(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                 float* y, int64_t ldy) {
+  const int64_t gpr = cols / group;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  const int8_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
+  float32x4_t tot[R][M];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) tot[i][m] = vdupq_n_f32(0.f);
+  float tail[R][M] = {};
+  for (int64_t g = 0; g < gpr; ++g) {
+    const int64_t c0 = g * group, c1 = c0 + group;
+    float32x4_t acc[R][M];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i)
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) acc[i][m] = vdupq_n_f32(0.f);
+    int64_t c = c0;
+    for (; c + 8 <= c1; c += 8) {
+      float32x4_t wlo[R], whi[R];
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) {
+        const int16x8_t v = vmovl_s8(vld1_s8(w[i] + c));
+        wlo[i] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(v)));
+        whi[i] = vcvtq_f32_s32(vmovl_high_s16(v));
+      }
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const float32x4_t xlo = vld1q_f32(x + m * ldx + c);
+        const float32x4_t xhi = vld1q_f32(x + m * ldx + c + 4);
+        RUSTASR_UNROLL
+        for (int i = 0; i < R; ++i) {
+          acc[i][m] = vfmaq_f32(acc[i][m], wlo[i], xlo);
+          acc[i][m] = vfmaq_f32(acc[i][m], whi[i], xhi);
+        }
+      }
+    }
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const float sc = S[(r + i) * gpr + g];
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        tot[i][m] = vfmaq_n_f32(tot[i][m], acc[i][m], sc);
+        float t = 0.f;
+        for (int64_t k = c; k < c1; ++k) t += static_cast<float>(w[i][k]) * x[m * ldx + k];
+        tail[i][m] += sc * t;
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = vaddvq_f32(tot[i][m]) + tail[i][m];
+}
+#endif
+
+#define RUSTASR_I8_TABLE(fn)                                                                   \
+  static const BlockI8Fn kTable_##fn[2][kGemvMaxRows] = {                                      \
+      {fn<4, 1>, fn<4, 2>, fn<4, 3>, fn<4, 4>}, {fn<1, 1>, fn<1, 2>, fn<1, 3>, fn<1, 4>}};
+
+RUSTASR_I8_TABLE(blk_i8_scalar)
+#if defined(RUSTASR_X86)
+RUSTASR_I8_TABLE(blk_i8_avx2)
+RUSTASR_I8_TABLE(blk_i8_avx512)
+#endif
+#if defined(__aarch64__)
+RUSTASR_I8_TABLE(blk_i8_neon)
+#endif
+
+const BlockI8Fn (*block_table_i8(Isa isa))[kGemvMaxRows] {
+  switch (isa) {
+#if defined(RUSTASR_X86)
+    case Isa::kAvx2: return kTable_blk_i8_avx2;
+    case Isa::kAvx512f:
+    case Isa::kAvx512bf16: return kTable_blk_i8_avx512;
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return kTable_blk_i8_neon;
+#endif
+    default: return kTable_blk_i8_scalar;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Float32 vector helpers.
 
 float dot_scalar(const float* a, const float* b, int64_t n) {
@@ -644,6 +902,20 @@ void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
       return;
     }
+    case DType::kI8: {
+      // Runs of one group share a scale: out = q * scale.
+      const int8_t* src = static_cast<const int8_t*>(w.data);
+      const int64_t gpr = w.cols / w.group;
+      int64_t i = 0;
+      while (i < n) {
+        const int64_t e = offset + i, row = e / w.cols, col = e % w.cols;
+        const int64_t run = std::min(n - i, w.group - col % w.group);
+        const float sc = w.scales[row * gpr + col / w.group];
+        for (int64_t k = 0; k < run; ++k) out[i + k] = static_cast<float>(src[e + k]) * sc;
+        i += run;
+      }
+      return;
+    }
     case DType::kF16: {
       const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
 #if defined(RUSTASR_X86)
@@ -662,6 +934,15 @@ void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
 
 void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   if (in.m <= 0 || r0 >= r1) return;
+  if (w.dtype == DType::kI8) {
+    const BlockI8Fn(*t8)[kGemvMaxRows] = block_table_i8(isa);
+    const BlockI8Fn four8 = t8[0][in.m - 1], one8 = t8[1][in.m - 1];
+    const int8_t* W8 = static_cast<const int8_t*>(w.data);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) four8(in, W8, w.scales, w.cols, w.group, r, y, ldy);
+    for (; r < r1; ++r) one8(in, W8, w.scales, w.cols, w.group, r, y, ldy);
+    return;
+  }
   if (w.dtype != DType::kBF16) return rows_generic(isa, in, w, r0, r1, y, ldy);
   const BlockFn(*table)[kGemvMaxRows] = block_table(isa);
   const BlockFn four = table[0][in.m - 1], one = table[1][in.m - 1];
@@ -669,6 +950,45 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) four(in, W, w.cols, r, y, ldy);
   for (; r < r1; ++r) one(in, W, w.cols, r, y, ldy);
+}
+
+void gemv_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
+                int count) {
+  if (n <= 0 || count <= 0) return;
+  const int64_t cols = ws[0]->cols;
+  for (int i = 0; i < count; ++i)
+    if (ws[i]->cols != cols || cols == 0) {
+      for (int j = 0; j < count; ++j) gemv(pool, isa, x, n, *ws[j], ys[j]);
+      return;
+    }
+  const int64_t nblk = (n + kGemvMaxRows - 1) / kGemvMaxRows;
+  std::vector<GemvInput> ins(static_cast<size_t>(nblk));
+  for (int64_t b = 0; b < nblk; ++b) {
+    const int m = static_cast<int>(std::min<int64_t>(kGemvMaxRows, n - b * kGemvMaxRows));
+    ins[static_cast<size_t>(b)].prepare(isa, x + b * kGemvMaxRows * cols, cols, m, cols);
+  }
+  // Groups of 4 output rows of every weight, numbered one weight after the other.
+  int64_t first[9] = {0};
+  const int cnt = std::min(count, 8);
+  for (int i = 0; i < cnt; ++i) first[i + 1] = first[i] + (ws[i]->rows + 3) / 4;
+  int64_t bytes = 0;
+  for (int i = 0; i < cnt; ++i) bytes += ws[i]->rows * cols * static_cast<int64_t>(dtype_size(ws[i]->dtype));
+  const int64_t groups = first[cnt];
+  const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(1, bytes * nblk / std::max<int64_t>(1, groups)));
+  pool.parallel_for(
+      groups,
+      [&](int64_t gb, int64_t ge) {
+        for (int i = 0; i < cnt; ++i) {
+          const int64_t b0 = std::max(gb, first[i]), b1 = std::min(ge, first[i + 1]);
+          if (b0 >= b1) continue;
+          const Weight& w = *ws[i];
+          const int64_t r0 = (b0 - first[i]) * 4, r1 = std::min(w.rows, (b1 - first[i]) * 4);
+          for (int64_t b = 0; b < nblk; ++b)
+            gemv_rows(isa, ins[static_cast<size_t>(b)], w, r0, r1, ys[i] + b * kGemvMaxRows * w.rows, w.rows);
+        }
+      },
+      grain);
+  for (int i = cnt; i < count; ++i) gemv(pool, isa, x, n, *ws[i], ys[i]);
 }
 
 void gemv(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y) {

@@ -53,6 +53,11 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
 // x are taken kGemvMaxRows at a time, re-reading W each pass): meant for small n.
 void gemv(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y);
 
+// gemv of several weights with the same cols against the same x (e.g. q, k, v): one pass over the pool
+// with the output rows of all of them shared out together (one wake-up, longer contiguous streams).
+void gemv_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
+                int count);
+
 // Vector helpers used by the other ops, on the best path of `isa`.
 float dot_f32(Isa isa, const float* a, const float* b, int64_t n);
 void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n);  // y += a * x

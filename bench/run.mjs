@@ -1,0 +1,607 @@
+#!/usr/bin/env node
+// `npm run bench`: end-to-end performance of the engine against the machine's physical floors.
+//
+// Every model x quantisation x clip is measured in a fresh child process (bench/child.mjs): load time,
+// cold start, idle CPU, peak RSS, then `--reps` timed transcriptions (mel, encoder, prefill, decode with a
+// forced token count). The memory read bandwidth and the GEMM rate are probed by the native side in
+// separate children at the start and at the end of the same run; each stage is then printed as a ratio
+// to its floor. Results: JSON on stdout and in --out, a readable table on stderr. See docs/performance.md.
+//
+//   npm run bench -- [--variants 0.6b,1.7b] [--clips 11s,60s] [--reps 3] [--threads N] [--tokens 32]
+//                    [--quant bf16,int8] [--kernel auto] [--models-dir DIR] [--out FILE] [--quick]
+import { spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { clearTimeout, setTimeout } from 'node:timers';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import {
+  decodeBytes,
+  encodeWavF32,
+  encoderFlops,
+  epochMs,
+  fix,
+  median,
+  prefillFlops,
+  readDims,
+  stats,
+  table,
+} from './lib.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '..');
+const childPath = join(here, 'child.mjs');
+const t0 = performance.now();
+
+// ------------------------------------------------------------------------------------------------
+// Options
+
+const USAGE = `usage: npm run bench -- [options]
+  --variants LIST   0.6b,1.7b (default), 'tiny' (golden tiny-a) or model directories
+  --clips LIST      11s,60s (default) or WAV paths
+  --reps N          timed transcriptions per case (default 3); medians are reported
+  --threads N       engine threads (default: os.availableParallelism())
+  --tokens N        forced decode length, maxNewTokens (default 32; random weights never emit EOS)
+  --quant LIST      bf16 (default), int8: passed to Model.load when it supports it
+  --kernel NAME     matrix-vector kernel (default auto)
+  --models-dir DIR  where synth-<variant> checkpoints live / are generated (default ${os.tmpdir()})
+  --idle-ms N       idle window for the idle-CPU measurement (default 2000)
+  --bw-mib N        bandwidth probe buffer in MiB (default 1024)
+  --out FILE        JSON result file (default <tmp>/rustasr-bench/bench-<time>.json)
+  --no-snapshot     children load this checkout's dist/ and build/ directly (default: a private copy)
+  --quick           CI smoke: golden tiny model, one short clip, 1 rep, small probes (< 30 s)`;
+
+function parseArgs(argv) {
+  const o = {
+    variants: ['0.6b', '1.7b'],
+    clips: ['11s', '60s'],
+    reps: 3,
+    threads: os.availableParallelism(),
+    tokens: 32,
+    quant: ['bf16'],
+    kernel: 'auto',
+    modelsDir: os.tmpdir(),
+    idleMs: 2000,
+    bwMiB: 1024,
+    out: undefined,
+    quick: false,
+    noSnapshot: false,
+  };
+  const list = (v) => v.split(',').map((s) => s.trim()).filter(Boolean);
+  const int = (k, v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${k} needs a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [key, inline] = a.startsWith('--') ? a.slice(2).split(/=(.*)/s, 2) : [a, undefined];
+    const val = () => inline ?? argv[++i] ?? '';
+    switch (key) {
+      case 'variants': o.variants = list(val()); break;
+      case 'clips': o.clips = list(val()); break;
+      case 'reps': o.reps = int(key, val()); break;
+      case 'threads': o.threads = int(key, val()); break;
+      case 'tokens': o.tokens = int(key, val()); break;
+      case 'quant': o.quant = list(val()); break;
+      case 'kernel': o.kernel = val(); break;
+      case 'models-dir': o.modelsDir = resolve(val()); break;
+      case 'idle-ms': o.idleMs = int(key, val()); break;
+      case 'bw-mib': o.bwMiB = int(key, val()); break;
+      case 'out': o.out = resolve(val()); break;
+      case 'quick': o.quick = true; break;
+      case 'no-snapshot': o.noSnapshot = true; break;
+      case 'help': case 'h': process.stdout.write(`${USAGE}\n`); process.exit(0); break;
+      default: throw new Error(`unknown option ${a}\n${USAGE}`);
+    }
+  }
+  if (o.tokens < 2) throw new Error('--tokens must be at least 2 (one prefill token plus decode steps)');
+  if (o.quick) {
+    Object.assign(o, { variants: ['tiny'], clips: ['5s'], reps: 1, tokens: 8, idleMs: 300, bwMiB: 128 });
+  }
+  return o;
+}
+
+const log = (msg) => process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
+
+// ------------------------------------------------------------------------------------------------
+// Children
+
+let sdkRoot = root; // the snapshot the children load (see snapshotSdk)
+
+function runChild(args, { timeoutMs = 30 * 60 * 1000 } = {}) {
+  return new Promise((resolvePromise) => {
+    const env = { ...process.env, RUSTASR_BENCH_ROOT: sdkRoot };
+    const child = spawn(process.execPath, [childPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = stdout.trim().split('\n').pop() ?? '';
+      let res;
+      try {
+        res = JSON.parse(line);
+      } catch {
+        res = { ok: false, error: `child exited ${code ?? signal}: ${stderr.trim().slice(-2000) || stdout.slice(-2000)}` };
+      }
+      resolvePromise(res);
+    });
+  });
+}
+
+/** Spawns a `case` child; the spawn timestamp is taken right before spawn(). */
+function runCaseChild(opts) {
+  return runChild(['case', JSON.stringify({ ...opts, spawnEpochMs: epochMs() })]);
+}
+
+/**
+ * Copies the build under test (dist/, the compiled addon, package.json; node_modules linked) to `dir`, so
+ * that other people rebuilding this working tree during a long run cannot swap or delete it under the
+ * children. Waits up to two minutes for a build in progress to produce the addon.
+ */
+async function snapshotSdk(dir) {
+  const release = join(root, 'build', 'Release');
+  let addon;
+  for (let i = 0; i < 60; i++) {
+    addon = existsSync(release) ? readdirSync(release).find((f) => f.endsWith('.node')) : undefined;
+    if (addon || existsSync(join(root, 'prebuilds'))) break;
+    if (i === 0) log('build/Release has no addon (a rebuild in progress?): waiting');
+    await sleep(2000);
+  }
+  if (!addon && !existsSync(join(root, 'prebuilds'))) throw new Error('no compiled addon: run npm run build:native');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'build', 'Release'), { recursive: true });
+  cpSync(join(root, 'dist'), join(dir, 'dist'), { recursive: true });
+  cpSync(join(root, 'package.json'), join(dir, 'package.json'));
+  if (addon) cpSync(join(release, addon), join(dir, 'build', 'Release', addon));
+  if (existsSync(join(root, 'prebuilds'))) cpSync(join(root, 'prebuilds'), join(dir, 'prebuilds'), { recursive: true });
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  return dir;
+}
+
+const sdk = (file) => import(pathToFileURL(join(sdkRoot, 'dist', file)).href);
+
+// ------------------------------------------------------------------------------------------------
+// Inputs: models and clips
+
+function goldenDir() {
+  return process.env.RUSTASR_GOLDEN_DIR ? resolve(process.env.RUSTASR_GOLDEN_DIR) : resolve(root, '..', 'shared', 'golden');
+}
+
+async function ensureModel(variant, o) {
+  if (variant === 'tiny') return join(goldenDir(), 'models', 'tiny-a');
+  if (!/^\d+(\.\d+)?b$/i.test(variant)) return resolve(variant);
+  const dir = join(o.modelsDir, `synth-${variant.toLowerCase()}`);
+  const ok = existsSync(join(dir, 'config.json')) && (await runChild(['check', dir])).ok;
+  if (ok) return dir;
+  log(`generating synthetic ${variant} checkpoint in ${dir} (node bin/rustasr.js synth)`);
+  const gen = await new Promise((res) => {
+    const c = spawn(process.execPath, [join(root, 'bin', 'rustasr.js'), 'synth', '--variant', variant, '--out', dir], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    c.on('close', (code) => res(code));
+  });
+  if (gen !== 0 || !(await runChild(['check', dir])).ok) throw new Error(`could not build the synthetic ${variant} model in ${dir}`);
+  return dir;
+}
+
+async function ensureClip(name, dir) {
+  const golden = join(goldenDir(), 'audio');
+  if (name === '11s') return join(golden, 'ru_11s.wav');
+  if (name === '5s') return join(golden, 'en_5s.wav');
+  const m = /^(\d+)s$/.exec(name);
+  if (!m) return resolve(name);
+  // An N-second clip: golden speech clips back to back (en_21s, ru_11s, en_5s, en_1p2s, ...), cut to N s.
+  const seconds = Number(m[1]);
+  const path = join(dir, `clip_${seconds}s.wav`);
+  if (existsSync(path)) return path;
+  const { loadAudio } = await sdk('index.js');
+  const parts = [];
+  for (const f of ['en_21s.wav', 'ru_11s.wav', 'en_5s.wav', 'en_1p2s.wav']) parts.push(await loadAudio(join(golden, f), 16000));
+  const total = seconds * 16000;
+  const pcm = new Float32Array(total);
+  for (let off = 0, i = 0; off < total; i++) {
+    const p = parts[i % parts.length];
+    const n = Math.min(p.length, total - off);
+    pcm.set(p.subarray(0, n), off);
+    off += n;
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path, encodeWavF32(pcm, 16000));
+  return path;
+}
+
+/** Whether Model.load accepts a `quant` option in this build (its declared options). */
+function quantSupport() {
+  try {
+    const dts = readFileSync(join(sdkRoot, 'dist', 'api', 'model.d.ts'), 'utf8');
+    const m = /interface LoadModelOptions\s*{([\s\S]*?)\n}/.exec(dts);
+    return Boolean(m && /\bquant\??\s*:/.test(m[1]));
+  } catch {
+    return false;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Probes
+
+function probeOpts(o) {
+  const n = o.quick ? 256 : 1024;
+  const shapes = o.quick
+    ? [{ impl: 'auto', n, rows: 1024, cols: 1024 }]
+    : [
+        // The issue's reference shape: x[1024, 1024] * W[4096, 1024]^T (like q/gate/up projections).
+        { impl: 'auto', n, rows: 4096, cols: 1024 },
+        { impl: 'own', n, rows: 4096, cols: 1024 },
+        { impl: 'blas', n, rows: 4096, cols: 1024 },
+        // A wide input (down / fc2 projections): x[1024, 4096] * W[1024, 4096]^T.
+        { impl: 'auto', n, rows: 1024, cols: 4096 },
+        { impl: 'own', n, rows: 1024, cols: 4096 },
+        { impl: 'blas', n, rows: 1024, cols: 4096 },
+      ];
+  return {
+    threads: o.threads,
+    kernel: o.kernel,
+    bandwidthBytes: o.bwMiB * 1024 * 1024,
+    bandwidthReps: o.quick ? 3 : 5,
+    gemm: shapes,
+    gemmReps: o.quick ? 2 : 3,
+  };
+}
+
+async function runProbe(o, when) {
+  log(`probe (${when}): read bandwidth ${o.bwMiB} MiB, GEMM`);
+  const r = await runChild(['probe', JSON.stringify(probeOpts(o))]);
+  if (!r.ok) throw new Error(`probe failed: ${r.error}`);
+  return { when, loadavg: os.loadavg(), ...r };
+}
+
+/** Floors from all probe samples of the run: median bandwidth, best median GEMM rate. */
+function floorsFrom(probes) {
+  const bwSamples = probes.flatMap((p) => p.bandwidth.seconds.map((s) => p.bandwidth.bytes / s / 1e9));
+  const byShape = new Map();
+  for (const p of probes)
+    for (const g of p.gemm) {
+      const key = `${g.impl} ${g.n}x${g.rows}x${g.cols}`;
+      const arr = byShape.get(key) ?? [];
+      arr.push(...g.seconds.map((s) => g.flops / s / 1e9));
+      byShape.set(key, arr);
+    }
+  const gemm = [...byShape.entries()].map(([key, v]) => ({ key, gflops: stats(v) }));
+  const best = gemm.reduce((a, b) => (b.gflops.median > (a?.gflops.median ?? 0) ? b : a), undefined);
+  return {
+    bandwidthGBs: stats(bwSamples),
+    bandwidthPerProbe: probes.map((p) => ({ when: p.when, median: median(p.bandwidth.seconds.map((s) => p.bandwidth.bytes / s / 1e9)) })),
+    gemm,
+    gemmPeakGflops: best?.gflops.median ?? NaN,
+    gemmPeakShape: best?.key,
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Cases
+
+async function runCase(o, c, floors) {
+  const base = { model: c.modelDir, clip: c.clipPath, threads: o.threads, kernel: o.kernel, quant: c.quant, tokens: o.tokens, reps: o.reps, idleMs: o.idleMs };
+  const r = await runCaseChild({ ...base, localProbe: localProbeOpts(o) });
+  if (!r.ok) return { ...c, error: r.error };
+  // More cold starts, in processes that leave right before encoding (cold start is one sample per process).
+  const cold = [r.coldStartMs];
+  for (let i = 1; i < o.reps; i++) {
+    const x = await runCaseChild({ ...base, coldOnly: true });
+    if (x.ok) cold.push(x.coldStartMs);
+  }
+  const dims = readDims(c.modelDir);
+  const med = (k) => median(r.reps.map((x) => x[k]));
+  const int8 = c.quant === 'int8';
+  const avgPos = r.promptTokens + o.tokens / 2;
+  const bytes = decodeBytes(dims, { weightBytes: int8 ? 1 : 2, groupScaleBytes: int8 ? 4 : 0, group: 128, pos: avgPos });
+  const enc = encoderFlops(dims, r.melFrames);
+  const pre = prefillFlops(dims, r.promptTokens);
+  const m = {
+    loadMs: r.loadMs,
+    coldStartMs: median(cold),
+    coldStartSamplesMs: cold,
+    melMs: med('melMs'),
+    encoderMs: med('encoderMs'),
+    prefillMs: med('prefillMs'),
+    decodeMsPerToken: med('decodeMsPerToken'),
+    totalMs: med('totalMs'),
+    rtf: med('rtf'),
+    peakRssMB: r.memory.vmHwmMB ?? r.memory.maxRssMB,
+    idleCpuPct: r.idle.pct,
+  };
+  const notes = [];
+  if (r.reps.some((x) => x.tokens < o.tokens)) notes.push(`an EOS stopped decoding early (${r.reps.map((x) => x.tokens).join(',')} tokens)`);
+  if (c.quant !== 'bf16' && !Object.values(r.quantInfo ?? {}).some((v) => String(v).toLowerCase().includes(c.quant)))
+    notes.push(`model.info does not report quant=${c.quant} (fields: ${JSON.stringify(r.quantInfo)})`);
+  const local = r.localProbe && !r.localProbe.error ? floorsFrom([{ when: 'case', ...r.localProbe }]) : undefined;
+  return applyFloors({
+    ...c,
+    localFloors: local,
+    localProbe: r.localProbe,
+    kernel: r.kernel,
+    threads: r.threads,
+    audioSeconds: r.audioSeconds,
+    melFrames: r.melFrames,
+    audioTokens: r.audioTokens,
+    promptTokens: r.promptTokens,
+    tokens: o.tokens,
+    metrics: m,
+    floors: {
+      decodeWeightBytes: bytes.weights,
+      decodeKvBytesAvg: bytes.kvCache,
+      encoderGflop: enc.total / 1e9,
+      encoderConvStemGflop: enc.conv / 1e9,
+      prefillGflop: pre.total / 1e9,
+    },
+    cold: { nodeStartMs: r.nodeStartMs, importMs: r.importMs, loadMs: r.loadMs, melMs: r.coldMelMs, firstEncodeMs: r.coldEncodeMs },
+    loadParts: r.loadParts,
+    idle: r.idle,
+    memory: r.memory,
+    reps: r.reps,
+    notes,
+  }, floors);
+}
+
+/**
+ * Floors (ms) of a case's stages and measured / floor ratios. `c.ratios` use the case's own probe (run in
+ * its process right after the timed runs, so it saw the same machine load) when there is one, else the
+ * run's floors; `c.runRatios` always use the run's floors (start + end probes).
+ */
+function applyFloors(c, floors) {
+  const derive = (fl) => {
+    const bw = fl.bandwidthGBs.median * 1e9; // bytes/s
+    const peak = fl.gemmPeakGflops * 1e9; // FLOP/s
+    const f = c.floors;
+    const ms = {
+      bandwidthGBs: fl.bandwidthGBs.median,
+      gemmPeakGflops: fl.gemmPeakGflops,
+      decodeFloorMs: (f.decodeWeightBytes / bw) * 1000,
+      decodeKvFloorMs: ((f.decodeWeightBytes + f.decodeKvBytesAvg) / bw) * 1000,
+      encoderFloorMs: ((f.encoderGflop * 1e9) / peak) * 1000,
+      prefillFloorMs: ((f.prefillGflop * 1e9) / peak) * 1000,
+    };
+    const m = c.metrics;
+    return {
+      floorsMs: ms,
+      decodeVsBandwidth: m.decodeMsPerToken / ms.decodeFloorMs,
+      decodeVsBandwidthWithKv: m.decodeMsPerToken / ms.decodeKvFloorMs,
+      encoderVsGemm: m.encoderMs / ms.encoderFloorMs,
+      prefillVsGemm: m.prefillMs / ms.prefillFloorMs,
+      encoderPrefillVsGemm: (m.encoderMs + m.prefillMs) / (ms.encoderFloorMs + ms.prefillFloorMs),
+    };
+  };
+  c.runRatios = derive(floors);
+  c.ratios = c.localFloors ? { basis: 'case probe', ...derive(c.localFloors) } : { basis: 'run probes', ...c.runRatios };
+  return c;
+}
+
+/** The probe each case child runs right after its timed transcriptions (a few seconds). */
+function localProbeOpts(o) {
+  const n = o.quick ? 256 : 1024;
+  return {
+    threads: o.threads,
+    kernel: o.kernel,
+    bandwidthBytes: Math.min(o.bwMiB, 512) * 1024 * 1024,
+    bandwidthReps: 3,
+    gemm: [{ impl: 'auto', n, rows: o.quick ? 1024 : 4096, cols: 1024 }],
+    gemmReps: 2,
+  };
+}
+
+// Targets of issue 4 (0.6B, 2 threads).
+const TARGETS = [
+  { key: 'decode', label: 'decode <= 1.2x bandwidth floor', get: (c) => c.ratios.decodeVsBandwidth, ok: (v) => v <= 1.2, fmt: (v) => `${v.toFixed(2)}x` },
+  { key: 'encPre', label: 'encoder+prefill <= 2x GEMM floor', get: (c) => c.ratios.encoderPrefillVsGemm, ok: (v) => v <= 2, fmt: (v) => `${v.toFixed(2)}x` },
+  { key: 'cold', label: 'cold start <= 0.5 s', get: (c) => c.metrics.coldStartMs, ok: (v) => v <= 500, fmt: (v) => `${(v / 1000).toFixed(2)} s` },
+  { key: 'rss', label: 'peak RSS <= 2.0 GB', get: (c) => c.metrics.peakRssMB, ok: (v) => v * 1024 * 1024 <= 2.0e9, fmt: (v) => `${((v * 1024 * 1024) / 1e9).toFixed(2)} GB` },
+  { key: 'idle', label: 'idle CPU < 1%', get: (c) => c.metrics.idleCpuPct, ok: (v) => v < 1, fmt: (v) => `${v.toFixed(2)}%` },
+];
+
+// ------------------------------------------------------------------------------------------------
+
+function machineInfo() {
+  let flags = '';
+  try {
+    const m = /^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    flags = (m?.[1] ?? '').split(' ').filter((f) => /^(avx2|avx512f|avx512_bf16|avx512bw|avx512vl|fma|amx_\w+)$/.test(f)).join(' ');
+  } catch {
+    // not Linux
+  }
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    logicalCpus: os.availableParallelism(),
+    memGB: os.totalmem() / 1e9,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    cpuFlags: flags,
+    openblasEnv: Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(OPENBLAS_|GOTO_|OMP_NUM_THREADS)/.test(k))),
+  };
+}
+
+function report(result) {
+  const { floors, cases } = result;
+  const ok = cases.filter((c) => !c.error && !c.skipped);
+  const lines = [];
+  lines.push('');
+  lines.push(`rustasr bench ${result.date}  ${result.machine.cpu}, ${result.machine.logicalCpus} logical CPUs, node ${result.machine.node}`);
+  lines.push(`threads ${result.options.threads}, kernel ${ok[0]?.kernel ?? result.options.kernel} (this CPU: ${result.cpuKernels.join(', ')}), BLAS ${result.blas}`);
+  lines.push(`env ${JSON.stringify(result.machine.openblasEnv)}; load average ${result.loadavg.start.map((x) => x.toFixed(2)).join(' ')} -> ${result.loadavg.end.map((x) => x.toFixed(2)).join(' ')}`);
+  const bw = floors.bandwidthGBs;
+  lines.push(`read bandwidth ${bw.median.toFixed(1)} GB/s (median of ${bw.n}, range ${bw.min.toFixed(1)}-${bw.max.toFixed(1)}; per probe ${floors.bandwidthPerProbe.map((p) => `${p.when} ${p.median.toFixed(1)}`).join(', ')})`);
+  lines.push(`GEMM (BF16 W, gflop/s medians): ${floors.gemm.map((g) => `${g.key} ${g.gflops.median.toFixed(0)}`).join(', ')}`);
+  lines.push(`GEMM peak ${floors.gemmPeakGflops.toFixed(0)} GFLOP/s (${floors.gemmPeakShape})`);
+  lines.push('');
+  lines.push(
+    table(
+      [
+        { key: 'variant', title: 'model' },
+        { key: 'clip', title: 'clip/quant', fmt: (_, r) => `${r.clip}/${r.quant}` },
+        { key: 'load', title: 'load ms', fmt: fix(0) },
+        { key: 'cold', title: 'cold ms', fmt: fix(0) },
+        { key: 'mel', title: 'mel ms', fmt: fix(0) },
+        { key: 'enc', title: 'enc ms', fmt: fix(0) },
+        { key: 'encR', title: 'enc/fl', fmt: fix(2) },
+        { key: 'pre', title: 'prefill ms', fmt: fix(0) },
+        { key: 'preR', title: 'pre/fl', fmt: fix(2) },
+        { key: 'epR', title: 'enc+pre/fl', fmt: fix(2) },
+        { key: 'dec', title: 'dec ms/tok', fmt: fix(1) },
+        { key: 'decF', title: 'floor ms', fmt: fix(1) },
+        { key: 'decR', title: 'dec/fl', fmt: fix(2) },
+        { key: 'decKvR', title: 'dec/fl+kv', fmt: fix(2) },
+        { key: 'rtf', title: 'RTF', fmt: fix(3) },
+        { key: 'bw', title: 'GB/s', fmt: fix(1) },
+        { key: 'gp', title: 'GFLOP/s', fmt: fix(0) },
+        { key: 'rss', title: 'peak RSS MiB', fmt: fix(0) },
+        { key: 'idle', title: 'idle %', fmt: fix(2) },
+      ],
+      ok.map((c) => ({
+        variant: c.variant,
+        clip: c.clip,
+        quant: c.quant,
+        load: c.metrics.loadMs,
+        cold: c.metrics.coldStartMs,
+        mel: c.metrics.melMs,
+        enc: c.metrics.encoderMs,
+        encR: c.ratios.encoderVsGemm,
+        pre: c.metrics.prefillMs,
+        preR: c.ratios.prefillVsGemm,
+        epR: c.ratios.encoderPrefillVsGemm,
+        dec: c.metrics.decodeMsPerToken,
+        decF: c.ratios.floorsMs.decodeFloorMs,
+        bw: c.ratios.floorsMs.bandwidthGBs,
+        gp: c.ratios.floorsMs.gemmPeakGflops,
+        decR: c.ratios.decodeVsBandwidth,
+        decKvR: c.ratios.decodeVsBandwidthWithKv,
+        rtf: c.metrics.rtf,
+        rss: c.metrics.peakRssMB,
+        idle: c.metrics.idleCpuPct,
+      })),
+    ),
+  );
+  lines.push('');
+  lines.push(
+    `medians of ${result.options.reps} rep(s); decode forced to ${result.options.tokens} tokens; '/fl' = measured / physical floor (1.00 = at the floor), ` +
+      `floors from the bandwidth (GB/s) and GEMM peak (GFLOP/s) probed in each case's process right after its runs`,
+  );
+  for (const c of cases) {
+    if (c.skipped) lines.push(`skipped ${c.variant} ${c.clip} ${c.quant}: ${c.skipped}`);
+    else if (c.error) lines.push(`FAILED ${c.variant} ${c.clip} ${c.quant}: ${c.error}`);
+    else {
+      const k = c.cold, lp = c.loadParts ?? {};
+      lines.push(
+        `cold start ${c.variant} ${c.clip}/${c.quant}: node start ${fix(0)(k.nodeStartMs)} ms, imports ${fix(0)(k.importMs)}, ` +
+          `Model.load ${fix(0)(k.loadMs)} (native ${fix(0)(lp.nativeMs)}, tokenizer ${fix(0)(lp.tokenizerMs)}), mel ${fix(0)(k.melMs)}; ` +
+          `peak RSS ${fix(0)(c.memory.vmHwmMB)} MB (now anon ${fix(0)(c.memory.rssAnonMB)} + file ${fix(0)(c.memory.rssFileMB)})`,
+      );
+      for (const n of c.notes) lines.push(`note ${c.variant} ${c.clip} ${c.quant}: ${n}`);
+    }
+  }
+  const targeted = ok.filter((c) => c.variant === '0.6b');
+  if (targeted.length) {
+    lines.push('');
+    lines.push(`targets (0.6B, ${result.options.threads} threads):`);
+    for (const t of TARGETS) {
+      const vals = targeted.map((c) => {
+        const v = t.get(c);
+        return `${c.clip}/${c.quant} ${t.fmt(v)} ${t.ok(v) ? 'ok' : 'MISS'}`;
+      });
+      lines.push(`  ${t.label.padEnd(34)} ${vals.join('  |  ')}`);
+    }
+  }
+  lines.push(`JSON: ${result.outFile}  (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  process.stderr.write(`${lines.join('\n')}\n`);
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  for (const f of ['index.js', 'native.js']) {
+    if (!existsSync(join(root, 'dist', f))) throw new Error(`dist/${f} is missing: run npm run build`);
+  }
+  const workDir = join(os.tmpdir(), 'rustasr-bench');
+  mkdirSync(workDir, { recursive: true });
+  const date = new Date().toISOString();
+  const outFile = o.out ?? join(workDir, `bench-${date.replace(/[:.]/g, '-')}.json`);
+  if (!o.noSnapshot) {
+    sdkRoot = await snapshotSdk(join(workDir, `sdk-${process.pid}`));
+    const snap = sdkRoot;
+    process.on('exit', () => rmSync(snap, { recursive: true, force: true }));
+  }
+  const { native } = await sdk('native.js');
+  const cpuKernels = native().cpuKernels();
+  const loadStart = os.loadavg();
+
+  // Inputs first (synth generation and clip writing are not measured).
+  const models = [];
+  for (const v of o.variants) models.push({ variant: v, modelDir: await ensureModel(v, o) });
+  const clips = [];
+  for (const c of o.clips) clips.push({ clip: c, clipPath: await ensureClip(c, workDir) });
+  const hasQuant = quantSupport();
+
+  const probes = [await runProbe(o, 'start')];
+  let floors = floorsFrom(probes);
+
+  const cases = [];
+  for (const m of models)
+    for (const q of o.quant)
+      for (const c of clips) {
+        const base = { ...m, ...c, quant: q };
+        if (q !== 'bf16' && !hasQuant) {
+          cases.push({ ...base, skipped: `Model.load has no 'quant' option in this build (dist/api/model.d.ts); not measured` });
+          continue;
+        }
+        log(`case ${m.variant} ${c.clip} ${q}: ${o.reps} rep(s), ${o.tokens} tokens, ${o.threads} threads`);
+        cases.push(await runCase(o, base, floors));
+        const last = cases[cases.length - 1];
+        if (last.error) log(`case failed: ${last.error}`);
+        writeFileSync(`${outFile}.partial`, `${JSON.stringify({ date, probes, cases }, null, 2)}\n`);
+      }
+
+  if (!o.quick) {
+    try {
+      probes.push(await runProbe(o, 'end'));
+    } catch (err) {
+      log(`${err.message}: floors from the start probe only`);
+    }
+    floors = floorsFrom(probes);
+    // Re-derive the ratios with the floors of the whole run (start and end probes).
+    for (const c of cases) if (!c.error && !c.skipped) applyFloors(c, floors);
+  }
+
+  const targets = {};
+  for (const c of cases.filter((x) => x.variant === '0.6b' && x.metrics))
+    targets[`${c.clip}/${c.quant}`] = Object.fromEntries(TARGETS.map((t) => [t.key, { value: t.get(c), met: t.ok(t.get(c)), target: t.label }]));
+
+  const result = {
+    date,
+    machine: machineInfo(),
+    options: { ...o, out: undefined },
+    cpuKernels,
+    blas: probes[0].blas,
+    quantOption: hasQuant,
+    loadavg: { start: loadStart, end: os.loadavg() },
+    floors,
+    probes,
+    cases,
+    targets,
+    outFile,
+  };
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
+  rmSync(`${outFile}.partial`, { force: true });
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  report(result);
+  if (cases.some((c) => c.error)) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${err?.stack ?? err}\n`);
+  process.exitCode = 2;
+});

@@ -1,0 +1,219 @@
+#include "probe.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include "../../util/tensor.h"
+#include "gemm.h"
+#include "gemv.h"
+#include "rustasr/engine.h"
+#include "threadpool.h"
+
+#if defined(RUSTASR_HAVE_ACCELERATE)
+// Accelerate: no core name to report.
+#elif defined(RUSTASR_HAVE_CBLAS)
+#include <cblas.h>
+#endif
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define RUSTASR_PROBE_X86 1
+#endif
+
+namespace rustasr {
+namespace cpu {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Sums 64-bit words [0, n) (n a multiple of 64 words = 512 bytes) with four independent accumulators,
+// so the loop is limited by loads, not by the add latency.
+uint64_t sum_scalar(const uint64_t* p, int64_t n) {
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (int64_t i = 0; i < n; i += 4) {
+    a0 += p[i];
+    a1 += p[i + 1];
+    a2 += p[i + 2];
+    a3 += p[i + 3];
+  }
+  return a0 + a1 + a2 + a3;
+}
+
+#if defined(RUSTASR_PROBE_X86)
+__attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, int64_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i < n; i += 16) {
+    a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+__attribute__((target("avx512f"))) uint64_t sum_avx512(const uint64_t* p, int64_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i < n; i += 32) {
+    a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(p + i + 8));
+    a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(p + i + 16));
+    a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(p + i + 24));
+  }
+  // Reduced by hand: GCC 12's _mm512_reduce_add_epi64 trips -Wuninitialized inside its own header.
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(reinterpret_cast<__m512i*>(lanes), _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+  uint64_t s = 0;
+  for (uint64_t v : lanes) s += v;
+  return s;
+}
+#endif
+
+using SumFn = uint64_t (*)(const uint64_t*, int64_t);
+
+SumFn pick_sum(std::string* name) {
+#if defined(RUSTASR_PROBE_X86)
+  if (__builtin_cpu_supports("avx512f")) {
+    *name = "avx512f";
+    return sum_avx512;
+  }
+  if (__builtin_cpu_supports("avx2")) {
+    *name = "avx2";
+    return sum_avx2;
+  }
+#endif
+  *name = "scalar";
+  return sum_scalar;
+}
+
+GemmImpl parse_impl(const std::string& s) {
+  if (s == "auto") return GemmImpl::kAuto;
+  if (s == "own") return GemmImpl::kOwn;
+  if (s == "blas") return GemmImpl::kBlasPanels;
+  if (s == "blas-threaded") return GemmImpl::kBlasThreaded;
+  throw Error(ErrorCode::kInvalidArgument,
+              "unknown GEMM impl \"" + s + "\" (expected auto, own, blas or blas-threaded)");
+}
+
+// Deterministic pseudo-random numbers in [-1, 1) (xorshift).
+struct Rng {
+  uint64_t s;
+  float next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<float>(static_cast<double>(s >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+  }
+};
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fff + ((b >> 16) & 1);  // round to nearest even (inputs are finite)
+  return static_cast<uint16_t>(b >> 16);
+}
+
+}  // namespace
+
+BandwidthProbe probe_read_bandwidth(int threads, int64_t bytes, int reps) {
+  if (bytes < 4096 || reps < 1) throw Error(ErrorCode::kInvalidArgument, "bandwidth probe: bytes >= 4096 and reps >= 1");
+  ThreadPool pool(threads);
+  BandwidthProbe out;
+  out.threads = pool.size();
+  const SumFn sum = pick_sum(&out.isa);
+  const int64_t page_words = 4096 / 8;
+  const int64_t pages = bytes / 4096;
+  out.bytes = pages * 4096;
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[static_cast<size_t>(pages * page_words)]);
+  uint64_t* data = buf.get();
+  // Several pieces per thread, handed out dynamically: a thread slowed by a neighbour process takes fewer.
+  const int64_t chunks = std::min<int64_t>(pages, 8 * static_cast<int64_t>(pool.size()));
+  // First touch in parallel (the pages then live where the readers run).
+  pool.parallel_for(
+      pages,
+      [&](int64_t b, int64_t e) {
+        for (int64_t i = b * page_words; i < e * page_words; ++i) data[i] = static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull;
+      },
+      1, chunks);
+  std::vector<uint64_t> sink(static_cast<size_t>(pages), 0);
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(
+        pages,
+        [&](int64_t b, int64_t e) {
+          sink[static_cast<size_t>(b)] += sum(data + b * page_words, (e - b) * page_words);
+        },
+        1, chunks);
+    out.seconds.push_back(seconds_since(t0));
+  }
+  // Keep the sums observable so the reads cannot be elided.
+  volatile uint64_t keep = 0;
+  for (uint64_t v : sink) keep = keep + v;
+  (void)keep;
+  return out;
+}
+
+GemmProbe probe_gemm(int threads, const std::string& kernel, const std::string& impl_name, int64_t n,
+                     int64_t rows, int64_t cols, int reps) {
+  if (n < 1 || rows < 1 || cols < 1 || reps < 1)
+    throw Error(ErrorCode::kInvalidArgument, "gemm probe: n, rows, cols and reps must be positive");
+  const GemmImpl impl = parse_impl(impl_name);
+  if ((impl == GemmImpl::kBlasPanels || impl == GemmImpl::kBlasThreaded) && !gemm_has_blas())
+    throw Error(ErrorCode::kUnsupportedDevice, "this build has no BLAS");
+  const Isa isa = parse_kernel(kernel);
+  ThreadPool pool(threads);
+  GemmProbe out;
+  out.impl = impl_name;
+  out.isa = isa_name(isa);
+  out.threads = pool.size();
+  out.n = n;
+  out.rows = rows;
+  out.cols = cols;
+  out.flops = 2.0 * static_cast<double>(n) * static_cast<double>(rows) * static_cast<double>(cols);
+
+  Rng rng{0x243f6a8885a308d3ull};
+  std::vector<uint16_t> wdata(static_cast<size_t>(rows * cols));
+  for (uint16_t& v : wdata) v = f32_to_bf16(rng.next() * 0.05f);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (float& v : x) v = rng.next();
+  std::vector<float> y(static_cast<size_t>(n * rows));
+  Weight w;
+  w.data = wdata.data();
+  w.dtype = DType::kBF16;
+  w.rows = rows;
+  w.cols = cols;
+  w.name = "probe.W";
+
+  gemm(pool, isa, x.data(), n, w, y.data(), impl);  // warm-up: caches, page faults, BLAS buffers
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    gemm(pool, isa, x.data(), n, w, y.data(), impl);
+    out.seconds.push_back(seconds_since(t0));
+  }
+  return out;
+}
+
+std::string probe_blas_info() {
+#if defined(RUSTASR_HAVE_ACCELERATE)
+  return "accelerate";
+#elif defined(RUSTASR_HAVE_CBLAS)
+  std::string s = "openblas";
+  if (const char* core = openblas_get_corename()) s += std::string(" ") + core;
+  if (const char* cfg = openblas_get_config()) s += std::string(" (") + cfg + ")";
+  return s;
+#else
+  return "none";
+#endif
+}
+
+}  // namespace cpu
+}  // namespace rustasr
