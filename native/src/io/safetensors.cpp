@@ -32,15 +32,6 @@ constexpr uint64_t kMaxHeaderBytes = 100ull * 1024 * 1024;  // the reference imp
   throw Error(ErrorCode::kCorruptWeights, path + ": " + msg);
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 // Non-negative integer that fits in int64 (JSON integer literal).
 bool as_nonneg_int(const JsonValue& v, int64_t* out) {
   if (!v.is_integer() || v.as_int64() < 0) return false;
@@ -64,6 +55,16 @@ std::string dir_of(const std::string& path) {
 }
 
 }  // namespace
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
 
 int safetensors_dtype_bits(const std::string& d) {
   // The dtypes of the safetensors format (Rust crate `safetensors`, enum Dtype).

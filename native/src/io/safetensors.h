@@ -37,6 +37,10 @@
 
 namespace rustasr {
 
+// "[a, b, c]": a shape as error messages print it.
+std::string shape_str(const std::vector<int64_t>& shape);
+
+
 struct TensorInfo {
   std::string name;
   std::string dtype_str;        // as written in the header, e.g. "BF16", "I64"
