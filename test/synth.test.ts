@@ -21,13 +21,11 @@ import {
   type DimsOverride,
   type TensorSpec,
 } from '../src/synth/synth.js';
-import { REPO_ROOT, goldenPath } from './helpers/golden.js';
+import { goldenPath } from './helpers/golden.js';
 
 const BASE_DIR = defaultBaseDir();
 const HAVE_BASE = existsSync(join(BASE_DIR, 'config.json'));
 const TINY_A = goldenPath('models', 'tiny-a', 'model.safetensors');
-const NATIVE = join(REPO_ROOT, 'build', 'Release', 'rustasr.node');
-const HAVE_NATIVE = existsSync(NATIVE);
 
 /** The dims of the golden tiny-a model (and of the official names, 2 layers each). */
 const TINY: DimsOverride = {
@@ -189,10 +187,8 @@ describe.skipIf(!HAVE_BASE)('synthCheckpoint (tiny dims)', () => {
     expect(existsSync(join(dir, 'model.safetensors.tmp-' + process.pid))).toBe(false);
   });
 
-  it.skipIf(!HAVE_NATIVE)(
-    HAVE_NATIVE
-      ? 'loads in the native engine (every tensor validated by name, shape, dtype)'
-      : `loads in the native engine: skipped, ${NATIVE} is not built (npm run build:native)`,
+  it(
+    'loads in the native engine (every tensor validated by name, shape, dtype)',
     async () => {
     const { loadModel } = await import('../src/index.js');
     for (const d of [dir, await tiny({ untied: true })]) {
