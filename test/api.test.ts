@@ -27,6 +27,7 @@ import {
 import type { NativeSession } from '../src/native.js';
 import { recognize$ } from '../src/rx.js';
 import { goldenPath, loadCase, type GoldenCase } from './helpers/golden.js';
+import { wavFromSamples } from '../scripts/wav-builder.mjs';
 
 const MAX = 16;
 let model: Model;
@@ -89,24 +90,6 @@ function instrument(m: Model): { stats: { steps: number; sessions: number; dispo
 }
 
 /** A 16-bit PCM mono WAV file. */
-function wav16(x: Float32Array, rate = 16000): Buffer {
-  const b = Buffer.alloc(44 + x.length * 2);
-  b.write('RIFF', 0, 'latin1');
-  b.writeUInt32LE(36 + x.length * 2, 4);
-  b.write('WAVEfmt ', 8, 'latin1');
-  b.writeUInt32LE(16, 16);
-  b.writeUInt16LE(1, 20);
-  b.writeUInt16LE(1, 22);
-  b.writeUInt32LE(rate, 24);
-  b.writeUInt32LE(rate * 2, 28);
-  b.writeUInt16LE(2, 32);
-  b.writeUInt16LE(16, 34);
-  b.write('data', 36, 'latin1');
-  b.writeUInt32LE(x.length * 2, 40);
-  for (let i = 0; i < x.length; i++) b.writeInt16LE(Math.max(-32768, Math.min(32767, Math.round(x[i]! * 32767))), 44 + i * 2);
-  return b;
-}
-
 describe('every API form yields the golden ids of tiny-a__en_5s', () => {
   it('transcriber() in pipeline() from fs.createReadStream', async () => {
     const got: Token[] = [];
@@ -362,7 +345,7 @@ describe('long audio is split at low-energy points', () => {
   it('a gapped WAV through transcriber() gives the same segments', async () => {
     const { x } = gapped();
     const t = transcriber({ model, maxNewTokens: 2, maxSegmentSeconds: 3 });
-    await pipeline(Readable.from([wav16(x)]), t, sink());
+    await pipeline(Readable.from([Buffer.from(wavFromSamples(x))]), t, sink());
     expect(t.segments.map((s) => s.index)).toEqual([0, 1]);
   });
 });

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCue } from '../src/cli/index.js';
 import { decodeWav } from '../src/index.js';
 import { REPO_ROOT, goldenPath, loadCase } from './helpers/golden.js';
+import { wavFromSamples } from '../scripts/wav-builder.mjs';
 
 const BIN = join(REPO_ROOT, 'bin', 'rustasr.js');
 const MODEL = goldenPath('models', 'tiny-a');
@@ -63,24 +64,6 @@ function run(args: string[], stdinFile?: string): Promise<Run> {
   });
 }
 
-function wav16(x: Float32Array): Buffer {
-  const b = Buffer.alloc(44 + x.length * 2);
-  b.write('RIFF', 0, 'latin1');
-  b.writeUInt32LE(36 + x.length * 2, 4);
-  b.write('WAVEfmt ', 8, 'latin1');
-  b.writeUInt32LE(16, 16);
-  b.writeUInt16LE(1, 20);
-  b.writeUInt16LE(1, 22);
-  b.writeUInt32LE(16000, 24);
-  b.writeUInt32LE(32000, 28);
-  b.writeUInt16LE(2, 32);
-  b.writeUInt16LE(16, 34);
-  b.write('data', 36, 'latin1');
-  b.writeUInt32LE(x.length * 2, 40);
-  for (let i = 0; i < x.length; i++) b.writeInt16LE(Math.max(-32768, Math.min(32767, Math.round(x[i]! * 32767))), 44 + i * 2);
-  return b;
-}
-
 describe('rustasr infer', () => {
   it('--format json prints the golden ids; nothing on a non-TTY stderr', async () => {
     const r = await run(['infer', WAV, '--model', MODEL, '--max-new-tokens', '16', '--format', 'json']);
@@ -107,7 +90,7 @@ describe('rustasr infer', () => {
     gapped.set(x.subarray(40_000), 44_800);
     for (let i = 0; i < gapped.length; i++) if (i < 40_000 || i >= 44_800) gapped[i]! += i % 2 ? 1e-4 : -1e-4;
     const file = join(scratch, 'gapped.wav');
-    writeFileSync(file, wav16(gapped));
+    writeFileSync(file, wavFromSamples(gapped));
     const cfg = join(scratch, 'srt.json');
     writeFileSync(cfg, JSON.stringify({ 'max-segment-seconds': 3, format: 'srt' }));
     const r = await run(['infer', file, '-m', MODEL, '--config', cfg, '--max-new-tokens', '3']);
