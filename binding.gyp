@@ -12,6 +12,8 @@
         "native/src/audio/mel.cpp",
         "native/src/model/weights.cpp",
         "native/src/model/model.cpp",
+        "native/src/backend/select.cpp",
+        "native/src/backend/cuda_loader.cpp",
         "native/src/backend/cpu/cpu_backend.cpp",
         "native/src/backend/cpu/threadpool.cpp",
         "native/src/backend/cpu/gemv.cpp",

@@ -316,6 +316,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("kernel", mi.kernel);
     o.Set("threads", mi.threads);
     o.Set("quant", mi.quant);
+    o.Set("device", mi.device);
+    o.Set("deviceName", mi.device_name);
+    o.Set("deviceFallback", mi.device_fallback);
     return o;
   }
 
@@ -358,6 +361,17 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
       params.quant = q.As<Napi::String>().Utf8Value();
     }
+    if (o.Has("device") && !o.Get("device").IsUndefined()) {
+      Napi::Value d = o.Get("device");
+      if (!d.IsString()) throw make_error(env, "INVALID_ARGUMENT", "device must be a string");
+      params.device = d.As<Napi::String>().Utf8Value();
+    }
+    if (o.Has("deviceIndex") && !o.Get("deviceIndex").IsUndefined()) {
+      Napi::Value d = o.Get("deviceIndex");
+      if (!d.IsNumber() || d.As<Napi::Number>().DoubleValue() < 0)
+        throw make_error(env, "INVALID_ARGUMENT", "deviceIndex must be a number >= 0");
+      params.device_index = d.As<Napi::Number>().Int32Value();
+    }
   }
   auto out = std::make_shared<std::shared_ptr<const rustasr::Model>>();
   return queue(
@@ -380,6 +394,27 @@ Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(info.Env(), f.size());
   for (size_t i = 0; i < f.size(); ++i) a.Set(static_cast<uint32_t>(i), f[i]);
   return a;
+}
+
+// devices() -> Promise<[{ kind, available, name, reason }]>: cpu, cuda, metal as probed here (probing a GPU
+// loads its driver, so it runs off the main thread).
+Napi::Value Devices(const Napi::CallbackInfo& info) {
+  auto out = std::make_shared<std::vector<rustasr::DeviceStatus>>();
+  return queue(
+      info.Env(), [out] { *out = rustasr::devices(); },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, out->size());
+        for (size_t i = 0; i < out->size(); ++i) {
+          const rustasr::DeviceStatus& d = (*out)[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("kind", d.kind);
+          o.Set("available", d.available);
+          o.Set("name", d.name);
+          o.Set("reason", d.reason);
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
+      });
 }
 
 Napi::Value LiveObjects(const Napi::CallbackInfo& info) {
@@ -488,6 +523,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("cpuKernels", Napi::Function::New(env, CpuFeatures));
+  exports.Set("devices", Napi::Function::New(env, Devices));
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("liveObjects", Napi::Function::New(env, LiveObjects));
   return exports;

@@ -49,6 +49,11 @@ struct ModelParams {
   // Decoder weight format: "bf16" (the checkpoint's, read in place) or "int8" (the decoder's linear
   // weights and lm_head quantised at load: symmetric int8 with a float32 scale per 128 columns).
   std::string quant = "bf16";
+  // Where the model runs: "cpu", "cuda", "metal", or "auto" (CUDA when a GPU is usable, else Metal on Apple
+  // Silicon, else CPU). An explicitly named GPU that cannot be used throws kUnsupportedDevice; with "auto" a
+  // GPU that fails to initialise falls back to the CPU and ModelInfo::device_fallback says why.
+  std::string device = "cpu";
+  int device_index = 0;  // which GPU (CUDA ordinal)
 };
 
 // Read-only facts about a loaded model, all taken from config.json.
@@ -70,7 +75,20 @@ struct ModelInfo {
   std::string kernel;  // the matrix-vector kernel actually in use
   int threads;
   std::string quant;   // "bf16" or "int8" (ModelParams.quant)
+  std::string device;           // the backend in use: "cpu", "cuda" or "metal"
+  std::string device_name;      // GPU name ("" on the CPU)
+  std::string device_fallback;  // with device "auto": why a GPU found was not used ("" otherwise)
 };
+
+// One device kind as probed on this machine (see probe_devices()).
+struct DeviceStatus {
+  std::string kind;       // "cpu" | "cuda" | "metal"
+  bool available = false;
+  std::string name;       // the GPU's name, or the best CPU kernel
+  std::string reason;     // why it is unavailable ("" when available)
+};
+// cpu, cuda, metal in that order. Never throws.
+std::vector<DeviceStatus> devices();
 
 class Model;
 

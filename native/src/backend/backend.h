@@ -1,14 +1,26 @@
-// The op interface the model code is written against. Each backend (CPU now; CUDA and Metal later)
-// implements every op; model code never branches on the backend.
+// The op interface the model code is written against. Each backend (CPU; CUDA in native/src/backend/cuda;
+// Metal in native/src/backend/metal) implements every op; model code never branches on the backend.
+//
+// Memory. Every float pointer an op takes is *backend memory*: memory from alloc() (or an offset into it).
+// On the CPU backend that is plain host memory; on CUDA it is device memory; on Metal it is shared
+// (unified) memory inside an MTLBuffer. Model code never reads or writes backend memory directly: host data
+// goes in with upload() and comes out with download(). Buffers are owned through DeviceBuffer (below).
+// Weights are read-only views of the memory-mapped checkpoint; prepare_weight() lets a backend make its own
+// copy once at load (a GPU uploads it and records the device address in Weight::dev / dev_scales).
 //
 // Conventions: activations are float32, row-major. "n" is the number of rows (tokens). A Linear weight W
-// is [out, in]; linear computes y[n, out] = x[n, in] * W^T (+ bias). Buffers passed to ops are owned by the
-// caller; on the CPU backend they are plain host memory.
+// is [out, in]; linear computes y[n, out] = x[n, in] * W^T (+ bias).
+//
+// Threads: one Backend is shared by every Session of a Model, and Sessions may run on different threads at
+// the same time. Ops on distinct buffers from different threads must be safe. Ops called from one thread
+// are ordered (a GPU backend may queue them, but download() returns only once the data is on the host).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../util/tensor.h"
 
@@ -16,7 +28,8 @@ namespace rustasr {
 
 struct BackendOptions {
   int threads = 0;              // 0 = hardware concurrency
-  std::string kernel = "auto";  // matrix-vector kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar
+  std::string kernel = "auto";  // CPU matrix-vector kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar
+  int device_index = 0;         // GPU backends: which device (CUDA ordinal)
 };
 
 class Backend {
@@ -26,6 +39,21 @@ class Backend {
   virtual std::string name() const = 0;    // "cpu", "cuda", ...
   virtual std::string kernel() const = 0;  // the matrix-vector kernel in use, e.g. "avx512bf16"
   virtual int threads() const = 0;
+  // For GPUs, the device's name (e.g. "NVIDIA H100 80GB HBM3"); the CPU backend returns "".
+  virtual std::string device_name() const { return std::string(); }
+
+  // ---- memory ----
+  // count float32 elements of backend memory (uninitialised); alloc(0) may return nullptr. Throws
+  // Error(kInternal) when out of memory (kUnsupportedDevice on a GPU that went away).
+  virtual float* alloc(int64_t count) = 0;
+  virtual void free(float* p) = 0;  // p from alloc (nullptr allowed)
+  virtual void upload(float* dst, const float* host, int64_t count) = 0;    // host -> backend
+  virtual void download(float* host, const float* src, int64_t count) = 0;  // backend -> host, synchronous
+  virtual void copy(float* dst, const float* src, int64_t count) = 0;       // backend -> backend
+  // Called once per weight at load, before any op uses it. The CPU backend reads the mapping in place.
+  virtual void prepare_weight(Weight& w) { (void)w; }
+
+  // ---- ops ----
 
   // y[n, W.rows] = x[n, W.cols] * W^T + bias (bias may be empty). n == 1 is the decode (matrix-vector) case.
   virtual void linear(const float* x, int64_t n, const Weight& w, const Weight& bias, float* y) = 0;
@@ -68,10 +96,95 @@ class Backend {
                          int64_t nk, int64_t kv_stride, int64_t q_heads, int64_t kv_heads,
                          int64_t head_dim, bool causal, float* out) = 0;
 
-  // out[i, :] = embedding row ids[i] (upcast to float32). table: [vocab, d].
+  // out[i, :] = embedding row ids[i] (upcast to float32). table: [vocab, d]. ids are HOST memory, checked
+  // against the table (kInvalidArgument).
   virtual void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
+
+  // out[c, r] = in[r, c] for in: [rows, cols]; out: [cols, rows].
+  virtual void transpose(const float* in, int64_t rows, int64_t cols, float* out) = 0;
+};
+
+// A growable float32 buffer of backend memory, owned (freed through its backend). get(n) returns at least n
+// elements, reallocating without keeping the contents; grow_keep(n) keeps the first size() elements.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(Backend* backend) : be_(backend) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : be_(o.be_), p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_;
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+
+  void bind(Backend* backend) {
+    if (backend != be_) {
+      reset();
+      be_ = backend;
+    }
+  }
+  float* get(int64_t n) {
+    if (n > n_) {
+      reset();
+      p_ = be_->alloc(n);
+      n_ = n;
+    }
+    return p_;
+  }
+  float* grow_keep(int64_t n) {
+    if (n > n_) {
+      float* q = be_->alloc(n);
+      if (n_ > 0) {
+        try {
+          be_->copy(q, p_, n_);
+        } catch (...) {
+          be_->free(q);
+          throw;
+        }
+      }
+      be_->free(p_);
+      p_ = q;
+      n_ = n;
+    }
+    return p_;
+  }
+  float* data() const { return p_; }
+  int64_t size() const { return n_; }
+  void reset() {
+    if (p_ && be_) be_->free(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+
+ private:
+  Backend* be_ = nullptr;
+  float* p_ = nullptr;
+  int64_t n_ = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options);
+
+// What a device kind can do on this machine, for device choice and `rustasr devices`.
+struct DeviceInfo {
+  std::string kind;       // "cpu" | "cuda" | "metal"
+  bool available = false;
+  std::string name;       // e.g. "NVIDIA H100 80GB HBM3", or the CPU kernel for "cpu"
+  std::string reason;     // why it is not available (empty when available)
+};
+
+// Probes cpu, cuda and metal (in that order). Never throws.
+std::vector<DeviceInfo> probe_devices();
+
+// The backend for `device` ("cpu", "cuda" or "metal"). Throws Error(kUnsupportedDevice) saying why when the
+// device cannot be used here (not built in, no GPU or driver, initialisation failed).
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options);
 
 }  // namespace rustasr

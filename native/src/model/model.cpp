@@ -19,18 +19,18 @@ Weight none() { return Weight{}; }
 
 // Sinusoidal position embedding of the audio encoder (per chunk, positions restart at 0), computed in
 // float32 like the official SinusoidsPositionEmbedding: inv[i] = exp(-i * ln(10000) / (d/2 - 1)),
-// pe[p] = [sin(p * inv), cos(p * inv)].
-void add_sinusoid(float* x, int64_t n, int64_t d, int64_t first_pos) {
+// pe[p] = [sin(p * inv), cos(p * inv)]. Rows 0..n-1 into out ([n, d], host memory).
+void sinusoid_table(float* out, int64_t n, int64_t d) {
   const int64_t half = d / 2;
   const float inc = static_cast<float>(std::log(10000.0) / static_cast<double>(half - 1));
   for (int64_t t = 0; t < n; ++t) {
-    const float p = static_cast<float>(first_pos + t);
-    float* row = x + t * d;
+    const float p = static_cast<float>(t);
+    float* row = out + t * d;
     for (int64_t i = 0; i < half; ++i) {
       const float inv = std::exp(-inc * static_cast<float>(i));
       const float a = p * inv;
-      row[i] += std::sin(a);
-      row[half + i] += std::cos(a);
+      row[i] = std::sin(a);
+      row[half + i] = std::cos(a);
     }
   }
 }
@@ -61,44 +61,56 @@ int64_t Model::audio_tokens(int64_t frames) const {
 // ------------------------------------------------------------------------------------------------
 // Session state: scratch activations and the KV cache.
 
-// Scratch activations kept across calls: a buffer grows to the largest size asked of it and is reused, so a
-// decode step or a repeated encode allocates (and page-faults) nothing. Contents are not cleared: every
-// user writes what it reads.
-struct Scratch {
-  std::vector<float> buf;
-  float* get(int64_t n) {
-    if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
-    return buf.data();
-  }
-};
-
+// Scratch activations kept across calls, in backend memory (DeviceBuffer): a buffer grows to the largest
+// size asked of it and is reused, so a decode step or a repeated encode allocates (and page-faults) nothing.
+// Contents are not cleared: every user writes what it reads.
 struct Session::State {
+  Backend* be;
   // KV cache: per layer, [capacity, kv_heads * head_dim] for keys and for values.
-  std::vector<std::vector<float>> k_cache, v_cache;
+  std::vector<DeviceBuffer> k_cache, v_cache;
   int64_t capacity = 0;
-  // Encoder: conv stem (img, a1, a2, a3, flat), layers (h, x, q, k, v, att, mid).
-  Scratch img, a1, a2, a3, flat, h, x, q, k, v, att, mid;
-  // Decoder: x, q, att, gate, up, the embeddings h and the final-norm output.
-  Scratch dx, dq, datt, dgate, dup, dh;
+  // Encoder: conv stem (img, a1, a2, a3, flat), positional table (pe), layers (h, x, q, k, v, att, mid),
+  // projector output (emb).
+  DeviceBuffer img, a1, a2, a3, flat, pe, h, x, q, k, v, att, mid, emb;
+  int64_t pe_rows = 0;  // rows of `pe` filled
+  // Decoder: x, q, att, gate, up, the embeddings h (+ final-norm output row), logits.
+  DeviceBuffer dx, dq, datt, dgate, dup, dh, logits;
+  std::vector<float> host;  // host staging (a conv-stem chunk, the positional table)
+
+  explicit State(Backend* backend) : be(backend) {
+    for (DeviceBuffer* b : {&img, &a1, &a2, &a3, &flat, &pe, &h, &x, &q, &k, &v, &att, &mid, &emb, &dx, &dq,
+                            &datt, &dgate, &dup, &dh, &logits})
+      b->bind(backend);
+  }
+
+  float* host_get(int64_t n) {
+    if (host.size() < static_cast<size_t>(n)) host.resize(static_cast<size_t>(n));
+    return host.data();
+  }
 
   void reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
     if (k_cache.size() != static_cast<size_t>(layers)) {
-      k_cache.assign(layers, {});
-      v_cache.assign(layers, {});
+      k_cache.clear();
+      v_cache.clear();
+      for (int64_t l = 0; l < layers; ++l) {
+        k_cache.emplace_back(be);
+        v_cache.emplace_back(be);
+      }
       capacity = 0;
     }
     if (tokens <= capacity) return;
-    int64_t cap = std::max<int64_t>(tokens, capacity * 2);
+    const int64_t cap = std::max<int64_t>(tokens, capacity * 2);
     for (int64_t l = 0; l < layers; ++l) {
-      k_cache[l].resize(static_cast<size_t>(cap * kv_dim));
-      v_cache[l].resize(static_cast<size_t>(cap * kv_dim));
+      k_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim);
+      v_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim);
     }
     capacity = cap;
   }
 };
 
-Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)), state_(new State) {
+Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   if (!model_) throw Error(ErrorCode::kInvalidArgument, "Session needs a model");
+  state_.reset(new State(&model_->backend()));
 }
 
 Session::~Session() = default;
@@ -130,6 +142,13 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
 
   State& S = *state_;
   float* h = S.h.get(N * d);
+  const int64_t t3_full = m.tokens_per_chunk();
+  if (S.pe_rows < t3_full) {
+    float* table = S.host_get(t3_full * d);
+    sinusoid_table(table, t3_full, d);
+    be.upload(S.pe.get(t3_full * d), table, t3_full * d);
+    S.pe_rows = t3_full;
+  }
   {
     // Conv stem, one chunk at a time, no context across chunk borders. A partial last chunk of a
     // multi-chunk utterance is zero-padded to a full chunk first (the official pad_sequence), and only
@@ -137,28 +156,27 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
     float* img = S.img.get(n_mels * chunk);
     float* a1 = S.a1.get(C * f1 * conv_out_len(chunk));
     float* a2 = S.a2.get(C * f2 * conv_out_len(conv_out_len(chunk)));
-    const int64_t t3_full = m.tokens_per_chunk();
     float* a3 = S.a3.get(C * f3 * t3_full);
     float* flat = S.flat.get(t3_full * feat);
+    float* staging = S.host_get(n_mels * chunk);
     int64_t tok = 0;
     for (int64_t c = 0; c < n_chunks; ++c) {
       const int64_t start = c * chunk;
       const int64_t valid = std::min(chunk, frames - start);
       const int64_t t_in = (n_chunks > 1) ? chunk : valid;
-      std::fill(img, img + n_mels * chunk, 0.f);
+      std::fill(staging, staging + n_mels * t_in, 0.f);
       for (int64_t b = 0; b < n_mels; ++b)
-        std::copy(mel + b * frames + start, mel + b * frames + start + valid, img + b * t_in);
+        std::copy(mel + b * frames + start, mel + b * frames + start + valid, staging + b * t_in);
+      be.upload(img, staging, n_mels * t_in);
       const int64_t t1 = conv_out_len(t_in), t2 = conv_out_len(t1), t3 = conv_out_len(t2);
       be.conv3x3s2_gelu(img, 1, n_mels, t_in, w.conv1_w, w.conv1_b, a1);
       be.conv3x3s2_gelu(a1, C, f1, t1, w.conv2_w, w.conv2_b, a2);
       be.conv3x3s2_gelu(a2, C, f2, t2, w.conv3_w, w.conv3_b, a3);
       const int64_t keep = conv_out_len(conv_out_len(conv_out_len(valid)));
-      // [C, f3, t3] -> [keep, C * f3]
-      for (int64_t t = 0; t < keep; ++t)
-        for (int64_t ch = 0; ch < C; ++ch)
-          for (int64_t f = 0; f < f3; ++f) flat[t * feat + ch * f3 + f] = a3[(ch * f3 + f) * t3 + t];
+      // [C * f3, t3] -> [t3, C * f3]; the first `keep` rows are used.
+      be.transpose(a3, feat, t3, flat);
       be.linear(flat, keep, w.conv_out_w, none(), h + tok * d);
-      add_sinusoid(h + tok * d, keep, d, 0);
+      be.add(h + tok * d, S.pe.data(), keep * d);
       tok += keep;
     }
     if (tok != N) throw Error(ErrorCode::kInternal, "encoder produced an unexpected token count");
@@ -166,7 +184,10 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
 
   EncoderOutputs out;
   out.n_tokens = static_cast<int>(N);
-  if (keep_intermediate) out.conv_pos.assign(h, h + N * d);
+  if (keep_intermediate) {
+    out.conv_pos.resize(static_cast<size_t>(N * d));
+    be.download(out.conv_pos.data(), h, N * d);
+  }
 
   // Transformer layers with bidirectional attention inside windows of `W` consecutive tokens.
   const int64_t heads = ac.encoder_attention_heads;
@@ -198,11 +219,16 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
   }
 
   be.layer_norm(h, N, d, w.ln_post_w, w.ln_post_b, 1e-5f, x);
-  if (keep_intermediate) out.ln_post.assign(x, x + N * d);
+  if (keep_intermediate) {
+    out.ln_post.resize(static_cast<size_t>(N * d));
+    be.download(out.ln_post.data(), x, N * d);
+  }
   be.linear(x, N, w.proj1_w, w.proj1_b, q);
   be.gelu(q, N * d);
+  float* emb = S.emb.get(N * ac.output_dim);
+  be.linear(q, N, w.proj2_w, w.proj2_b, emb);
   out.embeds.resize(static_cast<size_t>(N * ac.output_dim));
-  be.linear(q, N, w.proj2_w, w.proj2_b, out.embeds.data());
+  be.download(out.embeds.data(), emb, N * ac.output_dim);
   return out;
 }
 
@@ -233,8 +259,8 @@ struct DecoderDims {
 
 void Session::decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed) {
   const Model& m = *model_;
-  std::vector<std::vector<float>>& k_cache = state_->k_cache;
-  std::vector<std::vector<float>>& v_cache = state_->v_cache;
+  std::vector<DeviceBuffer>& k_cache = state_->k_cache;
+  std::vector<DeviceBuffer>& v_cache = state_->v_cache;
   const DecoderDims D(m.config().text);
   const ModelWeights& w = m.weights();
   Backend& be = m.backend();
@@ -291,23 +317,35 @@ std::vector<float> Session::prefill(const int32_t* ids, int64_t n, const float* 
                                                  " audio pad tokens but " + std::to_string(n_audio) +
                                                  " audio embeddings were given");
   Backend& be = m.backend();
-  std::vector<float> h(static_cast<size_t>(n * D.hidden));
-  be.embed(m.weights().embed_tokens, ids, n, h.data());
-  // <|audio_pad|> rows are replaced, in order, by the audio embeddings.
+  State& S = *state_;
+  float* h = S.dh.get((n + 1) * D.hidden);
+  float* last = h + n * D.hidden;
+  be.embed(m.weights().embed_tokens, ids, n, h);
+  // <|audio_pad|> rows are replaced, in order, by the audio embeddings (one upload per run of pads).
   int64_t a = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (ids[i] == m.config().audio_token_id) {
-      std::copy(audio_embeds + a * D.hidden, audio_embeds + (a + 1) * D.hidden, h.begin() + i * D.hidden);
-      ++a;
+  for (int64_t i = 0; i < n;) {
+    if (ids[i] != m.config().audio_token_id) {
+      ++i;
+      continue;
     }
+    int64_t run = 1;
+    while (i + run < n && ids[i + run] == m.config().audio_token_id) ++run;
+    be.upload(h + i * D.hidden, audio_embeds + a * D.hidden, run * D.hidden);
+    a += run;
+    i += run;
+  }
   pos_ = 0;
-  state_->reserve(n + 64, D.layers, D.kv_dim);
-  std::vector<float> last(static_cast<size_t>(D.hidden));
-  decoder_forward(0, h.data(), n, last.data());
+  S.reserve(n + 64, D.layers, D.kv_dim);
+  decoder_forward(0, h, n, last);
   pos_ = n;
+  float* dlogits = S.logits.get(D.vocab);
+  be.linear(last, 1, m.weights().lm_head, none(), dlogits);
   std::vector<float> logits(static_cast<size_t>(D.vocab));
-  be.linear(last.data(), 1, m.weights().lm_head, none(), logits.data());
-  if (hidden_last) *hidden_last = std::move(last);
+  be.download(logits.data(), dlogits, D.vocab);
+  if (hidden_last) {
+    hidden_last->resize(static_cast<size_t>(D.hidden));
+    be.download(hidden_last->data(), last, D.hidden);
+  }
   return logits;
 }
 
@@ -324,8 +362,10 @@ std::vector<float> Session::step(int32_t token) {
   be.embed(m.weights().embed_tokens, &token, 1, h);
   decoder_forward(pos_, h, 1, last);
   ++pos_;
+  float* dlogits = state_->logits.get(D.vocab);
+  be.linear(last, 1, m.weights().lm_head, none(), dlogits);
   std::vector<float> logits(static_cast<size_t>(D.vocab));
-  be.linear(last, 1, m.weights().lm_head, none(), logits.data());
+  be.download(logits.data(), dlogits, D.vocab);
   return logits;
 }
 
@@ -381,6 +421,42 @@ MelParams load_mel_params(const std::string& dir, int n_mels) {
   return p;
 }
 
+// Every weight view of the model, for Backend::prepare_weight. Empty (absent optional) weights are skipped.
+template <typename F>
+void for_each_weight(ModelWeights& w, F&& f) {
+  auto each = [&](Weight& x) {
+    if (!x.empty()) f(x);
+  };
+  for (Weight* x : {&w.conv1_w, &w.conv1_b, &w.conv2_w, &w.conv2_b, &w.conv3_w, &w.conv3_b, &w.conv_out_w,
+                    &w.ln_post_w, &w.ln_post_b, &w.proj1_w, &w.proj1_b, &w.proj2_w, &w.proj2_b, &w.embed_tokens,
+                    &w.final_norm, &w.lm_head})
+    each(*x);
+  for (EncoderLayerWeights& L : w.enc_layers)
+    for (Weight* x : {&L.attn_ln_w, &L.attn_ln_b, &L.q_w, &L.q_b, &L.k_w, &L.k_b, &L.v_w, &L.v_b, &L.o_w, &L.o_b,
+                      &L.ffn_ln_w, &L.ffn_ln_b, &L.fc1_w, &L.fc1_b, &L.fc2_w, &L.fc2_b})
+      each(*x);
+  for (DecoderLayerWeights& L : w.dec_layers)
+    for (Weight* x : {&L.in_norm, &L.q_w, &L.k_w, &L.v_w, &L.o_w, &L.q_norm, &L.k_norm, &L.post_norm, &L.gate_w,
+                      &L.up_w, &L.down_w})
+      each(*x);
+}
+
+// "auto": CUDA if usable, else Metal if usable, else CPU. A GPU that probes as present but fails to start
+// falls back to the CPU, with the reason in *fallback.
+std::unique_ptr<Backend> pick_backend(const std::string& device, const BackendOptions& bo, std::string* fallback) {
+  if (device.empty() || device == "cpu") return make_cpu_backend(bo);
+  if (device != "auto") return make_backend(device, bo);
+  for (const DeviceInfo& d : probe_devices()) {
+    if (d.kind == "cpu" || !d.available) continue;
+    try {
+      return make_backend(d.kind, bo);
+    } catch (const Error& e) {
+      *fallback = e.what();
+    }
+  }
+  return make_cpu_backend(bo);
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params) {
@@ -393,10 +469,21 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   BackendOptions bo;
   bo.threads = params.threads;
   bo.kernel = params.kernel;
-  std::unique_ptr<Backend> backend = make_cpu_backend(bo);
+  bo.device_index = params.device_index;
+  std::string fallback;
+  std::unique_ptr<Backend> backend = pick_backend(params.device, bo, &fallback);
   ModelWeights weights = load_model_weights(dir, config);
   if (int8) quantize_decoder_int8(weights, backend->threads());
-  return std::make_shared<const Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
+  for_each_weight(weights, [&](Weight& w) { backend->prepare_weight(w); });
+  auto model = std::make_shared<Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
+  model->set_device_fallback(fallback);
+  return model;
+}
+
+std::vector<DeviceStatus> devices() {
+  std::vector<DeviceStatus> out;
+  for (const DeviceInfo& d : probe_devices()) out.push_back(DeviceStatus{d.kind, d.available, d.name, d.reason});
+  return out;
 }
 
 ModelInfo model_info(const Model& m) {
@@ -417,6 +504,9 @@ ModelInfo model_info(const Model& m) {
   i.kernel = m.backend().kernel();
   i.threads = m.backend().threads();
   i.quant = m.weights().lm_head.dtype == DType::kI8 ? "int8" : "bf16";
+  i.device = m.backend().name();
+  i.device_name = m.backend().device_name();
+  i.device_fallback = m.device_fallback();
   i.sample_rate = m.mel().params().sample_rate;
   i.hop_length = m.mel().params().hop;
   return i;

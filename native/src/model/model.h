@@ -28,11 +28,16 @@ class Model {
   int64_t attention_window() const;                                  // tokens per attention window
   int64_t audio_tokens(int64_t frames) const;                        // N for T mel frames
 
+  // With device "auto": why a GPU that was found is not used ("" when none was or it is in use).
+  const std::string& device_fallback() const { return device_fallback_; }
+  void set_device_fallback(std::string why) { device_fallback_ = std::move(why); }
+
  private:
   ModelConfig config_;
   ModelWeights weights_;
   std::unique_ptr<Backend> backend_;
   MelExtractor mel_;
+  std::string device_fallback_;
 };
 
 // Output length of one 3x3 stride-2 pad-1 convolution: ceil(n / 2).

@@ -25,6 +25,9 @@ struct Weight {
   // kI8 only: one float32 scale per `group` consecutive elements of a row (group divides cols).
   const float* scales = nullptr;
   int64_t group = 0;
+  // A GPU backend's own copy of data / scales (Backend::prepare_weight); null on the CPU backend.
+  const void* dev = nullptr;
+  const float* dev_scales = nullptr;
 
   int64_t numel() const { return rows * cols; }
   bool empty() const { return data == nullptr; }

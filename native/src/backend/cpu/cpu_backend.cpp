@@ -1,6 +1,8 @@
 // The CPU backend: every op of backend.h on plain host memory, parallelised over a ThreadPool.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +43,31 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   std::string kernel() const override { return isa_name(isa_); }
   int threads() const override { return pool_.size(); }
+
+  // Host memory, 64-byte aligned (whole cache lines for the SIMD kernels).
+  float* alloc(int64_t count) override {
+    if (count <= 0) return nullptr;
+    const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw Error(ErrorCode::kInternal, "out of memory allocating " + std::to_string(bytes) + " bytes");
+    return static_cast<float*>(p);
+  }
+  void free(float* p) override { std::free(p); }
+  void upload(float* dst, const float* host, int64_t count) override { copy(dst, host, count); }
+  void download(float* host, const float* src, int64_t count) override { copy(host, src, count); }
+  void copy(float* dst, const float* src, int64_t count) override {
+    if (count > 0 && dst != src) std::memmove(dst, src, static_cast<size_t>(count) * sizeof(float));
+  }
+
+  void transpose(const float* in, int64_t rows, int64_t cols, float* out) override {
+    constexpr int64_t B = 32;  // tiles of B x B keep both sides in cache
+    pool_.parallel_for((cols + B - 1) / B, [&](int64_t cb, int64_t ce) {
+      for (int64_t c0 = cb * B; c0 < std::min(cols, ce * B); c0 += B)
+        for (int64_t r0 = 0; r0 < rows; r0 += B)
+          for (int64_t c = c0; c < std::min(cols, c0 + B); ++c)
+            for (int64_t r = r0; r < std::min(rows, r0 + B); ++r) out[c * rows + r] = in[r * cols + c];
+    });
+  }
 
   void linear(const float* x, int64_t n, const Weight& w, const Weight& bias, float* y) override {
     if (n <= 0) return;

@@ -1,0 +1,52 @@
+// Device choice: which backends this build and machine can run, and creating one by name.
+//
+// cpu   - always built, always available.
+// cuda  - a separate plugin library (rustasr_cuda.so, built by `npm run build:cuda`) loaded with dlopen only
+//         when asked for, so the CPU build needs no CUDA libraries. See cuda_loader.cpp.
+// metal - compiled into the macOS build (RUSTASR_HAVE_METAL); unverified until run on a Mac.
+#include <rustasr/engine.h>
+
+#include "backend.h"
+#include "cuda_loader.h"
+
+namespace rustasr {
+
+#ifdef RUSTASR_HAVE_METAL
+std::unique_ptr<Backend> make_metal_backend(const BackendOptions& options);  // metal/metal_backend.mm
+DeviceInfo probe_metal();
+#endif
+
+std::vector<DeviceInfo> probe_devices() {
+  std::vector<DeviceInfo> out;
+  DeviceInfo cpu;
+  cpu.kind = "cpu";
+  cpu.available = true;
+  const std::vector<std::string> kernels = cpu_kernels();
+  cpu.name = kernels.empty() ? "scalar" : kernels.front();
+  out.push_back(cpu);
+  out.push_back(probe_cuda());
+#ifdef RUSTASR_HAVE_METAL
+  out.push_back(probe_metal());
+#else
+  DeviceInfo metal;
+  metal.kind = "metal";
+  metal.reason = "this build has no Metal backend (Metal is built on macOS only)";
+  out.push_back(metal);
+#endif
+  return out;
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options) {
+  if (device == "cpu") return make_cpu_backend(options);
+  if (device == "cuda") return make_cuda_backend(options);
+  if (device == "metal") {
+#ifdef RUSTASR_HAVE_METAL
+    return make_metal_backend(options);
+#else
+    throw Error(ErrorCode::kUnsupportedDevice, "metal: this build has no Metal backend (macOS only)");
+#endif
+  }
+  throw Error(ErrorCode::kInvalidArgument, "unknown device \"" + device + "\" (expected cpu, cuda or metal)");
+}
+
+}  // namespace rustasr
