@@ -37,7 +37,7 @@
           "libraries": [
             "-Wl,--exclude-libs,ALL",
             "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a",
-            "-lpthread", "-lm"
+            "-lpthread", "-lm", "-ldl"
           ]
         }],
         ["OS=='linux' and target_arch=='arm64'", {
@@ -46,14 +46,20 @@
           "libraries": [
             "-Wl,--exclude-libs,ALL",
             "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.a",
-            "-lpthread", "-lm"
+            "-lpthread", "-lm", "-ldl"
           ]
         }],
         ["OS=='mac'", {
-          "defines": ["RUSTASR_HAVE_ACCELERATE=1", "ACCELERATE_NEW_LAPACK=1"],
-          "libraries": ["-framework Accelerate"],
+          "sources": ["native/src/backend/metal/metal_backend.mm"],
+          "defines": ["RUSTASR_HAVE_ACCELERATE=1", "ACCELERATE_NEW_LAPACK=1", "RUSTASR_HAVE_METAL=1"],
+          "libraries": [
+            "-framework Accelerate",
+            "-framework Metal",
+            "-framework Foundation"
+          ],
           "xcode_settings": {
             "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+            "CLANG_ENABLE_OBJC_ARC": "YES",
             "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
             "MACOSX_DEPLOYMENT_TARGET": "13.0",
             "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Wall", "-Wextra"]

@@ -24,6 +24,28 @@ export interface NativeModelInfo {
   threads: number;
   /** Decoder weight format in use: 'bf16' or 'int8'. */
   quant: string;
+  /**
+   * int8 only, how the quantised decoder was obtained: 'hit' (mapped from the on-disk cache), 'miss'
+   * (quantised at load, then written to the cache), 'unwritable' (quantised at load; the cache directory
+   * could not be written), 'off' (bf16, or cacheDir: false).
+   */
+  int8Cache: 'hit' | 'miss' | 'unwritable' | 'off';
+  /** The backend in use ('auto' resolved). */
+  device: 'cpu' | 'cuda' | 'metal';
+  /** The GPU's name; '' on the CPU. */
+  deviceName: string;
+  /** With device 'auto': why a GPU that was found is not used (it failed to initialise); '' otherwise. */
+  deviceFallback: string;
+}
+
+/** One device kind as probed on this machine. */
+export interface NativeDeviceStatus {
+  kind: 'cpu' | 'cuda' | 'metal';
+  available: boolean;
+  /** The GPU's name, or the best CPU kernel for 'cpu'. */
+  name: string;
+  /** Why it is unavailable ('' when available). */
+  reason: string;
 }
 
 export interface NativeEncoderOutput {
@@ -58,7 +80,12 @@ export interface NativeProbeResult {
 }
 
 export interface NativeBinding {
-  loadModel(dir: string, opts: { threads?: number; kernel?: string; quant?: string }): Promise<NativeModel>;
+  loadModel(
+    dir: string,
+    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; device?: string; deviceIndex?: number },
+  ): Promise<NativeModel>;
+  /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
+  devices(): Promise<NativeDeviceStatus[]>;
   argmax(v: Float32Array): number;
   /** Matrix-vector kernels this CPU can run, best first. */
   cpuKernels(): string[];

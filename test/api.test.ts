@@ -239,6 +239,8 @@ describe('abort, backpressure', () => {
 });
 
 describe('bad inputs fail through pipeline() with their code', () => {
+  // A GPU kind this platform never has (no Metal off macOS, no CUDA on macOS): the model here is never on it.
+  const otherGpu = process.platform === 'darwin' ? 'cuda' : 'metal';
   const header = () => wavBytes.subarray(0, 44);
   const emptyWav = () => {
     const b = Buffer.from(header());
@@ -252,8 +254,9 @@ describe('bad inputs fail through pipeline() with their code', () => {
     ['a WAV without samples', emptyWav, {}, 'EMPTY_AUDIO'],
     ['an unsupported language', () => wavBytes, { language: 'Klingon' }, 'UNSUPPORTED_LANGUAGE'],
     ['a missing model directory', () => wavBytes, { model: goldenPath('models', 'no-such-model') }, 'MODEL_NOT_FOUND'],
-    ['device cuda', () => wavBytes, { device: 'cuda' }, 'UNSUPPORTED_DEVICE'],
-    ['device metal, model by directory', () => wavBytes, { device: 'metal', model: '/nonexistent' }, 'UNSUPPORTED_DEVICE'],
+    ['a device other than the loaded model\'s', () => wavBytes, { device: otherGpu }, 'UNSUPPORTED_DEVICE'],
+    ['an unusable device, model by directory', () => wavBytes, { device: otherGpu, model: goldenPath('models', 'tiny-a') }, 'UNSUPPORTED_DEVICE'],
+    ['an unknown device', () => wavBytes, { device: 'tpu' }, 'INVALID_ARGUMENT'],
     ['maxNewTokens 0', () => wavBytes, { maxNewTokens: 0 }, 'INVALID_OPTION'],
   ];
   it.each(cases)('%s', async (_name, bytes, extra, code) => {
@@ -267,9 +270,9 @@ describe('bad inputs fail through pipeline() with their code', () => {
     expect(await codeOf(transcribe(goldenPath('audio', 'missing.wav'), { model }))).toBe('IO_ERROR');
   });
 
-  it('loadModel rejects unsupported devices', async () => {
-    expect(await codeOf(loadModel(golden.modelDir, { device: 'cuda' }))).toBe('UNSUPPORTED_DEVICE');
-    expect(await codeOf(loadModel(golden.modelDir, { device: 'tpu' as 'cpu' }))).toBe('UNSUPPORTED_DEVICE');
+  it('loadModel rejects unsupported devices (UNSUPPORTED_DEVICE) and unknown ones (INVALID_ARGUMENT)', async () => {
+    expect(await codeOf(loadModel(golden.modelDir, { device: otherGpu }))).toBe('UNSUPPORTED_DEVICE');
+    expect(await codeOf(loadModel(golden.modelDir, { device: 'tpu' as 'cpu' }))).toBe('INVALID_ARGUMENT');
   });
 });
 

@@ -1,7 +1,7 @@
 // golden_main: the native engine checked against the golden cases, without Node.
 //
 //   golden_main [GOLDEN_DIR] [--quick] [--case NAME]... [--kernel NAME|all]... [--threads N] [--no-errors]
-//               [--no-int8]
+//               [--no-int8] [--device cpu|cuda|metal]
 //
 // GOLDEN_DIR defaults to $RUSTASR_GOLDEN_DIR, else <repo>/../shared/golden. For every case of
 // cases/index.json and every kernel of rustasr::cpu_kernels() (or the --kernel list) it checks, stage by
@@ -15,6 +15,9 @@
 // with the documented ErrorCode, and a few re-encoded checkpoints (F32 with a misaligned data section,
 // F16, two shards, tied embeddings) must load and agree with the golden logits.
 // --quick: the two shortest cases, kernel "auto" (for sanitizer runs in CI).
+// --device (default $RUSTASR_TEST_DEVICE, else cpu): the backend the golden cases load on (cpu, auto, cuda,
+// metal). A device other than cpu runs the cases once (kernel "auto"); cuda / metal then run device_ops.cpp's
+// op-by-op parity checks against the CPU backend.
 // The last line is "N passed, M failed"; the exit status is non-zero if anything failed.
 #include <rustasr/engine.h>
 
@@ -44,6 +47,10 @@
 #ifndef RUSTASR_DEFAULT_GOLDEN
 #define RUSTASR_DEFAULT_GOLDEN "../shared/golden"
 #endif
+
+// device_ops.cpp: op-by-op parity of a GPU backend against the CPU backend.
+void device_op_checks(const std::string& device,
+                      const std::function<void(bool, const std::string&, const std::string&)>& report);
 
 namespace fs = std::filesystem;
 using rustasr::ErrorCode;
@@ -898,13 +905,14 @@ struct Options {
   bool errors = true;
   bool int8 = true;
   int threads = 0;
+  std::string device;
   std::vector<std::string> cases, kernels;
 };
 
 int usage() {
   std::fprintf(stderr,
                "usage: golden_main [GOLDEN_DIR] [--quick] [--case NAME]... [--kernel NAME|all]... [--threads N] "
-               "[--no-errors] [--no-int8]\n");
+               "[--no-errors] [--no-int8] [--device cpu|cuda|metal]\n");
   return 2;
 }
 
@@ -925,6 +933,7 @@ int main(int argc, char** argv) {
       else if (a == "--case") o.cases.push_back(value());
       else if (a == "--kernel") o.kernels.push_back(value());
       else if (a == "--threads") o.threads = std::stoi(value());
+      else if (a == "--device") o.device = value();
       else if (a == "-h" || a == "--help") return usage();
       else if (!a.empty() && a[0] == '-') return usage();
       else o.root = a;
@@ -932,6 +941,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", e.what());
       return usage();
     }
+  }
+  if (o.device.empty()) {
+    const char* env = std::getenv("RUSTASR_TEST_DEVICE");
+    o.device = env && *env ? env : "cpu";
   }
   if (o.root.empty()) {
     const char* env = std::getenv("RUSTASR_GOLDEN_DIR");
@@ -966,10 +979,10 @@ int main(int argc, char** argv) {
       }
     }
     if (kernels.empty()) {
-      if (o.quick) kernels.push_back("auto");
+      if (o.quick || o.device != "cpu") kernels.push_back("auto");
       else kernels = rustasr::cpu_kernels();
     }
-    std::printf("golden root %s: %zu case(s), kernels:", o.root.c_str(), cases.size());
+    std::printf("golden root %s: %zu case(s), device %s, kernels:", o.root.c_str(), cases.size(), o.device.c_str());
     for (const std::string& k : kernels) std::printf(" %s", k.c_str());
     std::printf("\n");
 
@@ -985,6 +998,7 @@ int main(int argc, char** argv) {
             rustasr::ModelParams p;
             p.threads = o.threads;
             p.kernel = k;
+            p.device = o.device;
             m = rustasr::load_model(o.root + "/" + c.model_dir, p);
             report(rustasr::model_info(*m).kernel == k || k == "auto",
                    c.model_dir + " loads with kernel " + k, "in use: " + rustasr::model_info(*m).kernel);
@@ -1000,6 +1014,7 @@ int main(int argc, char** argv) {
             rustasr::ModelParams p;
             p.threads = o.threads;
             p.kernel = k;
+            p.device = o.device;
             p.quant = "int8";
             m = rustasr::load_model(o.root + "/" + c.model_dir, p);
             report(rustasr::model_info(*m).quant == "int8", c.model_dir + " loads as int8 with kernel " + k);
@@ -1008,6 +1023,14 @@ int main(int argc, char** argv) {
         } catch (const std::exception& e) {
           report(false, c.name + " [" + k + ", int8]", std::string("exception: ") + e.what());
         }
+      }
+    }
+
+    if (o.device == "cuda" || o.device == "metal") {
+      try {
+        device_op_checks(o.device, report);
+      } catch (const std::exception& e) {
+        report(false, o.device + " op checks", std::string("exception: ") + e.what());
       }
     }
 

@@ -12,26 +12,44 @@ import { abortError } from './abort.js';
 
 export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
 
-/** Compute device. 'auto' and 'cpu' run the CPU backend; 'cuda' and 'metal' are not built yet. */
+/**
+ * Compute device. 'auto' (the default): CUDA when a usable GPU and the CUDA plugin are found, else Metal
+ * (macOS builds), else the CPU; a GPU that probes usable but fails to initialise falls back to the CPU with
+ * a RUSTASR_DEVICE_FALLBACK warning. An explicitly named GPU that cannot be used rejects with
+ * UNSUPPORTED_DEVICE. See docs/devices.md.
+ */
 export type Device = 'auto' | 'cpu' | 'cuda' | 'metal';
+
+/** A concrete backend: what a loaded model runs on, and what devices() reports. */
+export type DeviceKind = 'cpu' | 'cuda' | 'metal';
 
 export const DEVICES: readonly Device[] = Object.freeze(['auto', 'cpu', 'cuda', 'metal']);
 
 /**
- * Checks a device name: 'auto' and 'cpu' (and undefined) pass; 'cuda', 'metal' and any other name throw
- * UNSUPPORTED_DEVICE (this build has only the CPU backend).
+ * Checks a device name and returns it ('auto' for undefined). Any name outside DEVICES throws
+ * INVALID_ARGUMENT. Whether a named device is usable is decided by the native engine at load
+ * (UNSUPPORTED_DEVICE, with the reason).
  */
-export function checkDevice(device: unknown): 'cpu' {
-  if (device === undefined || device === 'auto' || device === 'cpu') return 'cpu';
-  if (device === 'cuda' || device === 'metal') {
-    throw new RustAsrError('UNSUPPORTED_DEVICE', `device '${device}' is not available: this build has only the CPU backend`);
-  }
-  throw new RustAsrError('UNSUPPORTED_DEVICE', `unknown device ${JSON.stringify(device)}; expected one of ${DEVICES.join(', ')}`);
+export function checkDevice(device: unknown): Device {
+  if (device === undefined) return 'auto';
+  if (typeof device === 'string' && (DEVICES as readonly string[]).includes(device)) return device as Device;
+  throw new RustAsrError('INVALID_ARGUMENT', `unknown device ${JSON.stringify(device)}; expected one of ${DEVICES.join(', ')}`);
 }
 
+/** Facts about a loaded model (from config.json and the backend in use). */
+export type ModelInfo = NativeModelInfo;
+
+/** The Node warning emitted (once per load) when device 'auto' found a GPU but had to run on the CPU. */
+export const DEVICE_FALLBACK_WARNING = Object.freeze({ type: 'RustasrWarning', code: 'RUSTASR_DEVICE_FALLBACK' });
+
 export interface LoadModelOptions {
-  /** Compute device (default 'auto': the best available; today the CPU). 'cuda' | 'metal': UNSUPPORTED_DEVICE. */
+  /**
+   * Compute device (default 'auto': CUDA, else Metal, else the CPU). 'cuda' | 'metal' load on that GPU or
+   * reject with UNSUPPORTED_DEVICE saying why; an unknown name rejects with INVALID_ARGUMENT.
+   */
   device?: Device;
+  /** Which GPU (CUDA device ordinal; default 0). Ignored on the CPU. */
+  deviceIndex?: number;
   /** Worker threads for the native kernels (default: all hardware threads). */
   threads?: number;
   /** Force a CPU matrix-vector kernel (default 'auto': the best this CPU supports). */
@@ -43,6 +61,15 @@ export interface LoadModelOptions {
    * (docs/performance.md, "int8").
    */
   quant?: 'bf16' | 'int8';
+  /**
+   * With quant 'int8': where the quantised decoder is cached between loads (in `<cacheDir>/int8/`, one
+   * file per model directory, rebuilt whenever the checkpoint changes). Later loads map it instead of
+   * quantising again: a fast cold start, and its pages are file-backed. Default: $RUSTASR_CACHE_DIR, else
+   * $XDG_CACHE_HOME/rustasr, else ~/.cache/rustasr (the model download cache). `false`: quantise at every
+   * load. An unwritable directory is not an error (the model is quantised at load); `info.int8Cache` says
+   * what happened.
+   */
+  cacheDir?: string | false;
 }
 
 export interface DecodeOptions {
@@ -112,7 +139,7 @@ export class Model {
   private constructor(
     nativeModel: NativeModel,
     readonly dir: string,
-    readonly info: NativeModelInfo,
+    readonly info: ModelInfo,
     private readonly tokenizerPromise: Promise<AsrTokenizer>,
     readonly eosIds: ReadonlySet<number>,
   ) {
@@ -141,29 +168,57 @@ export class Model {
 
   /** Loads a model directory (config.json, safetensors, tokenizer files). Weights are memory-mapped. */
   static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
-    checkDevice(opts.device);
+    const device = checkDevice(opts.device);
     if (typeof dir !== 'string' || dir === '') throw new RustAsrError('INVALID_OPTION', 'the model directory must be a non-empty string');
     if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0)) {
       throw new RustAsrError('INVALID_OPTION', `threads must be a non-negative integer, got ${String(opts.threads)}`);
     }
+    if (opts.cacheDir !== undefined && opts.cacheDir !== false && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) {
+      throw new RustAsrError('INVALID_OPTION', `cacheDir must be a non-empty string or false, got ${String(opts.cacheDir)}`);
+    }
+    if (opts.deviceIndex !== undefined && (!Number.isInteger(opts.deviceIndex) || opts.deviceIndex < 0)) {
+      throw new RustAsrError('INVALID_OPTION', `deviceIndex must be a non-negative integer, got ${String(opts.deviceIndex)}`);
+    }
     let nm: NativeModel;
     try {
-      nm = await native().loadModel(dir, { threads: opts.threads, kernel: opts.kernel, quant: opts.quant });
+      nm = await native().loadModel(dir, {
+        threads: opts.threads,
+        kernel: opts.kernel,
+        quant: opts.quant,
+        cacheDir: opts.cacheDir,
+        device,
+        deviceIndex: opts.deviceIndex,
+      });
     } catch (err) {
       throw fromNative(err);
     }
+    let model: Model;
     try {
       const [, eos] = await Promise.all([checkTokenizerFiles(dir), readEosIds(dir)]);
-      return new Model(nm, dir, nm.info(), loadTokenizer(dir), new Set(eos));
+      model = new Model(nm, dir, nm.info(), loadTokenizer(dir), new Set(eos));
     } catch (err) {
       nm.dispose();
       throw err;
     }
+    if (model.deviceFallback !== '') {
+      process.emitWarning(`device 'auto' found a GPU but runs on the ${model.device}: ${model.deviceFallback}`, DEVICE_FALLBACK_WARNING);
+    }
+    return model;
   }
 
-  /** The device the model runs on. */
-  get device(): 'cpu' {
-    return 'cpu';
+  /** The backend the model runs on: 'cpu', 'cuda' or 'metal' (what 'auto' resolved to). */
+  get device(): DeviceKind {
+    return this.info.device;
+  }
+
+  /** The GPU's name (e.g. 'NVIDIA H100 80GB HBM3', 'Apple M2'); '' on the CPU. */
+  get deviceName(): string {
+    return this.info.deviceName;
+  }
+
+  /** With device 'auto': why a GPU that was found is not used ('' when none was, or when it is used). */
+  get deviceFallback(): string {
+    return this.info.deviceFallback;
   }
 
   get disposed(): boolean {
@@ -268,6 +323,6 @@ export async function resolveModelDir(idOrDir: string, opts: { signal?: AbortSig
 
 /** Loads a model from a directory or a Hugging Face repo id (downloaded once into the cache). */
 export async function loadModel(dirOrId: string, opts: LoadModelOptions = {}): Promise<Model> {
-  checkDevice(opts.device);
+  checkDevice(opts.device); // an unknown device name fails before any download
   return Model.load(await resolveModelDir(dirOrId), opts);
 }

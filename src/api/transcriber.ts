@@ -40,14 +40,24 @@ export interface TranscriberOptions extends RecognizeOptions {
 
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
   if (typeof opts.model === 'string') {
-    return { model: loadModel(opts.model, { device: opts.device, threads: opts.threads, kernel: opts.kernel }), owns: true };
+    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir };
+    return { model: loadModel(opts.model, load), owns: true };
   }
   if (opts.model === undefined || opts.model === null || typeof (opts.model as Model).decode !== 'function') {
     return { model: Promise.reject(new RustAsrError('INVALID_OPTION', 'the model option must be a Model or a model directory')), owns: false };
   }
   const model = opts.model;
-  // A loaded model's device was chosen at load time; a different request here is still checked.
-  return { model: Promise.resolve().then(() => (checkDevice(opts.device), model)), owns: false };
+  // A loaded model's device was chosen at load time: a request for another one fails rather than being ignored.
+  return {
+    model: Promise.resolve().then(() => {
+      const want = checkDevice(opts.device);
+      if (want !== 'auto' && want !== model.device) {
+        throw new RustAsrError('UNSUPPORTED_DEVICE', `device '${want}' was asked for, but the given model was loaded on '${model.device}'`);
+      }
+      return model;
+    }),
+    owns: false,
+  };
 }
 
 /**

@@ -1,4 +1,4 @@
-// The rustasr command line: `rustasr infer <file|-> --model <dir> ...`.
+// The rustasr command line: `rustasr infer <file|-> --model <dir> ...`, `devices`, `pull`, `list`, `synth`.
 //
 // Exit codes: 0 success, 1 runtime error (bad audio, missing model, unsupported device, ...), 2 bad usage
 // (unknown or malformed flags, bad --config file, missing --model or file).
@@ -12,6 +12,7 @@ import { recognize, type AudioInput } from '../api/recognize.js';
 import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
 import type { SegmentResult } from '../stages/tokens.js';
+import { registerDevices } from './devices.js';
 import { registerModelCommands } from './models.js';
 import { registerSynth } from './synth.js';
 
@@ -28,6 +29,7 @@ const KERNELS: readonly KernelName[] = ['auto', 'avx512bf16', 'avx512f', 'avx2',
 export interface InferOptions {
   model?: string;
   device?: (typeof DEVICE_NAMES)[number];
+  deviceIndex?: number;
   language?: string;
   context?: string;
   format?: OutputFormat;
@@ -48,6 +50,7 @@ export class UsageError extends RustAsrError {
 const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   model: 'model',
   device: 'device',
+  deviceIndex: 'device-index',
   language: 'language',
   context: 'context',
   format: 'format',
@@ -90,6 +93,7 @@ export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknow
   const o: InferOptions = {
     model: stringOpt('model', raw.model),
     device: enumOpt('device', raw.device, DEVICE_NAMES),
+    deviceIndex: intOpt('device-index', raw.deviceIndex, 0),
     language: stringOpt('language', raw.language),
     context: raw.context === undefined ? undefined : typeof raw.context === 'string' ? raw.context : stringOpt('context', raw.context),
     format: enumOpt('format', raw.format, FORMATS),
@@ -166,6 +170,7 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
   const opts: RecognizeOptions = {
     model: o.model ?? DEFAULT_MODEL,
     device: o.device,
+    deviceIndex: o.deviceIndex,
     threads: o.threads,
     kernel: o.kernel,
     language: o.language,
@@ -196,8 +201,11 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
     await write(io.stdout, JSON.stringify(result) + '\n');
   }
   if (tty) {
+    const m = stream.loadedModel;
+    const on = m === undefined ? '' : `on ${m.device}${m.deviceName === '' ? '' : ` (${m.deviceName})`}: `;
     io.stderr.write(
-      `audio ${t.audioSeconds.toFixed(2)} s, total ${t.totalMs.toFixed(0)} ms (RTF ${t.rtf.toFixed(3)}): ` +
+      on +
+        `audio ${t.audioSeconds.toFixed(2)} s, total ${t.totalMs.toFixed(0)} ms (RTF ${t.rtf.toFixed(3)}): ` +
         `mel ${t.melMs.toFixed(0)} ms, encoder ${t.encoderMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, ` +
         `decode ${t.decodeMs.toFixed(0)} ms\n`,
     );
@@ -230,7 +238,8 @@ export async function main(argv: string[]): Promise<void> {
     .command('infer [file]')
     .describe('Transcribe a WAV file (any rate, any channel count); - reads the WAV from stdin.')
     .option('--model, -m', `Model directory or Hugging Face repo id (default ${DEFAULT_MODEL}, downloaded once)`)
-    .option('--device', 'auto | cpu | cuda | metal (default auto; only the CPU backend is built)')
+    .option('--device', 'auto | cpu | cuda | metal (default auto: CUDA, else Metal, else CPU; see `rustasr devices`)')
+    .option('--device-index', 'Which GPU (CUDA device ordinal, default 0)')
     .option('--config', 'JSON file with the same options (camelCase or flag names); flags override it')
     .option('--language', 'Force the language (e.g. English); default: detect')
     .option('--context', 'Context text given to the decoder (glossary, names)')
@@ -252,6 +261,7 @@ export async function main(argv: string[]): Promise<void> {
     });
   registerSynth(prog);
   registerModelCommands(prog);
+  registerDevices(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
   // they are usage errors here (2). Its handlers run asynchronously and never call process.exit.
   const realExit = process.exit;

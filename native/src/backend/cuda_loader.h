@@ -1,4 +1,4 @@
-// Loading the CUDA backend plugin (rustasr_cuda.so) at run time. The plugin exports two C functions
+// Loading the CUDA backend plugin (rustasr_cuda.so) at run time. The plugin exports three C functions
 // (declared in cuda/plugin_api.h); the core never links CUDA itself.
 #pragma once
 

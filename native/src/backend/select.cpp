@@ -14,6 +14,9 @@ namespace rustasr {
 #ifdef RUSTASR_HAVE_METAL
 std::unique_ptr<Backend> make_metal_backend(const BackendOptions& options);  // metal/metal_backend.mm
 DeviceInfo probe_metal();
+#else
+// The reason `rustasr devices` gives, also in the error of device "metal" (one text for both).
+const char* const kNoMetal = "this build has no Metal backend (Metal is built on macOS only)";
 #endif
 
 std::vector<DeviceInfo> probe_devices() {
@@ -30,7 +33,7 @@ std::vector<DeviceInfo> probe_devices() {
 #else
   DeviceInfo metal;
   metal.kind = "metal";
-  metal.reason = "this build has no Metal backend (Metal is built on macOS only)";
+  metal.reason = kNoMetal;
   out.push_back(metal);
 #endif
   return out;
@@ -43,7 +46,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOp
 #ifdef RUSTASR_HAVE_METAL
     return make_metal_backend(options);
 #else
-    throw Error(ErrorCode::kUnsupportedDevice, "metal: this build has no Metal backend (macOS only)");
+    throw Error(ErrorCode::kUnsupportedDevice, std::string("metal: ") + kNoMetal);
 #endif
   }
   throw Error(ErrorCode::kInvalidArgument, "unknown device \"" + device + "\" (expected cpu, cuda or metal)");
