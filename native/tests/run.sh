@@ -7,6 +7,10 @@
 #   bash native/tests/run.sh fuzz     [SECONDS]            each libFuzzer target for SECONDS (default 20)
 #   bash native/tests/run.sh coverage                      gcov build: golden_main (full) + fuzz corpus replay,
 #                                                          line coverage of native/src (gcovr)
+#   bash native/tests/run.sh arm64    [golden_main args]   aarch64 cross build (g++-aarch64-linux-gnu,
+#                                                          libopenblas-dev:arm64) run under qemu-aarch64: golden
+#                                                          parity on the neon and scalar kernels (all cases;
+#                                                          --quick: the two shortest)
 # Golden data: $RUSTASR_GOLDEN_DIR or <repo>/../shared/golden. Builds go to native/tests/build/<mode>/ (ignored).
 # JOBS (default 2) sets make's parallelism.
 set -euo pipefail
@@ -95,8 +99,26 @@ case "$MODE" in
     echo "per-file report: $BUILD/coverage/coverage.txt"
     ;;
 
+  arm64)
+    for f in /usr/bin/aarch64-linux-gnu-g++ /usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.a; do
+      [ -e "$f" ] || { echo "run.sh: $f missing (dpkg --add-architecture arm64; apt-get update;" \
+        "apt-get install -y g++-aarch64-linux-gnu qemu-user libopenblas-dev:arm64)" >&2; exit 2; }
+    done
+    command -v qemu-aarch64 >/dev/null 2>&1 || { echo "run.sh: 'qemu-aarch64' not found (apt-get install -y qemu-user)" >&2; exit 2; }
+    build arm64 golden
+    # Every kernel of the build (neon, scalar), also with --quick (whose default is "auto" only).
+    args=("$@")
+    [[ " $* " == *" --kernel "* ]] || args+=(--kernel all)
+    # The loader and all libraries from Debian's cross glibc (libc6-arm64-cross): -L maps the ELF
+    # interpreter, LD_LIBRARY_PATH the libraries. Without LD_LIBRARY_PATH the cross ld.so picks up the
+    # libc.so.6 of libc6:arm64 (/lib/aarch64-linux-gnu, pulled in by libopenblas-dev:arm64), another glibc
+    # build, and the first pthread_create never returns.
+    exec qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib \
+      "$BUILD/arm64/golden_main" "${args[@]}"
+    ;;
+
   *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
     ;;
 esac
