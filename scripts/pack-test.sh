@@ -9,7 +9,14 @@ golden=${RUSTASR_GOLDEN_DIR:-$repo/../shared/golden}
 golden=$(cd "$golden" && pwd)
 
 npm run prebuildify >/dev/null
-ls prebuilds/*/*.node
+# The CUDA plugin rides along next to the x64 addon when nvcc is here (CI builds it): the installed package
+# must then find it (probe reason from the plugin itself, not "not installed").
+cuda_plugin=no
+if [ "$(uname -m)" = x86_64 ] && { command -v nvcc >/dev/null || ls /usr/local/cuda*/bin/nvcc >/dev/null 2>&1; }; then
+  npm run prebuildify:cuda >/dev/null
+  cuda_plugin=yes
+fi
+ls prebuilds/*/*.node prebuilds/*/*.so 2>/dev/null || true
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
@@ -31,7 +38,7 @@ test ! -e node_modules/rustasr/build || { echo "pack-test: a build/ folder was p
 cat > check.mjs <<'JS'
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { transcribe } from 'rustasr';
+import { devices, transcribe } from 'rustasr';
 
 const golden = process.argv[2];
 const c = JSON.parse(readFileSync(join(golden, 'cases', 'tiny-a__en_5s.json'), 'utf8'));
@@ -39,6 +46,10 @@ const want = c.greedy.generated_ids;
 const r = await transcribe(join(golden, c.audio), { model: join(golden, c.model_dir), maxNewTokens: want.length });
 const ok = JSON.stringify(r.tokens) === JSON.stringify(want);
 console.log(`pack-test: ids ${ok ? 'match' : 'DIFFER'}: ${r.tokens.join(' ')}`);
-process.exit(ok ? 0 : 1);
+const cuda = (await devices()).find((d) => d.kind === 'cuda');
+console.log(`pack-test: cuda: ${cuda.available ? 'available ' + cuda.name : cuda.reason}`);
+const pluginFound = cuda.available || !/not installed/.test(cuda.reason);
+if (process.argv[3] === 'yes' && !pluginFound) console.log('pack-test: the packed CUDA plugin was not found');
+process.exit(ok && (process.argv[3] !== 'yes' || pluginFound) ? 0 : 1);
 JS
-PATH="$work/bin" node check.mjs "$golden"
+PATH="$work/bin" node check.mjs "$golden" "$cuda_plugin"
