@@ -2,6 +2,7 @@
 //
 //   node bench/child.mjs probe '<json opts>'     machine floors: read bandwidth + GEMM rates (native probe)
 //   node bench/child.mjs check <modelDir>        exit 0 when the model loads (a complete checkpoint)
+//   node bench/child.mjs prime '<json opts>'     loads opts.model as int8 with opts.cacheDir (writes the cache)
 //   node bench/child.mjs case '<json opts>'      load + cold start + idle CPU + timed transcriptions
 //                                                (opts.coldOnly: exit right before the first encode)
 //
@@ -63,6 +64,14 @@ async function probe(opts) {
   out({ ok: true, ...r, wallMs: performance.now() - t0 });
 }
 
+async function prime(o) {
+  const { Model } = await dist('index.js');
+  const m = await Model.load(o.model, { threads: o.threads, quant: 'int8', cacheDir: o.cacheDir });
+  const state = m.info.int8Cache;
+  m.dispose();
+  out({ ok: true, int8Cache: state });
+}
+
 async function check(dir) {
   const { Model } = await dist('index.js');
   const m = await Model.load(dir, { threads: 1 });
@@ -83,11 +92,15 @@ async function runCase(o) {
   const samples = await sdk.loadAudio(o.clip, 16000);
 
   const loadOpts = { threads: o.threads, kernel: o.kernel };
+  if (o.device && o.device !== 'cpu') loadOpts.device = o.device;
   if (o.quant && o.quant !== 'bf16') loadOpts.quant = o.quant;
+  if (loadOpts.quant && o.cacheDir !== undefined) loadOpts.cacheDir = o.cacheDir;
+  const memoryPhases = { start: memory() };
   const tLoad = performance.now();
   const model = await sdk.Model.load(o.model, loadOpts);
   const loadMs = performance.now() - tLoad;
   const info = model.info;
+  memoryPhases.loaded = memory();
 
   // Cold start: the first encode of the process.
   const session = model.createSession();
@@ -97,13 +110,14 @@ async function runCase(o) {
   const encodeStartEpochMs = epochMs();
   if (o.coldOnly) {
     // Only the cold start is wanted: leave before any encoder work.
-    out({ ok: true, coldStartMs: encodeStartEpochMs - o.spawnEpochMs, nodeStartMs: startEpochMs - o.spawnEpochMs, importMs, loadMs });
+    out({ ok: true, coldStartMs: encodeStartEpochMs - o.spawnEpochMs, nodeStartMs: startEpochMs - o.spawnEpochMs, importMs, loadMs, int8Cache: info.int8Cache });
     process.exit(0);
   }
   const tEnc = performance.now();
   const enc = await session.encode(mel.data, mel.frames, false);
   const coldEncodeMs = performance.now() - tEnc;
   session.dispose();
+  memoryPhases.firstEncode = memory();
 
   let promptTokens = enc.nTokens + 9;
   if (buildPrompt) {
@@ -166,7 +180,12 @@ async function runCase(o) {
   try {
     const { native } = await dist('native.js');
     let t = performance.now();
-    const nm = await native().loadModel(o.model, { threads: o.threads, kernel: o.kernel, ...(loadOpts.quant ? { quant: loadOpts.quant } : {}) });
+    const nm = await native().loadModel(o.model, {
+      threads: o.threads,
+      kernel: o.kernel,
+      ...(loadOpts.quant ? { quant: loadOpts.quant } : {}),
+      ...(loadOpts.cacheDir !== undefined ? { cacheDir: loadOpts.cacheDir } : {}),
+    });
     loadParts.nativeMs = performance.now() - t;
     nm.dispose();
     const { loadTokenizer } = await dist('text/tokenizer.js');
@@ -191,18 +210,22 @@ async function runCase(o) {
     promptTokens,
     idle,
     kernel: info.kernel,
+    device: info.device,
     threads: info.threads,
     quantInfo,
+    int8Cache: info.int8Cache,
     reps,
     localProbe,
     loadParts,
     memory: memoryAfterRuns,
+    memoryPhases: { ...memoryPhases, afterRuns: memoryAfterRuns },
   });
 }
 
 try {
   if (mode === 'probe') await probe(JSON.parse(arg ?? '{}'));
   else if (mode === 'check') await check(arg);
+  else if (mode === 'prime') await prime(JSON.parse(arg));
   else if (mode === 'case') await runCase(JSON.parse(arg));
   else throw new Error(`unknown mode ${mode}`);
 } catch (err) {

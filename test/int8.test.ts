@@ -14,7 +14,9 @@
 //     moves by at most INT8_LOGITS_TOL * maxabs); a step that is not decided is reported, not asserted;
 //   * wav -> 16 greedy ids end to end (free-running): identical to the golden ids when every step is
 //     decided (after the first undecided step, the ids may legitimately differ).
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Model, decodeWav } from '../src/index.js';
@@ -41,18 +43,22 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+// A private int8 cache (test/int8-cache.test.ts covers it): the first load of a model quantises and writes
+// it, the later ones (other kernels) map it, so both paths are held to the golden budget below.
+const cacheDir = mkdtempSync(join(tmpdir(), 'rustasr-int8-test-'));
 const models = new Map<string, Promise<Model>>();
 function int8Model(c: GoldenCase, kernel = 'auto'): Promise<Model> {
   const key = `${c.modelDir}#${kernel}`;
   let m = models.get(key);
   if (!m) {
-    m = Model.load(c.modelDir, { kernel: kernel as 'auto', quant: 'int8' });
+    m = Model.load(c.modelDir, { kernel: kernel as 'auto', quant: 'int8', cacheDir });
     models.set(key, m);
   }
   return m;
 }
 afterAll(async () => {
   for (const m of models.values()) (await m).dispose();
+  rmSync(cacheDir, { recursive: true, force: true });
 });
 
 async function withSession<T>(model: Model, fn: (s: NativeSession) => Promise<T>): Promise<T> {
@@ -100,6 +106,7 @@ describe.each(cases)('int8 golden case %s', (name) => {
     const c = await loadCase(name);
     const model = await int8Model(c);
     expect(model.info.quant).toBe('int8');
+    expect(['miss', 'hit']).toContain(model.info.int8Cache);
   });
 
   it('golden prompt + embeddings -> prefill logits and 16 teacher-forced decode steps within the int8 budget', async () => {

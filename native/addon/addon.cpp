@@ -316,6 +316,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("kernel", mi.kernel);
     o.Set("threads", mi.threads);
     o.Set("quant", mi.quant);
+    o.Set("int8Cache", rustasr::int8_cache_state(model(env)));
     o.Set("device", mi.device);
     o.Set("deviceName", mi.device_name);
     o.Set("deviceFallback", mi.device_fallback);
@@ -360,6 +361,17 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       Napi::Value q = o.Get("quant");
       if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
       params.quant = q.As<Napi::String>().Utf8Value();
+    }
+    // cacheDir: a directory, or false for no int8 cache.
+    if (o.Has("cacheDir") && !o.Get("cacheDir").IsUndefined()) {
+      Napi::Value c = o.Get("cacheDir");
+      if (c.IsBoolean() && !c.As<Napi::Boolean>().Value()) {
+        params.int8_cache = false;
+      } else if (c.IsString()) {
+        params.cache_dir = c.As<Napi::String>().Utf8Value();
+      } else {
+        throw make_error(env, "INVALID_ARGUMENT", "cacheDir must be a string or false");
+      }
     }
     if (o.Has("device") && !o.Get("device").IsUndefined()) {
       Napi::Value d = o.Get("device");

@@ -49,6 +49,12 @@ struct ModelParams {
   // Decoder weight format: "bf16" (the checkpoint's, read in place) or "int8" (the decoder's linear
   // weights and lm_head quantised at load: symmetric int8 with a float32 scale per 128 columns).
   std::string quant = "bf16";
+  // int8 only: the quantised decoder is cached on disk, in `<cache_dir>/int8/`, and mapped on later loads
+  // instead of being quantised again (see int8_cache_state). Empty = $RUSTASR_CACHE_DIR, else
+  // $XDG_CACHE_HOME/rustasr, else $HOME/.cache/rustasr. int8_cache = false: quantise at every load, never
+  // read or write the cache. A cache directory that cannot be written is not an error (quantised at load).
+  std::string cache_dir;
+  bool int8_cache = true;
   // Where the model runs: "cpu", "cuda", "metal", or "auto" (CUDA when a GPU is usable, else Metal on Apple
   // Silicon, else CPU). An explicitly named GPU that cannot be used throws kUnsupportedDevice; with "auto" a
   // GPU that fails to initialise falls back to the CPU and ModelInfo::device_fallback says why.
@@ -140,6 +146,10 @@ class Session {
 // Opens a model directory (config.json + model.safetensors or a sharded index) and validates every tensor.
 std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params = {});
 ModelInfo model_info(const Model& model);
+// How a model's int8 decoder was made: "hit" (mapped from a valid cache file), "miss" (quantised at load and
+// written to the cache), "unwritable" (quantised at load; the cache could not be written), "off" (bf16, or
+// ModelParams.int8_cache = false).
+std::string int8_cache_state(const Model& model);
 
 // Matrix-vector kernels this CPU can run, best first (e.g. {"avx512bf16", "avx512f", "avx2", "scalar"}).
 std::vector<std::string> cpu_kernels();

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -106,6 +107,11 @@ std::shared_ptr<SafetensorsArchive> SafetensorsArchive::open(const std::string& 
     throw Error(ErrorCode::kIo, path + " is too large to map on this system");
   }
   a->size_ = static_cast<size_t>(st.st_size);
+#if defined(__APPLE__)
+  a->mtime_ns_ = static_cast<int64_t>(st.st_mtimespec.tv_sec) * 1000000000 + st.st_mtimespec.tv_nsec;
+#else
+  a->mtime_ns_ = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+#endif
 
   void* m = ::mmap(nullptr, a->size_, PROT_READ, MAP_PRIVATE, fd, 0);
   if (m == MAP_FAILED) {
@@ -133,6 +139,7 @@ void SafetensorsArchive::parse_header() {
   if (n >= kMaxHeaderBytes) corrupt(path_, "header length " + std::to_string(n) + " is unreasonably large");
   if (n < 2) corrupt(path_, "header length " + std::to_string(n) + " is too small for a JSON object");
 
+  header_size_ = static_cast<size_t>(n);
   const char* hdr = reinterpret_cast<const char*>(base_ + 8);
   const uint8_t* data = base_ + 8 + n;
   const uint64_t data_size = avail - n;
@@ -249,6 +256,56 @@ const void* SafetensorsArchive::aligned_data(const TensorInfo& t) const {
   const void* p = buf.get();
   copies_.emplace(&t, std::move(buf));
   return p;
+}
+
+size_t release_pages(const void* p, size_t n) {
+  if (!p || n == 0) return 0;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t pb = (b + page - 1) & ~(page - 1), pe = (b + n) & ~(page - 1);
+  if (pe <= pb) return 0;
+  return ::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_DONTNEED) == 0 ? pe - pb : 0;
+}
+
+size_t populate_pages(const void* p, size_t n) {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+  if (!p || n == 0) return 0;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t pb = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t pe = reinterpret_cast<uintptr_t>(p) + n;
+  return ::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_POPULATE_READ) == 0 ? pe - pb : 0;
+#else
+  (void)p;
+  (void)n;
+  return 0;
+#endif
+}
+
+namespace {
+
+// [p, p + n) clipped to [base, base + size); false when they do not overlap.
+bool clip_to(const uint8_t* base, size_t size, const void*& p, size_t& n) {
+  const uintptr_t mb = reinterpret_cast<uintptr_t>(base), me = mb + size;
+  uintptr_t b = reinterpret_cast<uintptr_t>(p), e = b + n;
+  if (e <= mb || b >= me) return false;
+  b = std::max(b, mb);
+  e = std::min(e, me);
+  p = reinterpret_cast<const void*>(b);
+  n = e - b;
+  return true;
+}
+
+}  // namespace
+
+size_t SafetensorsArchive::release(const void* p, size_t n) const {
+  return clip_to(base_, size_, p, n) ? release_pages(p, n) : 0;
+}
+
+size_t SafetensorsArchive::populate(const void* p, size_t n) const {
+  return clip_to(base_, size_, p, n) ? populate_pages(p, n) : 0;
 }
 
 // ---- TensorSource -------------------------------------------------------------------------------------

@@ -75,6 +75,21 @@ class SafetensorsArchive {
   // misaligned). Requires t.supported and t to belong to this archive. Thread-safe.
   const void* aligned_data(const TensorInfo& t) const;
 
+  // The JSON header's bytes as they are in the file (for fingerprints of the checkpoint).
+  const char* header_bytes() const { return reinterpret_cast<const char*>(base_) + 8; }
+  size_t header_size() const { return header_size_; }
+  // Modification time of the file when it was opened, in nanoseconds since the epoch.
+  int64_t mtime_ns() const { return mtime_ns_; }
+
+  // Resident-memory control over the mapping. Both act only on [p, p + n) intersected with this file's
+  // mapping (an aligned copy or any other memory is left alone) and return the bytes they covered.
+  // release(): drops the whole pages inside the range from the process (madvise MADV_DONTNEED on the
+  // read-only private mapping: they stop counting in RSS and are read again from the page cache if touched).
+  // populate(): maps the range's pages in one call before it is read whole (MADV_POPULATE_READ, Linux 5.14+;
+  // elsewhere, or if refused, later reads fault them in as usual).
+  size_t release(const void* p, size_t n) const;
+  size_t populate(const void* p, size_t n) const;
+
  private:
   SafetensorsArchive() = default;
   void parse_header();
@@ -82,6 +97,8 @@ class SafetensorsArchive {
   std::string path_;
   const uint8_t* base_ = nullptr;  // mapping of the whole file
   size_t size_ = 0;
+  size_t header_size_ = 0;
+  int64_t mtime_ns_ = 0;
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> by_name_;
 
@@ -117,6 +134,13 @@ class TensorSource {
   bool sharded_ = false;
   std::unordered_map<std::string, size_t> weight_map_;  // sharded: name -> index into archives_
 };
+
+// Page-granular madvise helpers for read-only file mappings (the archive methods above and the int8 weight
+// cache use them). release_pages: MADV_DONTNEED on the whole pages inside [p, p + n); populate_pages:
+// MADV_POPULATE_READ on every page touching it. Never use release_pages on anonymous memory (it would be
+// zeroed). Both return the bytes they asked the kernel about (0 when nothing was done).
+size_t release_pages(const void* p, size_t n);
+size_t populate_pages(const void* p, size_t n);
 
 // Byte size in bits of a known safetensors dtype ("BF16" -> 16, "F4" -> 4), or 0 if unknown.
 int safetensors_dtype_bits(const std::string& dtype);

@@ -473,7 +473,7 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   std::string fallback;
   std::unique_ptr<Backend> backend = pick_backend(params.device, bo, &fallback);
   ModelWeights weights = load_model_weights(dir, config);
-  if (int8) quantize_decoder_int8(weights, backend->threads());
+  if (int8) make_decoder_int8(weights, backend->threads(), dir, Int8CacheOptions{params.int8_cache, params.cache_dir});
   for_each_weight(weights, [&](Weight& w) { backend->prepare_weight(w); });
   auto model = std::make_shared<Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
   model->set_device_fallback(fallback);

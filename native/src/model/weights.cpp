@@ -1,13 +1,21 @@
 #include "weights.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <thread>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -15,6 +23,7 @@
 #endif
 
 #include "../io/safetensors.h"
+#include "model.h"
 #include "rustasr/engine.h"
 
 namespace rustasr {
@@ -72,6 +81,7 @@ class Binder {
 }  // namespace
 
 ModelWeights load_model_weights(const std::string& dir, const ModelConfig& config) {
+  tune_allocator();
   const std::string index_path = dir + "/model.safetensors.index.json";
   const std::string single_path = dir + "/model.safetensors";
   TensorSource src;
@@ -182,40 +192,22 @@ int64_t int8_group(int64_t cols) {
   return cols;
 }
 
-// Drops the pages of a mapped tensor from the process (they are re-read from the file if touched again).
-// Only whole pages inside the tensor are released, and only when `w` points into a file mapping (an
-// aligned copy of a misaligned tensor lives in anonymous memory, where MADV_DONTNEED would zero it).
-void release_source(const ModelWeights& mw, const Weight& w) {
-  const TensorInfo* info = nullptr;
-  for (const auto& a : mw.archives)
-    if ((info = a->find(w.name)) != nullptr) break;
-  if (!info || static_cast<const void*>(info->data) != w.data) return;
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t b = reinterpret_cast<uintptr_t>(info->data);
-  const uintptr_t e = b + info->nbytes;
-  const uintptr_t pb = (b + page - 1) & ~(page - 1), pe = e & ~(page - 1);
-  if (pe > pb) ::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_DONTNEED);
+size_t weight_bytes(const Weight& w) {
+  return static_cast<size_t>(w.rows) * static_cast<size_t>(w.cols) * dtype_size(w.dtype);
 }
 
-// Maps a mapped tensor's pages in one call before it is read whole (MADV_POPULATE_READ, Linux 5.14+;
-// elsewhere, or if refused, the reads fault the pages in as usual).
-void prefault_source(const ModelWeights& mw, const Weight& w) {
-#if defined(__linux__)
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-  const TensorInfo* info = nullptr;
+// Drops the pages of a mapped tensor from the process (they are re-read from the file if touched again).
+// Only whole pages inside the file mapping are released: an aligned copy of a misaligned tensor lives in
+// anonymous memory, which the archive leaves alone (MADV_DONTNEED would zero it).
+void release_source(const ModelWeights& mw, const Weight& w) {
   for (const auto& a : mw.archives)
-    if ((info = a->find(w.name)) != nullptr) break;
-  if (!info || static_cast<const void*>(info->data) != w.data) return;
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t b = reinterpret_cast<uintptr_t>(info->data) & ~(page - 1);
-  const uintptr_t e = reinterpret_cast<uintptr_t>(info->data) + info->nbytes;
-  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_READ);
-#else
-  (void)mw;
-  (void)w;
-#endif
+    if (a->release(w.data, weight_bytes(w))) return;
+}
+
+// Maps a mapped tensor's pages in one call before it is read whole (see SafetensorsArchive::populate).
+void prefault_source(const ModelWeights& mw, const Weight& w) {
+  for (const auto& a : mw.archives)
+    if (a->populate(w.data, weight_bytes(w))) return;
 }
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -289,14 +281,23 @@ void quantize_rows(const Weight& src, int64_t group, int64_t r0, int64_t r1, int
 
 }  // namespace
 
-void quantize_decoder_int8(ModelWeights& w, int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::max(1, threads);
+namespace {
+
+// The weights int8 replaces, in a fixed order (the order of the cache file's tensors).
+std::vector<Weight*> int8_targets(ModelWeights& w) {
   std::vector<Weight*> targets;
   for (DecoderLayerWeights& L : w.dec_layers)
     for (Weight* p : {&L.q_w, &L.k_w, &L.v_w, &L.o_w, &L.gate_w, &L.up_w, &L.down_w}) targets.push_back(p);
   targets.push_back(&w.lm_head);
-  for (Weight* t : targets) {
+  return targets;
+}
+
+}  // namespace
+
+void quantize_decoder_int8(ModelWeights& w, int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::max(1, threads);
+  for (Weight* t : int8_targets(w)) {
     const Weight src = *t;
     if (src.dtype == DType::kI8 || src.rows <= 0 || src.cols <= 0) continue;
     const int64_t group = int8_group(src.cols);
@@ -334,5 +335,348 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
   // The tied embedding table was read whole for lm_head: drop it too (lookups fault in single rows).
   if (w.lm_head.dtype == DType::kI8) release_source(w, w.embed_tokens);
 }
+
+// ------------------------------------------------------------------------------------------------
+// The on-disk int8 cache.
+//
+// File layout (little-endian), format version 1:
+//   [0, 64)          preamble: magic "RSASRQ8\n", u32 version, u32 0x01020304 (byte order), u64 file size,
+//                    u64 meta size, u64 FNV-1a 64 of the meta, u64 data offset, 16 zero bytes
+//   [64, 64 + meta)  meta (text): the checkpoint's descriptor (format, quantisation rule, model directory,
+//                    each safetensors file's name, size, mtime and header hash), then one line per tensor:
+//                    name, source dtype, rows, cols, group, offsets of the int8 data and of the scales
+//                    (relative to the data offset)
+//   [data offset..)  per tensor: rows * cols int8, then rows * (cols / group) float32 scales, each on a
+//                    64-byte boundary; the data offset is a multiple of 4096.
+// The meta the checkpoint implies is computed before the file is opened and must equal the file's byte for
+// byte, along with the preamble and the file size, so a stale, foreign, truncated or damaged header is
+// rebuilt, never trusted.
+
+namespace {
+
+constexpr char kCacheMagic[8] = {'R', 'S', 'A', 'S', 'R', 'Q', '8', '\n'};
+constexpr uint32_t kCacheVersion = 1;
+constexpr uint32_t kByteOrder = 0x01020304u;
+constexpr uint64_t kPreambleBytes = 64;
+
+struct Preamble {
+  char magic[8];
+  uint32_t version;
+  uint32_t byte_order;
+  uint64_t file_size;
+  uint64_t meta_size;
+  uint64_t meta_hash;
+  uint64_t data_offset;
+  uint64_t reserved[2];
+};
+static_assert(sizeof(Preamble) == kPreambleBytes, "int8 cache preamble is 64 bytes");
+
+uint64_t fnv1a(const void* p, size_t n) {
+  const unsigned char* b = static_cast<const unsigned char*>(p);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= b[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+std::string real_path(const std::string& p) {
+  char* r = ::realpath(p.c_str(), nullptr);
+  if (!r) return p;
+  std::string s(r);
+  std::free(r);
+  return s;
+}
+
+std::string env_str(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+std::string expand_home(const std::string& p) {
+  const std::string home = env_str("HOME");
+  if (!home.empty() && (p == "~" || p.rfind("~/", 0) == 0)) return home + p.substr(1);
+  return p;
+}
+
+struct CacheEntry {
+  Weight* w;
+  int64_t group;
+  uint64_t q_off, s_off;  // relative to the data offset
+};
+
+struct CachePlan {
+  std::string meta;
+  uint64_t data_offset = 0, file_size = 0;
+  std::vector<CacheEntry> entries;
+};
+
+CachePlan plan_cache(ModelWeights& w, const std::string& model_dir) {
+  CachePlan plan;
+  std::string& m = plan.meta;
+  m = "rustasr int8 cache v1\n";
+  m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+  m += "dir " + real_path(model_dir) + "\n";
+  for (const auto& a : w.archives) {
+    const std::string& path = a->path();
+    const size_t slash = path.find_last_of('/');
+    m += "file " + (slash == std::string::npos ? path : path.substr(slash + 1)) + " size " +
+         std::to_string(a->file_size()) + " mtime_ns " + std::to_string(a->mtime_ns()) + " header_fnv1a " +
+         hex64(fnv1a(a->header_bytes(), a->header_size())) + "\n";
+  }
+  uint64_t off = 0;
+  for (Weight* t : int8_targets(w)) {
+    if (t->rows <= 0 || t->cols <= 0) continue;
+    CacheEntry e{t, int8_group(t->cols), 0, 0};
+    e.q_off = off;
+    off = align_up(off + static_cast<uint64_t>(t->rows) * static_cast<uint64_t>(t->cols), 64);
+    e.s_off = off;
+    off += static_cast<uint64_t>(t->rows) * static_cast<uint64_t>(t->cols / e.group) * sizeof(float);
+    m += "tensor " + t->name + " " + dtype_name(t->dtype) + " " + std::to_string(t->rows) + " " +
+         std::to_string(t->cols) + " " + std::to_string(e.group) + " " + std::to_string(e.q_off) + " " +
+         std::to_string(e.s_off) + "\n";
+    plan.entries.push_back(e);
+    off = align_up(off, 64);
+  }
+  plan.data_offset = align_up(kPreambleBytes + m.size(), 4096);
+  plan.file_size = plan.data_offset + off;
+  return plan;
+}
+
+Preamble make_preamble(const CachePlan& plan) {
+  Preamble p;
+  std::memset(&p, 0, sizeof p);
+  std::memcpy(p.magic, kCacheMagic, sizeof p.magic);
+  p.version = kCacheVersion;
+  p.byte_order = kByteOrder;
+  p.file_size = plan.file_size;
+  p.meta_size = plan.meta.size();
+  p.meta_hash = fnv1a(plan.meta.data(), plan.meta.size());
+  p.data_offset = plan.data_offset;
+  return p;
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// Maps `path` and points the plan's weights at its int8 data when the file is exactly what the plan
+// implies; false (nothing changed) otherwise.
+bool map_cache(ModelWeights& w, const CachePlan& plan, const std::string& path) {
+  Fd f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) return false;
+  struct stat st;
+  if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != plan.file_size)
+    return false;
+  const Preamble want = make_preamble(plan);
+  Preamble got;
+  if (::pread(f.fd, &got, sizeof got, 0) != static_cast<ssize_t>(sizeof got) || std::memcmp(&got, &want, sizeof got) != 0)
+    return false;
+  void* m = ::mmap(nullptr, static_cast<size_t>(plan.file_size), PROT_READ, MAP_PRIVATE, f.fd, 0);
+  if (m == MAP_FAILED) return false;
+  const size_t size = static_cast<size_t>(plan.file_size);
+  std::shared_ptr<void> mapping(m, [size](void* p) { ::munmap(p, size); });
+  const char* base = static_cast<const char*>(m);
+  if (std::memcmp(base + kPreambleBytes, plan.meta.data(), plan.meta.size()) != 0) return false;
+  const char* data = base + plan.data_offset;
+  for (const CacheEntry& e : plan.entries) {
+    Weight out = *e.w;
+    out.data = data + e.q_off;
+    out.dtype = DType::kI8;
+    out.scales = reinterpret_cast<const float*>(data + e.s_off);
+    out.group = e.group;
+    *e.w = out;
+  }
+  w.owned.push_back(std::move(mapping));
+  return true;
+}
+
+bool make_dirs(const std::string& dir) {
+  for (size_t i = 1; i <= dir.size(); ++i) {
+    if (i < dir.size() && dir[i] != '/') continue;
+    const std::string part = dir.substr(0, i);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return false;
+  }
+  struct stat st;
+  return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool write_all(int fd, const void* p, uint64_t n, uint64_t off) {
+  const char* b = static_cast<const char*>(p);
+  while (n > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
+    const ssize_t r = ::pwrite(fd, b, chunk, static_cast<off_t>(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (r == 0) return false;
+    b += r;
+    off += static_cast<uint64_t>(r);
+    n -= static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
+// Writes the plan's (already quantised) weights to `path` atomically: a temporary file in the same
+// directory, flushed to disk, then renamed over `path`. False (and no file left behind) on any failure.
+bool write_cache(const CachePlan& plan, const std::string& dir, const std::string& path) {
+  for (const CacheEntry& e : plan.entries)
+    if (e.w->dtype != DType::kI8 || e.w->group != e.group || !e.w->scales) return false;
+  if (!make_dirs(dir)) return false;
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  const Preamble pre = make_preamble(plan);
+  bool ok = write_all(fd, &pre, sizeof pre, 0) && write_all(fd, plan.meta.data(), plan.meta.size(), kPreambleBytes);
+  for (const CacheEntry& e : plan.entries) {
+    if (!ok) break;
+    const uint64_t n = static_cast<uint64_t>(e.w->rows) * static_cast<uint64_t>(e.w->cols);
+    ok = write_all(fd, e.w->data, n, plan.data_offset + e.q_off) &&
+         write_all(fd, e.w->scales, static_cast<uint64_t>(e.w->rows) * (e.w->cols / e.group) * sizeof(float),
+                   plan.data_offset + e.s_off);
+  }
+#if defined(__APPLE__)
+  ok = ok && ::ftruncate(fd, static_cast<off_t>(plan.file_size)) == 0 && ::fsync(fd) == 0;
+#else
+  ok = ok && ::ftruncate(fd, static_cast<off_t>(plan.file_size)) == 0 && ::fdatasync(fd) == 0;
+#endif
+  ok = (::close(fd) == 0) && ok;
+  if (ok) ok = ::rename(tmp.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  // Make the rename itself durable (best effort).
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string default_cache_root() {
+  const std::string explicit_dir = env_str("RUSTASR_CACHE_DIR");
+  if (!explicit_dir.empty()) return expand_home(explicit_dir);
+  const std::string xdg = env_str("XDG_CACHE_HOME");
+  if (!xdg.empty()) return expand_home(xdg) + "/rustasr";
+  const std::string home = env_str("HOME");
+  if (!home.empty()) return home + "/.cache/rustasr";
+  return "";
+}
+
+void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache) {
+  w.int8_cache = "off";
+  w.int8_cache_path.clear();
+  w.int8_mapped = false;
+  if (!cache.enabled) {
+    quantize_decoder_int8(w, threads);
+    return;
+  }
+  const std::string root = cache.dir.empty() ? default_cache_root() : expand_home(cache.dir);
+  const CachePlan plan = plan_cache(w, model_dir);
+  const std::string dir = root + "/int8";
+  // One file per model directory and format version: the meta up to the first file line.
+  const size_t key_len = std::min(plan.meta.size(), plan.meta.find("\nfile "));
+  const std::string path = dir + "/" + hex64(fnv1a(plan.meta.data(), key_len)) + ".rq8";
+  if (!root.empty() && map_cache(w, plan, path)) {
+    w.int8_cache = "hit";
+    w.int8_cache_path = path;
+    w.int8_mapped = true;
+    return;
+  }
+  const size_t owned_before = w.owned.size();
+  quantize_decoder_int8(w, threads);
+  if (root.empty() || !write_cache(plan, dir, path)) {
+    w.int8_cache = "unwritable";
+    return;
+  }
+  w.int8_cache_path = path;
+  w.int8_cache = "miss";
+  // Serve the weights from the file just written (file-backed pages, shared with other processes and not
+  // resident until read) and free the quantised buffers; if that fails, keep the buffers.
+  if (map_cache(w, plan, path)) {
+    w.owned.erase(w.owned.begin() + static_cast<std::ptrdiff_t>(owned_before), w.owned.end() - 1);
+    w.int8_mapped = true;
+  }
+}
+
+void tune_allocator() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("GLIBC_TUNABLES")) return;
+    ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  });
+#endif
+}
+
+std::string int8_cache_state(const Model& model) { return model.weights().int8_cache; }
+
+namespace {
+
+// Drops (release) or maps in (populate) a weight's pages where they lie in a file mapping: a checkpoint
+// archive's, or the int8 cache's.
+size_t page_op(const ModelWeights& w, const Weight& x, bool release) {
+  if (x.empty()) return 0;
+  if (x.dtype == DType::kI8) {
+    if (!w.int8_mapped) return 0;
+    const size_t n = static_cast<size_t>(x.rows) * static_cast<size_t>(x.cols);
+    const size_t ns = n / static_cast<size_t>(x.group) * sizeof(float);
+    return release ? release_pages(x.data, n) + release_pages(x.scales, ns)
+                   : populate_pages(x.data, n) + populate_pages(x.scales, ns);
+  }
+  for (const auto& a : w.archives)
+    if (size_t r = release ? a->release(x.data, weight_bytes(x)) : a->populate(x.data, weight_bytes(x))) return r;
+  return 0;
+}
+
+size_t encoder_op(const ModelWeights& w, bool release) {
+  size_t n = 0;
+  for (const Weight* x : {&w.conv1_w, &w.conv1_b, &w.conv2_w, &w.conv2_b, &w.conv3_w, &w.conv3_b, &w.conv_out_w,
+                          &w.ln_post_w, &w.ln_post_b, &w.proj1_w, &w.proj1_b, &w.proj2_w, &w.proj2_b})
+    n += page_op(w, *x, release);
+  for (const EncoderLayerWeights& L : w.enc_layers)
+    for (const Weight* x : {&L.attn_ln_w, &L.attn_ln_b, &L.q_w, &L.q_b, &L.k_w, &L.k_b, &L.v_w, &L.v_b, &L.o_w,
+                            &L.o_b, &L.ffn_ln_w, &L.ffn_ln_b, &L.fc1_w, &L.fc1_b, &L.fc2_w, &L.fc2_b})
+      n += page_op(w, *x, release);
+  return n;
+}
+
+// The decoder's weights; the embedding table only when it is read whole (as a BF16 tied lm_head): as a
+// lookup table it is read a few rows per token, and populating it would map it all.
+size_t decoder_op(const ModelWeights& w, bool release) {
+  size_t n = page_op(w, w.final_norm, release) + page_op(w, w.lm_head, release);
+  if (w.lm_head.data != w.embed_tokens.data && release) n += page_op(w, w.embed_tokens, release);
+  for (const DecoderLayerWeights& L : w.dec_layers)
+    for (const Weight* x : {&L.in_norm, &L.q_w, &L.k_w, &L.v_w, &L.o_w, &L.q_norm, &L.k_norm, &L.post_norm,
+                            &L.gate_w, &L.up_w, &L.down_w})
+      n += page_op(w, *x, release);
+  return n;
+}
+
+}  // namespace
+
+size_t release_encoder_pages(const ModelWeights& w) { return encoder_op(w, true); }
+size_t release_decoder_pages(const ModelWeights& w) { return decoder_op(w, true); }
+size_t populate_encoder_pages(const ModelWeights& w) { return encoder_op(w, false); }
+size_t populate_decoder_pages(const ModelWeights& w) { return decoder_op(w, false); }
 
 }  // namespace rustasr

@@ -43,9 +43,34 @@ struct ModelWeights {
 
   // Keeps the mapped files alive as long as the views above are used.
   std::vector<std::shared_ptr<SafetensorsArchive>> archives;
-  // Buffers made at load (int8 weights and their scales) that views above point into.
+  // Buffers made at load (int8 weights and their scales, or the mapped int8 cache file) that views above
+  // point into.
   std::vector<std::shared_ptr<void>> owned;
+
+  // Where the int8 decoder came from (make_decoder_int8): "off" (BF16 weights, or int8 quantised at load
+  // with the cache disabled), "hit" (mapped from a valid cache file), "miss" (quantised at load, then
+  // written to the cache and mapped from it), "unwritable" (quantised at load; the cache file could not be
+  // written, so the int8 weights stay in anonymous memory).
+  std::string int8_cache = "off";
+  std::string int8_cache_path;  // the cache file read or written ("" when none)
+  bool int8_mapped = false;     // the int8 weights point into the mapped cache file (file-backed pages)
 };
+
+// Resident-set control between stages (safe at any time, from any thread: a page dropped while another
+// session reads it is simply read again from the page cache). Each drops the pages of one part of the model
+// from the process where they are file-backed (the mapped checkpoint, the mapped int8 cache); anonymous
+// memory (int8 quantised without a cache, aligned copies of misaligned tensors) is left alone. They return
+// the bytes covered. The next use faults the pages back in from the page cache (no disk read while the
+// system keeps them cached): about 0.6 s per GB of 4 KiB faults on the reference VM, but ~40 ms per GB when
+// mapped in one call first with the populate_* functions (MADV_POPULATE_READ). So a session can keep only
+// one stage's weights resident for a smaller peak RSS (the encoder's are not needed while decoding, nor the
+// decoder's while encoding): release_decoder + populate_encoder before encoding, release_encoder +
+// populate_decoder after it (measured in docs/performance.md, "Recorded run 3"). The embedding table is
+// released with the decoder but only populated when it is read whole (a BF16 tied lm_head).
+size_t release_encoder_pages(const ModelWeights& w);
+size_t release_decoder_pages(const ModelWeights& w);
+size_t populate_encoder_pages(const ModelWeights& w);
+size_t populate_decoder_pages(const ModelWeights& w);
 
 // Opens `dir`/model.safetensors or `dir`/model.safetensors.index.json (sharded), then binds every tensor the
 // config requires, checking name, shape and dtype (BF16/F16/F32 accepted). The first problem is thrown:
@@ -60,5 +85,35 @@ ModelWeights load_model_weights(const std::string& dir, const ModelConfig& confi
 // MADV_DONTNEED on the mapped range) once quantised, so they are no longer resident. `threads` workers
 // (0 = hardware concurrency) share the work.
 void quantize_decoder_int8(ModelWeights& w, int threads);
+
+// The on-disk int8 cache: `dir` is the cache root (the int8 files go in `<root>/int8/`), empty = the
+// default root ($RUSTASR_CACHE_DIR, else $XDG_CACHE_HOME/rustasr, else $HOME/.cache/rustasr: the root the
+// SDK downloads models into). enabled = false: always quantise at load, never read or write a cache file.
+struct Int8CacheOptions {
+  bool enabled = true;
+  std::string dir;
+};
+
+// The default cache root described above ("" when neither variable nor $HOME is set).
+std::string default_cache_root();
+
+// quant = "int8" at load. With the cache enabled, the cache file of `model_dir` (one per model directory:
+// `<root>/int8/<hash of the directory's real path>.rq8`) is used when it is valid for the checkpoint as it
+// is now: its header must name the same format version, directory, safetensors files (size, mtime, a hash
+// of each JSON header) and the same quantised tensors (name, shape, group, offsets), and its size must be
+// the one those imply; the int8 data and scales are then mapped read-only (file-backed pages, nothing is
+// quantised and the BF16 decoder weights are never touched). Otherwise (no file, a stale, truncated or
+// corrupt one) the decoder is quantised at load (quantize_decoder_int8) and the cache is rewritten
+// atomically (a temporary file in the same directory, fdatasync, rename), then mapped in place of the
+// quantised buffers. Any failure to create the directory or write the file falls back silently to the
+// quantised buffers (w.int8_cache = "unwritable"). The int8 payload itself is not checksummed (like the
+// checkpoint, it is trusted once the header and size match).
+void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache);
+
+// Process-wide allocator policy for large buffers (glibc only; once per process, on the first load):
+// allocations of 1 MiB and more (activations, KV cache, packing buffers) are served by mmap and returned to
+// the system when freed, instead of staying resident in per-thread malloc arenas after a session ends. Left
+// alone when the user set MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES.
+void tune_allocator();
 
 }  // namespace rustasr
