@@ -82,7 +82,7 @@ export interface NativeProbeResult {
 export interface NativeBinding {
   loadModel(
     dir: string,
-    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; device?: string; deviceIndex?: number },
+    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; lowMemory?: boolean; device?: string; deviceIndex?: number },
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
   devices(): Promise<NativeDeviceStatus[]>;

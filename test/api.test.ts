@@ -270,6 +270,17 @@ describe('bad inputs fail through pipeline() with their code', () => {
     expect(await codeOf(transcribe(goldenPath('audio', 'missing.wav'), { model }))).toBe('IO_ERROR');
   });
 
+  it('lowMemory: false (every weight resident) gives the golden ids; a non-boolean is INVALID_OPTION', async () => {
+    const m = await loadModel(golden.modelDir, { lowMemory: false });
+    try {
+      const r = await transcribe(golden.audioPath, { model: m, maxNewTokens: MAX });
+      expect(r.tokens).toEqual(goldenIds());
+    } finally {
+      m.dispose();
+    }
+    expect(await codeOf(loadModel(golden.modelDir, { lowMemory: 'yes' as unknown as boolean }))).toBe('INVALID_OPTION');
+  });
+
   it('loadModel rejects unsupported devices (UNSUPPORTED_DEVICE) and unknown ones (INVALID_ARGUMENT)', async () => {
     expect(await codeOf(loadModel(golden.modelDir, { device: otherGpu }))).toBe('UNSUPPORTED_DEVICE');
     expect(await codeOf(loadModel(golden.modelDir, { device: 'tpu' as 'cpu' }))).toBe('INVALID_ARGUMENT');

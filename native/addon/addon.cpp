@@ -362,6 +362,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
       params.quant = q.As<Napi::String>().Utf8Value();
     }
+    if (o.Has("lowMemory") && !o.Get("lowMemory").IsUndefined()) {
+      Napi::Value v = o.Get("lowMemory");
+      if (!v.IsBoolean()) throw make_error(env, "INVALID_ARGUMENT", "lowMemory must be a boolean");
+      params.low_memory = v.As<Napi::Boolean>().Value();
+    }
     // cacheDir: a directory, or false for no int8 cache.
     if (o.Has("cacheDir") && !o.Get("cacheDir").IsUndefined()) {
       Napi::Value c = o.Get("cacheDir");

@@ -35,6 +35,21 @@ void sinusoid_table(float* out, int64_t n, int64_t d) {
   }
 }
 
+// Counts a session as busy on its model for the duration of one call (encode, prefill, step).
+class BusyScope {
+ public:
+  explicit BusyScope(const Model& m) : n_(m.busy_sessions()), alone_(n_.fetch_add(1) == 0) {}
+  ~BusyScope() { n_.fetch_sub(1); }
+  BusyScope(const BusyScope&) = delete;
+  BusyScope& operator=(const BusyScope&) = delete;
+  bool alone() const { return alone_; }       // no other session was busy when this call began
+  bool still_alone() const { return n_.load() == 1; }
+
+ private:
+  std::atomic<int>& n_;
+  bool alone_;
+};
+
 }  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights, std::unique_ptr<Backend> backend, MelParams mel_params)
@@ -130,6 +145,14 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
   const ModelWeights& w = m.weights();
   Backend& be = m.backend();
   if (frames <= 0) throw Error(ErrorCode::kInvalidArgument, "encode: no mel frames");
+  // Stage residency (ModelParams::low_memory): only the encoder's weights while encoding, then the
+  // decoder's back (each mapped in one call), unless another session of this model is busy.
+  BusyScope busy(m);
+  const bool stage = m.low_memory() && busy.alone();
+  if (stage) {
+    release_decoder_pages(w);
+    populate_encoder_pages(w);
+  }
 
   const int64_t n_mels = ac.num_mel_bins;
   const int64_t C = ac.downsample_hidden_size;
@@ -229,6 +252,10 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
   be.linear(q, N, w.proj2_w, w.proj2_b, emb);
   out.embeds.resize(static_cast<size_t>(N * ac.output_dim));
   be.download(out.embeds.data(), emb, N * ac.output_dim);
+  if (stage && busy.still_alone()) {
+    release_encoder_pages(w);
+    populate_decoder_pages(w);
+  }
   return out;
 }
 
@@ -306,6 +333,7 @@ std::vector<float> Session::prefill(const int32_t* ids, int64_t n, const float* 
   const Model& m = *model_;
   const DecoderDims D(m.config().text);
   if (n <= 0) throw Error(ErrorCode::kInvalidArgument, "prefill: empty prompt");
+  BusyScope busy(m);
   int64_t pads = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (ids[i] < 0 || ids[i] >= D.vocab)
@@ -353,6 +381,7 @@ std::vector<float> Session::step(int32_t token) {
   const Model& m = *model_;
   const DecoderDims D(m.config().text);
   if (pos_ == 0) throw Error(ErrorCode::kInvalidArgument, "step: call prefill first");
+  BusyScope busy(m);
   if (token < 0 || token >= D.vocab)
     throw Error(ErrorCode::kInvalidArgument, "step: token id " + std::to_string(token) + " out of range");
   Backend& be = m.backend();
@@ -477,6 +506,7 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   for_each_weight(weights, [&](Weight& w) { backend->prepare_weight(w); });
   auto model = std::make_shared<Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
   model->set_device_fallback(fallback);
+  model->set_low_memory(params.low_memory && model->backend().name() == "cpu");
   return model;
 }
 

@@ -1,6 +1,7 @@
 // Internal definition of the shared Model object (see rustasr/engine.h for the public view).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -32,12 +33,19 @@ class Model {
   const std::string& device_fallback() const { return device_fallback_; }
   void set_device_fallback(std::string why) { device_fallback_ = std::move(why); }
 
+  // ModelParams::low_memory (CPU backend only), and the sessions inside encode/prefill/step right now.
+  bool low_memory() const { return low_memory_; }
+  void set_low_memory(bool on) { low_memory_ = on; }
+  std::atomic<int>& busy_sessions() const { return busy_; }
+
  private:
   ModelConfig config_;
   ModelWeights weights_;
   std::unique_ptr<Backend> backend_;
   MelExtractor mel_;
   std::string device_fallback_;
+  bool low_memory_ = false;
+  mutable std::atomic<int> busy_{0};
 };
 
 // Output length of one 3x3 stride-2 pad-1 convolution: ceil(n / 2).
