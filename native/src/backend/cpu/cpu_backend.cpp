@@ -44,7 +44,8 @@ class CpuBackend final : public Backend {
   std::string kernel() const override { return isa_name(isa_); }
   int threads() const override { return pool_.size(); }
 
-  // Host memory, 64-byte aligned (whole cache lines for the SIMD kernels).
+  // Host memory, 64-byte aligned (whole cache lines for the SIMD kernels). (Transparent huge pages for
+  // the KV cache were tried: no measurable change in a 0.6B step with 800 cached positions.)
   float* alloc(int64_t count) override {
     if (count <= 0) return nullptr;
     const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
@@ -248,38 +249,59 @@ class CpuBackend final : public Backend {
     const int64_t group = q_heads / kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const Isa isa = isa_;
-    // One task per (query row, head); roughly nk * head_dim multiply-adds each.
-    const int64_t tasks = nq * q_heads;
-    const int64_t work = std::max<int64_t>(1, nk * head_dim);
+    // One task per (query row, KV head): the `group` query heads that share a KV head are done together, so
+    // each key and value row is read once per task (GQA), not once per query head. Per query head the
+    // arithmetic and its order are those of a plain per-head loop.
+    const int64_t tasks = nq * kv_heads;
+    const int64_t work = std::max<int64_t>(1, nk * head_dim * group);
     const int64_t grain = std::max<int64_t>(1, 32768 / work);
     pool_.parallel_for(
         tasks,
         [&](int64_t tb, int64_t te) {
-          std::vector<float> sc(static_cast<size_t>(std::max<int64_t>(nk, 1)));
+          std::vector<float> sc(static_cast<size_t>(std::max<int64_t>(nk, 1) * group));
+          std::vector<double> sums(static_cast<size_t>(group));
           for (int64_t t = tb; t < te; ++t) {
-            const int64_t i = t / q_heads, hh = t % q_heads, kh = hh / group;
-            const float* qv = q + (i * q_heads + hh) * head_dim;
-            float* o = out + (i * q_heads + hh) * head_dim;
+            const int64_t i = t / kv_heads, kh = t % kv_heads;
+            const float* q0 = q + (i * q_heads + kh * group) * head_dim;
+            float* o0 = out + (i * q_heads + kh * group) * head_dim;
             int64_t limit = nk;
             if (causal) limit = std::min<int64_t>(nk, q_pos0 + i + 1);
-            std::fill(o, o + head_dim, 0.f);
+            if (limit > 0 && attend_f32(isa, q0, k + kh * head_dim, v + kh * head_dim, limit, kv_stride, head_dim,
+                                        scale, sc.data(), o0)) {
+              for (int64_t g = 1; g < group; ++g)
+                attend_f32(isa, q0 + g * head_dim, k + kh * head_dim, v + kh * head_dim, limit, kv_stride, head_dim,
+                           scale, sc.data(), o0 + g * head_dim);
+              continue;
+            }
+            std::fill(o0, o0 + group * head_dim, 0.f);
             if (limit <= 0) continue;
-            float mx = -INFINITY;
             for (int64_t j = 0; j < limit; ++j) {
-              const float s = dot_f32(isa, qv, k + j * kv_stride + kh * head_dim, head_dim) * scale;
-              sc[static_cast<size_t>(j)] = s;
-              mx = std::max(mx, s);
+              const float* kr = k + j * kv_stride + kh * head_dim;
+              for (int64_t g = 0; g < group; ++g)
+                sc[static_cast<size_t>(g * limit + j)] = dot_f32(isa, q0 + g * head_dim, kr, head_dim) * scale;
             }
-            double sum = 0;
+            for (int64_t g = 0; g < group; ++g) {
+              float* sg = sc.data() + g * limit;
+              float mx = -INFINITY;
+              for (int64_t j = 0; j < limit; ++j) mx = std::max(mx, sg[j]);
+              double sum = 0;
+              for (int64_t j = 0; j < limit; ++j) {
+                const float e = std::exp(sg[j] - mx);
+                sg[j] = e;
+                sum += e;
+              }
+              sums[static_cast<size_t>(g)] = sum;
+            }
             for (int64_t j = 0; j < limit; ++j) {
-              const float e = std::exp(sc[static_cast<size_t>(j)] - mx);
-              sc[static_cast<size_t>(j)] = e;
-              sum += e;
+              const float* vr = v + j * kv_stride + kh * head_dim;
+              for (int64_t g = 0; g < group; ++g)
+                axpy_f32(isa, sc[static_cast<size_t>(g * limit + j)], vr, o0 + g * head_dim, head_dim);
             }
-            for (int64_t j = 0; j < limit; ++j)
-              axpy_f32(isa, sc[static_cast<size_t>(j)], v + j * kv_stride + kh * head_dim, o, head_dim);
-            const float inv = static_cast<float>(1.0 / sum);
-            for (int64_t dd = 0; dd < head_dim; ++dd) o[dd] *= inv;
+            for (int64_t g = 0; g < group; ++g) {
+              const float inv = static_cast<float>(1.0 / sums[static_cast<size_t>(g)]);
+              float* o = o0 + g * head_dim;
+              for (int64_t dd = 0; dd < head_dim; ++dd) o[dd] *= inv;
+            }
           }
         },
         grain, std::min<int64_t>(tasks, 8 * pool_.size()));

@@ -61,6 +61,12 @@ void gemv_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
 // Vector helpers used by the other ops, on the best path of `isa`.
 float dot_f32(Isa isa, const float* a, const float* b, int64_t n);
 void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n);  // y += a * x
+// Attention of one query row against `limit` key/value rows (rows kv_stride floats apart): out[head_dim] =
+// softmax(q . k_j * scale) . v_j, with the scores and the output kept in registers where the ISA allows.
+// Returns false (nothing written) when this ISA / head_dim has no such kernel: the caller then runs the
+// generic loop. scratch: `limit` floats.
+bool attend_f32(Isa isa, const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride,
+                int64_t head_dim, float scale, float* scratch, float* out);
 
 // out[0 .. n) = weight elements [offset, offset + n) as float32 (vectorised BF16/F16 upcast).
 void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out);
