@@ -919,6 +919,10 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // int8 loads write their on-disk cache here, not into the user's cache: a run never reuses a cache
+  // file written by another run (or another architecture: the qemu arm64 run shares $HOME with x86).
+  static TempDir int8_cache_dir;
+  if (!std::getenv("RUSTASR_CACHE_DIR")) ::setenv("RUSTASR_CACHE_DIR", int8_cache_dir.path.c_str(), 1);
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -425,6 +425,15 @@ CachePlan plan_cache(ModelWeights& w, const std::string& model_dir) {
   std::string& m = plan.meta;
   m = "rustasr int8 cache v1\n";
   m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+  // The quantiser's float rounding may differ between architectures (FMA contraction): a cache is only
+  // reused by the architecture that wrote it (a home directory shared by x86-64 and arm64 machines).
+#if defined(__x86_64__) || defined(_M_X64)
+  m += "arch x86_64\n";
+#elif defined(__aarch64__)
+  m += "arch aarch64\n";
+#else
+  m += "arch other\n";
+#endif
   m += "dir " + real_path(model_dir) + "\n";
   for (const auto& a : w.archives) {
     const std::string& path = a->path();
