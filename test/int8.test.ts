@@ -20,28 +20,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Model, decodeWav } from '../src/index.js';
-import { native, type NativeSession } from '../src/native.js';
-import { buildPrompt } from '../src/text/prompt.js';
+import { native } from '../src/native.js';
 import { listCases, loadCase, type GoldenCase } from './helpers/golden.js';
+import { greedyIds, maxAbs, maxAbsDiff, withSession } from './helpers/parity.js';
 
 /** Documented int8 logit tolerance: max |int8 - golden| / max |golden prefill logits|. */
 const INT8_LOGITS_TOL = 0.02;
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
-  return m;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
 
 // A private int8 cache (test/int8-cache.test.ts covers it): the first load of a model quantises and writes
 // it, the later ones (other kernels) map it, so both paths are held to the golden budget below.
@@ -60,15 +44,6 @@ afterAll(async () => {
   for (const m of models.values()) (await m).dispose();
   rmSync(cacheDir, { recursive: true, force: true });
 });
-
-async function withSession<T>(model: Model, fn: (s: NativeSession) => Promise<T>): Promise<T> {
-  const s = model.createSession();
-  try {
-    return await fn(s);
-  } finally {
-    s.dispose();
-  }
-}
 
 /** Steps whose golden top-1 / top-2 margin exceeds twice the int8 logit budget. */
 function decidedSteps(c: GoldenCase): boolean[] {
@@ -119,18 +94,7 @@ describe.each(cases)('int8 golden case %s', (name) => {
     const model = await int8Model(c);
     const { samples } = decodeWav(readFileSync(c.audioPath));
     const golden = c.json.greedy.generated_ids;
-    const ids = await withSession(model, async (s) => {
-      const mel = await s.mel(samples);
-      const enc = await s.encode(mel.data, mel.frames, false);
-      const p = buildPrompt(model.tokenizer, {
-        context: c.json.context,
-        language: c.json.force_language ?? undefined,
-        audioTokens: enc.nTokens,
-      });
-      const out = [(await s.prefill(p.ids, enc.embeds)).id];
-      while (out.length < golden.length) out.push((await s.step(out[out.length - 1]!)).id);
-      return out;
-    });
+    const ids = await greedyIds(model, c, samples);
     const decided = decidedSteps(c);
     const firstUndecided = decided.indexOf(false);
     const n = firstUndecided < 0 ? golden.length : firstUndecided;

@@ -112,12 +112,13 @@ export async function checkPrefillDecode(model: Model, c: GoldenCase, hidden = t
   });
 }
 
-/** wav -> the golden greedy ids end to end (exact), then the public decode loop up to the first EOS. */
-export async function checkEndToEnd(model: Model, c: GoldenCase): Promise<void> {
-  const { samples } = decodeWav(readFileSync(c.audioPath));
-  const golden = c.json.greedy.generated_ids;
-  // The golden run has no EOS stop: drive the session directly for exactly as many steps.
-  const ids = await withSession(model, async (s) => {
+/**
+ * The case's wav through mel, encoder, the case's prompt and free-running greedy steps, as many ids as the
+ * golden run has. The golden run has no EOS stop, so the session is driven directly, not through decode().
+ */
+export async function greedyIds(model: Model, c: GoldenCase, samples: Float32Array): Promise<number[]> {
+  const n = c.json.greedy.generated_ids.length;
+  return withSession(model, async (s) => {
     const mel = await s.mel(samples);
     const enc = await s.encode(mel.data, mel.frames, false);
     const p = buildPrompt(model.tokenizer, {
@@ -126,10 +127,16 @@ export async function checkEndToEnd(model: Model, c: GoldenCase): Promise<void> 
       audioTokens: enc.nTokens,
     });
     const out = [(await s.prefill(p.ids, enc.embeds)).id];
-    while (out.length < golden.length) out.push((await s.step(out[out.length - 1]!)).id);
+    while (out.length < n) out.push((await s.step(out[out.length - 1]!)).id);
     return out;
   });
-  expect(ids).toEqual(golden);
+}
+
+/** wav -> the golden greedy ids end to end (exact), then the public decode loop up to the first EOS. */
+export async function checkEndToEnd(model: Model, c: GoldenCase): Promise<void> {
+  const { samples } = decodeWav(readFileSync(c.audioPath));
+  const golden = c.json.greedy.generated_ids;
+  expect(await greedyIds(model, c, samples)).toEqual(golden);
   // The public decode loop (which stops at EOS) yields the same ids up to the first EOS.
   const firstEos = golden.findIndex((id) => model.eosIds.has(id));
   const expected = firstEos < 0 ? golden : golden.slice(0, firstEos);
