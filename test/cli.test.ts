@@ -1,9 +1,7 @@
 // `rustasr infer` as a subprocess (node bin/rustasr.js): formats, stdin, --config, exit codes.
 // bin/rustasr.js runs dist/: CI builds it (`npm run build`) before `npm test`; locally, a dist/ older than
 // src/ is rebuilt once here (tsc -p tsconfig.build.json).
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -11,57 +9,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { formatCue } from '../src/cli/index.js';
 import { decodeWav } from '../src/index.js';
-import { REPO_ROOT, goldenPath, loadCase } from './helpers/golden.js';
+import { type CliRun, ensureDist, runCli } from './helpers/cli.js';
+import { goldenPath, loadCase } from './helpers/golden.js';
 import { wavFromSamples } from '../scripts/wav-builder.mjs';
 
-const BIN = join(REPO_ROOT, 'bin', 'rustasr.js');
 const MODEL = goldenPath('models', 'tiny-a');
 const WAV = goldenPath('audio', 'en_5s.wav');
 const scratch = mkdtempSync(join(tmpdir(), 'rustasr-cli-'));
 let goldenIds: number[] = [];
 
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) t = Math.max(t, newestMtime(p));
-    else if (e.name.endsWith('.ts')) t = Math.max(t, statSync(p).mtimeMs);
-  }
-  return t;
-}
-
 beforeAll(() => {
-  const out = join(REPO_ROOT, 'dist', 'cli', 'index.js');
-  if (!existsSync(out) || statSync(out).mtimeMs < newestMtime(join(REPO_ROOT, 'src'))) {
-    const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-    try {
-      execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, stdio: 'pipe' });
-    } catch (err) {
-      // tsc emits despite type errors elsewhere; only a missing output is fatal.
-      if (!existsSync(out)) throw err;
-    }
-  }
+  ensureDist(join('cli', 'index.js'));
   return loadCase('tiny-a__en_5s').then((c) => void (goldenIds = c.json.greedy.generated_ids.slice(0, 16)));
 });
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], stdinFile?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    // Offline with an empty cache: a CLI test never reaches the network.
-    const env = { ...process.env, RUSTASR_OFFLINE: '1', RUSTASR_CACHE_DIR: join(scratch, 'cache') };
-    const child = execFile(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-    if (stdinFile) child.stdin!.end(readFileSync(stdinFile));
-    else child.stdin!.end();
-  });
+function run(args: string[], stdinFile?: string): Promise<CliRun> {
+  // Offline with an empty cache: a CLI test never reaches the network.
+  return runCli(args, { ...process.env, RUSTASR_OFFLINE: '1', RUSTASR_CACHE_DIR: join(scratch, 'cache') }, stdinFile);
 }
 
 describe('rustasr infer', () => {

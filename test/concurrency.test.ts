@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAudio, loadModel, RustAsrError, transcribe, type Model } from '../src/index.js';
 import { native } from '../src/native.js';
 import { goldenPath, listCaseEntries, REPO_ROOT, type GoldenIndexEntry } from './helpers/golden.js';
+import { rejection } from './helpers/errors.js';
 
 const MODEL_DIR = goldenPath('models', 'tiny-a');
 const MAX_NEW = 16;
@@ -54,16 +55,6 @@ async function collect(
     ids.push(id);
   }
   return ids;
-}
-
-async function rejection(p: Promise<unknown>): Promise<RustAsrError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(RustAsrError);
-    return err as RustAsrError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('simultaneous transcriptions on one model', () => {

@@ -10,19 +10,19 @@
 // "This machine" means what CI has: no usable GPU (with or without the CUDA plugin built next to the addon)
 // and no Metal off macOS. Where a GPU is usable, or on macOS, the assertions that a GPU is absent are
 // skipped; everything else runs.
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
-import { RustAsrError, devices, loadModel, transcribe, type DeviceStatus, type Model } from '../src/index.js';
+import { devices, loadModel, transcribe, type DeviceStatus, type Model } from '../src/index.js';
 import { native } from '../src/native.js';
+import { type CliRun, ensureDist, runCli } from './helpers/cli.js';
 import { REPO_ROOT, goldenPath, loadCase } from './helpers/golden.js';
+import { rejection } from './helpers/errors.js';
 
-const require = createRequire(import.meta.url);
 const PLUGIN_ENV = 'RUSTASR_CUDA_PLUGIN';
 // This worker probes the machine as it is: a plugin named in the environment of whoever runs the tests does
 // not count here (deleting it affects this forked worker only).
@@ -50,16 +50,6 @@ afterAll(() => {
   delete process.env[PLUGIN_ENV];
   rmSync(scratch, { recursive: true, force: true });
 });
-
-async function rejection(p: Promise<unknown>): Promise<RustAsrError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(RustAsrError);
-    return err as RustAsrError;
-  }
-  throw new Error('expected a rejection');
-}
 
 function byKind(list: DeviceStatus[]): Record<string, DeviceStatus> {
   return Object.fromEntries(list.map((d) => [d.kind, d]));
@@ -238,49 +228,18 @@ describe.runIf(process.platform === 'linux')('a CUDA plugin whose GPU probes usa
 
 // --------------------------------------------------------------------------------------------------- CLI
 
-const BIN = join(REPO_ROOT, 'bin', 'rustasr.js');
 
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) t = Math.max(t, newestMtime(p));
-    else if (e.name.endsWith('.ts')) t = Math.max(t, statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], plugin?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, RUSTASR_OFFLINE: '1', RUSTASR_CACHE_DIR: join(scratch, 'cache') };
-    delete env[PLUGIN_ENV];
-    if (plugin !== undefined) env[PLUGIN_ENV] = plugin;
-    const child = execFile(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin!.end();
-  });
+function run(args: string[], plugin?: string): Promise<CliRun> {
+  const env: NodeJS.ProcessEnv = { ...process.env, RUSTASR_OFFLINE: '1', RUSTASR_CACHE_DIR: join(scratch, 'cache') };
+  delete env[PLUGIN_ENV];
+  if (plugin !== undefined) env[PLUGIN_ENV] = plugin;
+  return runCli(args, env);
 }
 
 describe('rustasr devices / infer --device', () => {
   beforeAll(() => {
     // bin/rustasr.js runs dist/ (built by `npm run build` in CI); a dist/ older than src/ is rebuilt once.
-    const out = join(REPO_ROOT, 'dist', 'cli', 'devices.js');
-    if (!existsSync(out) || statSync(out).mtimeMs < newestMtime(join(REPO_ROOT, 'src'))) {
-      const tsc = require.resolve('typescript/bin/tsc');
-      try {
-        execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, stdio: 'pipe' });
-      } catch (err) {
-        if (!existsSync(out)) throw err;
-      }
-    }
+    ensureDist(join('cli', 'devices.js'));
   });
 
   it('devices --json parses and lists cpu, cuda, metal; exit 0', async () => {

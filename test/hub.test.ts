@@ -8,13 +8,14 @@ import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { runList, runPull } from '../src/cli/models.js';
-import { Model, RustAsrError } from '../src/index.js';
+import { Model } from '../src/index.js';
 import { MANIFEST_FILE, resolveCacheDir } from '../src/model/cache.js';
 import { listCachedModels } from '../src/model/list.js';
 import { resolveModel, type DownloadProgress, type ResolveModelOptions } from '../src/model/resolve.js';
 import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';
 import { goldenRoot } from './helpers/golden.js';
 import { readSafetensors, writeSafetensors, type TensorEntry } from './helpers/safetensors.js';
+import { rejection } from './helpers/errors.js';
 
 const SOURCE = join(goldenRoot(), 'models', 'tiny-a');
 const WEIGHTS = 'model.safetensors';
@@ -71,16 +72,6 @@ function freshCache(): string {
 
 function opts(cacheDir: string, extra: ResolveModelOptions = {}): ResolveModelOptions {
   return { cacheDir, endpoint: hub.endpoint, offline: false, ...extra };
-}
-
-async function rejection(p: Promise<unknown>): Promise<RustAsrError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(RustAsrError);
-    return err as RustAsrError;
-  }
-  throw new Error('expected a rejection');
 }
 
 function expectSameFiles(dir: string, files: Record<string, Buffer>): void {
