@@ -313,16 +313,16 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
   report(ids_ok, tag + "greedy ids (golden-fed)", first_bad);
   report(s.position() == static_cast<int64_t>(ids.size() + steps - 1), tag + "position");
 
-  // 5. end to end: wav -> own mel -> own embeddings -> prefill -> 16 greedy ids (exact).
+  // 5. end to end: wav -> own mel -> own embeddings -> prefill -> 16 greedy ids (exact), the steps by
+  // step_greedy (the SDK's decode loop).
   rustasr::Session e2e(model);
   rustasr::EncoderOutputs own = e2e.encode(mel.data(), T, false);
   std::vector<float> l = e2e.prefill(ids.data(), static_cast<int64_t>(ids.size()), own.embeds.data(),
                                      own.n_tokens);
   std::vector<int64_t> got;
-  for (size_t k = 0; k < steps; ++k) {
-    if (k > 0) l = e2e.step(static_cast<int32_t>(got.back()));
-    got.push_back(rustasr::argmax(l.data(), static_cast<int64_t>(l.size())));
-  }
+  for (size_t k = 0; k < steps; ++k)
+    got.push_back(k == 0 ? rustasr::argmax(l.data(), static_cast<int64_t>(l.size()))
+                         : e2e.step_greedy(static_cast<int32_t>(got.back())));
   report(got == d.generated, tag + "end-to-end greedy ids");
 }
 
@@ -878,6 +878,70 @@ void kernel_checks() {
   }
 }
 
+// Backend::attention for one query row (decode) on every kernel and thread count, against a float64
+// reference: cache lengths around the split-by-position threshold (128 rows) and far past it, GQA and
+// plain heads, head sizes with and without a split kernel, a row stride wider than the heads, and a
+// causal limit shorter than the cache. Buffers are sized exactly, for the sanitizer builds.
+void attention_checks() {
+  uint64_t rng = 0x2545f4914f6cdd1dull;
+  auto next = [&] {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return static_cast<float>(static_cast<double>(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  };
+  struct Shape {
+    int64_t q_heads, kv_heads, hd;
+  };
+  for (const std::string& k : rustasr::cpu_kernels())
+    for (int threads : {1, 2, 3}) {
+      rustasr::BackendOptions bo;
+      bo.threads = threads;
+      bo.kernel = k;
+      std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+      double worst = 0;
+      int runs = 0;
+      for (const Shape sh : {Shape{16, 8, 128}, Shape{16, 16, 64}, Shape{16, 8, 64}, Shape{8, 4, 32}})
+        for (int64_t nk : {1, 127, 128, 129, 300, 1031})
+          for (bool short_limit : {false, true}) {
+            const int64_t stride = sh.kv_heads * sh.hd + 16;
+            const int64_t pos = short_limit ? nk / 2 : nk - 1;  // the query's position: limit = pos + 1
+            std::vector<float> q(static_cast<size_t>(sh.q_heads * sh.hd)), out(q.size());
+            std::vector<float> kc(static_cast<size_t>(nk * stride)), vc(kc.size());
+            for (float& x : q) x = next() * 2.f;
+            for (float& x : kc) x = next();
+            for (float& x : vc) x = next();
+            be->attention(q.data(), 1, pos, kc.data(), vc.data(), nk, stride, sh.q_heads, sh.kv_heads, sh.hd, true,
+                          out.data());
+            ++runs;
+            const int64_t limit = pos + 1, group = sh.q_heads / sh.kv_heads;
+            const double scale = 1.0 / std::sqrt(static_cast<double>(sh.hd));
+            for (int64_t h = 0; h < sh.q_heads; ++h) {
+              const int64_t kh = h / group;
+              std::vector<double> p(static_cast<size_t>(limit));
+              double mx = -1e300, den = 0;
+              for (int64_t j = 0; j < limit; ++j) {
+                double d = 0;
+                for (int64_t i = 0; i < sh.hd; ++i)
+                  d += static_cast<double>(q[static_cast<size_t>(h * sh.hd + i)]) *
+                       kc[static_cast<size_t>(j * stride + kh * sh.hd + i)];
+                p[static_cast<size_t>(j)] = d * scale;
+                mx = std::max(mx, d * scale);
+              }
+              for (double& x : p) den += (x = std::exp(x - mx));
+              for (int64_t i = 0; i < sh.hd; ++i) {
+                double ref = 0;
+                for (int64_t j = 0; j < limit; ++j)
+                  ref += p[static_cast<size_t>(j)] * vc[static_cast<size_t>(j * stride + kh * sh.hd + i)];
+                const double e = std::fabs(out[static_cast<size_t>(h * sh.hd + i)] - ref / den);
+                worst = std::max(worst, std::isnan(e) ? 1.0 : e);
+              }
+            }
+          }
+      report(worst <= 2e-6, "decode attention, " + std::to_string(runs) + " shapes [" + k + ", " +
+                                std::to_string(threads) + " thread(s)]",
+             "max abs err " + fmt(worst) + " (tol 2e-06)");
+    }
+}
+
 // The benchmark probes (backend/cpu/probe.cpp) are engine code too: run them small, for the sanitizers.
 void probe_checks() {
   namespace cpu = rustasr::cpu;
@@ -1049,6 +1113,11 @@ int main(int argc, char** argv) {
         kernel_checks();
       } catch (const std::exception& e) {
         report(false, "kernel checks", std::string("exception: ") + e.what());
+      }
+      try {
+        attention_checks();
+      } catch (const std::exception& e) {
+        report(false, "attention checks", std::string("exception: ") + e.what());
       }
       try {
         probe_checks();

@@ -240,6 +240,57 @@ class CpuBackend final : public Backend {
         std::max<int64_t>(1, 4096 / std::max<int64_t>(1, heads * head_dim)));
   }
 
+  // Decode attention (one query row) split by position across the pool: each thread reads one contiguous
+  // block of cache rows, all heads at once, and the parts are combined with their softmax maxima. Used from
+  // kSplitMinRows cached rows on (below, the per-head tasks are as fast). Returns false when the kernel does
+  // not cover this ISA / head size / GQA group (the caller runs the per-head path).
+  bool attention_split(const float* q, int64_t limit, const float* k, const float* v, int64_t kv_stride,
+                       int64_t q_heads, int64_t kv_heads, int64_t head_dim, float scale, float* out) {
+    constexpr int64_t kSplitMinRows = 128;
+    if (limit < kSplitMinRows || pool_.size() < 2 || !attend_part_available(isa_, head_dim, q_heads, kv_heads))
+      return false;
+    constexpr int64_t kMaxParts = 64;
+    const int64_t parts = std::min<int64_t>({static_cast<int64_t>(pool_.size()), limit / 64, kMaxParts});
+    const int64_t max_len = (limit + parts - 1) / parts;
+    const int64_t per_part = q_heads * (max_len + head_dim + 1);
+    std::vector<float> fbuf(static_cast<size_t>(parts * per_part));
+    std::vector<double> sums(static_cast<size_t>(parts * q_heads));
+    const Isa isa = isa_;
+    pool_.parallel_for(
+        parts,
+        [&](int64_t pb, int64_t pe) {
+          for (int64_t p = pb; p < pe; ++p) {
+            float* base = fbuf.data() + p * per_part;
+            attend_part_f32(isa, q, k, v, limit * p / parts, limit * (p + 1) / parts, kv_stride, q_heads, kv_heads,
+                            head_dim, scale, base + q_heads * (head_dim + 1), base, base + q_heads * head_dim,
+                            sums.data() + p * q_heads);
+          }
+        },
+        1, parts);
+    auto part_max = [&](int64_t p, int64_t h) {
+      return fbuf[static_cast<size_t>(p * per_part + q_heads * head_dim + h)];
+    };
+    for (int64_t h = 0; h < q_heads; ++h) {
+      float mx = -INFINITY;
+      for (int64_t p = 0; p < parts; ++p) mx = std::max(mx, part_max(p, h));
+      double den = 0;
+      float w[kMaxParts];
+      for (int64_t p = 0; p < parts; ++p) {
+        const double wp = std::exp(static_cast<double>(part_max(p, h)) - mx);
+        w[p] = static_cast<float>(wp);
+        den += wp * sums[static_cast<size_t>(p * q_heads + h)];
+      }
+      const float inv = static_cast<float>(1.0 / den);
+      float* o = out + h * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) {
+        float acc = 0;
+        for (int64_t p = 0; p < parts; ++p) acc += w[p] * fbuf[static_cast<size_t>(p * per_part + h * head_dim + d)];
+        o[d] = acc * inv;
+      }
+    }
+    return true;
+  }
+
   void attention(const float* q, int64_t nq, int64_t q_pos0, const float* k, const float* v, int64_t nk,
                  int64_t kv_stride, int64_t q_heads, int64_t kv_heads, int64_t head_dim, bool causal,
                  float* out) override {
@@ -249,6 +300,9 @@ class CpuBackend final : public Backend {
     const int64_t group = q_heads / kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const Isa isa = isa_;
+    if (nq == 1 && attention_split(q, causal ? std::min<int64_t>(nk, q_pos0 + 1) : nk, k, v, kv_stride, q_heads,
+                                   kv_heads, head_dim, scale, out))
+      return;
     // One task per (query row, KV head): the `group` query heads that share a KV head are done together, so
     // each key and value row is read once per task (GQA), not once per query head. Per query head the
     // arithmetic and its order are those of a plain per-head loop.
@@ -267,12 +321,8 @@ class CpuBackend final : public Backend {
             int64_t limit = nk;
             if (causal) limit = std::min<int64_t>(nk, q_pos0 + i + 1);
             if (limit > 0 && attend_f32(isa, q0, k + kh * head_dim, v + kh * head_dim, limit, kv_stride, head_dim,
-                                        scale, sc.data(), o0)) {
-              for (int64_t g = 1; g < group; ++g)
-                attend_f32(isa, q0 + g * head_dim, k + kh * head_dim, v + kh * head_dim, limit, kv_stride, head_dim,
-                           scale, sc.data(), o0 + g * head_dim);
+                                        group, scale, sc.data(), o0))
               continue;
-            }
             std::fill(o0, o0 + group * head_dim, 0.f);
             if (limit <= 0) continue;
             for (int64_t j = 0; j < limit; ++j) {

@@ -61,12 +61,23 @@ void gemv_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
 // Vector helpers used by the other ops, on the best path of `isa`.
 float dot_f32(Isa isa, const float* a, const float* b, int64_t n);
 void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n);  // y += a * x
-// Attention of one query row against `limit` key/value rows (rows kv_stride floats apart): out[head_dim] =
-// softmax(q . k_j * scale) . v_j, with the scores and the output kept in registers where the ISA allows.
-// Returns false (nothing written) when this ISA / head_dim has no such kernel: the caller then runs the
-// generic loop. scratch: `limit` floats.
+// Attention of `group` query heads (q: group * head_dim floats, head after head) sharing one KV head,
+// against `limit` key/value rows (rows kv_stride floats apart): out[g * head_dim ..] = softmax(q_g . k_j *
+// scale) . v_j, with the scores and the output kept in registers where the ISA allows and each key/value
+// row read once for the group. Returns false (nothing written) when this ISA / head_dim has no such
+// kernel: the caller then runs the generic loop. scratch: group * `limit` floats.
 bool attend_f32(Isa isa, const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride,
-                int64_t head_dim, float scale, float* scratch, float* out);
+                int64_t head_dim, int64_t group, float scale, float* scratch, float* out);
+
+// Decode attention split by position: one query row of every head (q_heads, kv_heads KV heads), over the
+// key/value rows [j0, j1), all heads of a row at once (the rows are read in order, as one block). Per
+// query head h: m[h] = max score, sum[h] = sum of exp(score - m[h]), o[h * head_dim ..] = the
+// exp-weighted sum of value rows (not divided by sum). The caller combines the parts. Returns false
+// (nothing written) when attend_part_available says no. sc: q_heads * (j1 - j0) floats.
+bool attend_part_available(Isa isa, int64_t head_dim, int64_t q_heads, int64_t kv_heads);
+bool attend_part_f32(Isa isa, const float* q, const float* k, const float* v, int64_t j0, int64_t j1,
+                     int64_t kv_stride, int64_t q_heads, int64_t kv_heads, int64_t head_dim, float scale, float* sc,
+                     float* o, float* m, double* sum);
 
 // out[0 .. n) = weight elements [offset, offset + n) as float32 (vectorised BF16/F16 upcast).
 void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out);
