@@ -251,16 +251,23 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
     const int32_t token = static_cast<int32_t>(tok64);
     const bool want_logits = info.Length() > 1 && info[1].ToBoolean().Value();
     auto s = acquire(env);
+    // Greedy steps (no logits wanted) take the argmax on the worker and copy nothing out.
     auto logits = std::make_shared<std::vector<float>>();
+    auto id = std::make_shared<int32_t>(0);
     auto busy = busy_;
     return queue(
-        env, [s, token, logits, busy] {
+        env, [s, token, logits, id, want_logits, busy] {
           struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
-          *logits = s->step(token);
+          if (want_logits) {
+            *logits = s->step(token);
+            *id = rustasr::argmax(logits->data(), static_cast<int64_t>(logits->size()));
+          } else {
+            *id = s->step_greedy(token);
+          }
         },
-        [logits, want_logits](Napi::Env env) -> Napi::Value {
+        [logits, id, want_logits](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
-          o.Set("id", Napi::Number::New(env, rustasr::argmax(logits->data(), static_cast<int64_t>(logits->size()))));
+          o.Set("id", Napi::Number::New(env, *id));
           if (want_logits) o.Set("logits", to_f32(env, *logits));
           return o;
         });

@@ -134,6 +134,9 @@ class Session {
 
   // Feeds one token at the next position and returns its logits ([vocab_size]).
   std::vector<float> step(int32_t token);
+  // Greedy decoding: feeds one token and returns the id of its largest logit (argmax), without handing the
+  // logits out (no per-step allocation).
+  int32_t step_greedy(int32_t token);
 
   int64_t position() const { return pos_; }
   const Model& model() const { return *model_; }
@@ -143,6 +146,8 @@ class Session {
   // Runs n new tokens (embeddings in h, [n, hidden]) at positions pos0.. through the decoder layers,
   // appending to the KV cache; the final-norm output of the last row goes to last_normed.
   void decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed);
+  // step() and step_greedy(): runs the token and leaves its logits in the session's host buffer.
+  const std::vector<float>& step_to_host(int32_t token);
   std::shared_ptr<const Model> model_;
   std::unique_ptr<State> state_;
   int64_t pos_ = 0;

@@ -91,6 +91,7 @@ struct Session::State {
   // Decoder: x, q, att, gate, up, the embeddings h (+ final-norm output row), logits.
   DeviceBuffer dx, dq, datt, dgate, dup, dh, logits;
   std::vector<float> host;  // host staging (a conv-stem chunk, the positional table)
+  std::vector<float> host_logits;  // a step's logits on the host
 
   explicit State(Backend* backend) : be(backend) {
     for (DeviceBuffer* b : {&img, &a1, &a2, &a3, &flat, &pe, &h, &x, &q, &k, &v, &att, &mid, &emb, &dx, &dq,
@@ -377,7 +378,7 @@ std::vector<float> Session::prefill(const int32_t* ids, int64_t n, const float* 
   return logits;
 }
 
-std::vector<float> Session::step(int32_t token) {
+const std::vector<float>& Session::step_to_host(int32_t token) {
   const Model& m = *model_;
   const DecoderDims D(m.config().text);
   if (pos_ == 0) throw Error(ErrorCode::kInvalidArgument, "step: call prefill first");
@@ -393,9 +394,17 @@ std::vector<float> Session::step(int32_t token) {
   ++pos_;
   float* dlogits = state_->logits.get(D.vocab);
   be.linear(last, 1, m.weights().lm_head, none(), dlogits);
-  std::vector<float> logits(static_cast<size_t>(D.vocab));
+  std::vector<float>& logits = state_->host_logits;
+  logits.resize(static_cast<size_t>(D.vocab));
   be.download(logits.data(), dlogits, D.vocab);
   return logits;
+}
+
+std::vector<float> Session::step(int32_t token) { return step_to_host(token); }
+
+int32_t Session::step_greedy(int32_t token) {
+  const std::vector<float>& logits = step_to_host(token);
+  return argmax(logits.data(), static_cast<int64_t>(logits.size()));
 }
 
 int32_t argmax(const float* v, int64_t n) {
