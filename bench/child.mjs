@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { URL, pathToFileURL } from 'node:url';
 
-import { epochMs } from './lib.mjs';
+import { epochMs, median as medianOf } from './lib.mjs';
 
 const startEpochMs = epochMs();
 const [mode, arg] = process.argv.slice(2);
@@ -138,13 +138,18 @@ async function runCase(o) {
   for (let r = 0; r < o.reps; r++) {
     const gen = model.decode(samples, { maxNewTokens: o.tokens });
     let res;
+    // When each token arrived: the first comes from prefill, each later one from one decode step, so the
+    // gaps between arrivals are the steps' times (the loop here does nothing else).
+    const arrivals = [];
     for (;;) {
       const it = await gen.next();
       if (it.done) {
         res = it.value;
         break;
       }
+      arrivals.push(performance.now());
     }
+    const stepMs = arrivals.slice(1).map((x, i) => x - arrivals[i]);
     const t = res.timings;
     const steps = res.tokens.length - 1; // the first token comes from prefill
     reps.push({
@@ -156,6 +161,8 @@ async function runCase(o) {
       rtf: t.rtf,
       tokens: res.tokens.length,
       decodeMsPerToken: steps > 0 ? t.decodeMs / steps : NaN,
+      stepMsMedian: stepMs.length > 0 ? medianOf(stepMs) : NaN,
+      stepMsMax: stepMs.length > 0 ? Math.max(...stepMs) : NaN,
     });
   }
   const quantInfo = Object.fromEntries(Object.entries(info).filter(([k]) => /quant|dtype/i.test(k)));
