@@ -942,6 +942,31 @@ void attention_checks() {
     }
 }
 
+// Backend::gelu (the exact, erf form) on every kernel against float64, over -30..30, tiny values and the
+// lengths that leave a vector tail; NaN stays NaN. The AVX-512 paths use a vector erf (within 1.5e-7).
+void gelu_checks() {
+  std::vector<float> xs;
+  for (int i = -3000; i <= 3000; ++i) xs.push_back(static_cast<float>(i) * 0.01f);
+  for (float v : {1e-30f, -1e-30f, 1e-7f, -1e-7f, 0.f, -0.f, 5.5f, -5.5f}) xs.push_back(v);
+  xs.push_back(std::numeric_limits<float>::quiet_NaN());  // last: 6009 values, not a multiple of 16
+  for (const std::string& k : rustasr::cpu_kernels()) {
+    rustasr::BackendOptions bo;
+    bo.threads = 2;
+    bo.kernel = k;
+    std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+    std::vector<float> y = xs;
+    be->gelu(y.data(), static_cast<int64_t>(y.size()));
+    double worst = 0;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) {
+      const double x = xs[i], ref = 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+      const double e = std::fabs(y[i] - ref) / std::max(1.0, std::fabs(x));
+      worst = std::max(worst, std::isnan(e) ? 1.0 : e);
+    }
+    report(worst <= 2.5e-7 && std::isnan(y.back()), "gelu -30..30 [" + k + "]",
+           "max err / max(1, |x|) " + fmt(worst) + " (tol 2.5e-07), NaN -> " + fmt(y.back()));
+  }
+}
+
 // The benchmark probes (backend/cpu/probe.cpp) are engine code too: run them small, for the sanitizers.
 void probe_checks() {
   namespace cpu = rustasr::cpu;
@@ -1118,6 +1143,11 @@ int main(int argc, char** argv) {
         attention_checks();
       } catch (const std::exception& e) {
         report(false, "attention checks", std::string("exception: ") + e.what());
+      }
+      try {
+        gelu_checks();
+      } catch (const std::exception& e) {
+        report(false, "gelu checks", std::string("exception: ") + e.what());
       }
       try {
         probe_checks();

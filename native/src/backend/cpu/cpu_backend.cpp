@@ -21,8 +21,6 @@ namespace {
 // kGemvMaxRows rows); above it, the panel GEMM.
 constexpr int64_t kGemvMaxN = 4;
 
-inline float gelu_erf(float x) { return x * 0.5f * (1.0f + std::erf(x * 0.70710678118654752440f)); }
-
 std::vector<float> to_f32(const Weight& w) {
   std::vector<float> v(static_cast<size_t>(w.numel()));
   if (!v.empty()) convert_to_f32(w, 0, w.numel(), v.data());
@@ -121,10 +119,11 @@ class CpuBackend final : public Backend {
         }
     });
     linear(col, P, weight, bias, tmp);
-    // [P, cout] -> [cout, P] with GELU.
+    gelu(tmp, P * cout);
+    // [P, cout] -> [cout, P].
     pool_.parallel_for(cout, [&](int64_t cb, int64_t ce) {
       for (int64_t co = cb; co < ce; ++co)
-        for (int64_t p = 0; p < P; ++p) out[co * P + p] = gelu_erf(tmp[p * cout + co]);
+        for (int64_t p = 0; p < P; ++p) out[co * P + p] = tmp[p * cout + co];
     });
   }
 
@@ -180,7 +179,7 @@ class CpuBackend final : public Backend {
     pool_.parallel_for(
         count,
         [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) x[i] = gelu_erf(x[i]);
+          gelu_f32(isa_, x + b, e - b);
         },
         8192);
   }

@@ -79,6 +79,9 @@ bool attend_part_f32(Isa isa, const float* q, const float* k, const float* v, in
                      int64_t kv_stride, int64_t q_heads, int64_t kv_heads, int64_t head_dim, float scale, float* sc,
                      float* o, float* m, double* sum);
 
+// x = GELU(x) in place, the exact (erf) form: libm's erf, or on the AVX-512 paths a vector erf within 1.5e-7.
+void gelu_f32(Isa isa, float* x, int64_t n);
+
 // out[0 .. n) = weight elements [offset, offset + n) as float32 (vectorised BF16/F16 upcast).
 void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out);
 
