@@ -37,6 +37,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -1134,25 +1135,19 @@ int main(int argc, char** argv) {
       } catch (const std::exception& e) {
         report(false, "broken-input checks", std::string("exception: ") + e.what());
       }
-      try {
-        kernel_checks();
-      } catch (const std::exception& e) {
-        report(false, "kernel checks", std::string("exception: ") + e.what());
-      }
-      try {
-        attention_checks();
-      } catch (const std::exception& e) {
-        report(false, "attention checks", std::string("exception: ") + e.what());
-      }
-      try {
-        gelu_checks();
-      } catch (const std::exception& e) {
-        report(false, "gelu checks", std::string("exception: ") + e.what());
-      }
-      try {
-        probe_checks();
-      } catch (const std::exception& e) {
-        report(false, "probe checks", std::string("exception: ") + e.what());
+      // The model-free checks: each reports its own results; an exception fails it by name.
+      const std::pair<const char*, void (*)()> standalone[] = {
+          {"kernel checks", kernel_checks},
+          {"attention checks", attention_checks},
+          {"gelu checks", gelu_checks},
+          {"probe checks", probe_checks},
+      };
+      for (const auto& [name, run] : standalone) {
+        try {
+          run();
+        } catch (const std::exception& e) {
+          report(false, name, std::string("exception: ") + e.what());
+        }
       }
     }
   } catch (const std::exception& e) {
