@@ -241,8 +241,9 @@ class CpuBackend final : public Backend {
 
   // Decode attention (one query row) split by position across the pool: each thread reads one contiguous
   // block of cache rows, all heads at once, and the parts are combined with their softmax maxima. Used from
-  // kSplitMinRows cached rows on (below, the per-head tasks are as fast). Returns false when the kernel does
-  // not cover this ISA / head size / GQA group (the caller runs the per-head path).
+  // kSplitMinRows cached rows on (shorter caches take the per-head tasks; the split was only measured on
+  // long ones). Returns false when the kernel does not cover this ISA / head size / GQA group (the caller
+  // runs the per-head path).
   bool attention_split(const float* q, int64_t limit, const float* k, const float* v, int64_t kv_stride,
                        int64_t q_heads, int64_t kv_heads, int64_t head_dim, float scale, float* out) {
     constexpr int64_t kSplitMinRows = 128;

@@ -1368,7 +1368,6 @@ void gemv_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
   for (int i = cnt; i < count; ++i) gemv(pool, isa, x, n, *ws[i], ys[i]);
 }
 
-
 void gemv(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y) {
   if (n <= 0 || w.rows <= 0) return;
   const int64_t cols = w.cols;
