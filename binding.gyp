@@ -8,6 +8,7 @@
         "native/src/util/tensor.cpp",
         "native/src/util/error.cpp",
         "native/src/io/safetensors.cpp",
+        "native/src/io/large_pages.cpp",
         "native/src/io/config.cpp",
         "native/src/audio/mel.cpp",
         "native/src/model/weights.cpp",

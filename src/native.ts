@@ -30,6 +30,14 @@ export interface NativeModelInfo {
    * could not be written), 'off' (bf16, or cacheDir: false).
    */
   int8Cache: 'hit' | 'miss' | 'unwritable' | 'off';
+  /**
+   * CPU on Linux, the weight files' page size (ModelLoadOptions.largePages): 'large' (cached in 2 MiB
+   * pages), 'reread' (they were cached in 4 KiB pages: dropped from the page cache at load, read again in
+   * 2 MiB pages as they are used), 'uncached' (read in 2 MiB pages when used, where the kernel can),
+   * 'unsupported' (this file system or kernel maps them in 4 KiB pages), 'unknown' (the kernel cannot say,
+   * before Linux 6.7), 'off' (largePages: false, a GPU backend, or not Linux).
+   */
+  largePages: 'large' | 'reread' | 'uncached' | 'unsupported' | 'unknown' | 'off';
   /** The backend in use ('auto' resolved). */
   device: 'cpu' | 'cuda' | 'metal';
   /** The GPU's name; '' on the CPU. */
@@ -82,7 +90,7 @@ export interface NativeProbeResult {
 export interface NativeBinding {
   loadModel(
     dir: string,
-    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; lowMemory?: boolean; device?: string; deviceIndex?: number },
+    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; lowMemory?: boolean; largePages?: boolean; device?: string; deviceIndex?: number },
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
   devices(): Promise<NativeDeviceStatus[]>;

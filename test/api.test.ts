@@ -281,6 +281,26 @@ describe('bad inputs fail through pipeline() with their code', () => {
     expect(await codeOf(loadModel(golden.modelDir, { lowMemory: 'yes' as unknown as boolean }))).toBe('INVALID_OPTION');
   });
 
+  it('largePages: the golden ids with and without; info.largePages says what was found; a non-boolean is INVALID_OPTION', async () => {
+    for (const largePages of [true, false]) {
+      const m = await loadModel(golden.modelDir, { largePages });
+      try {
+        // The golden checkpoint (39 MB) is large enough to be examined; on Linux with the CPU backend the
+        // state is one of the examined ones, 'off' when not asked for.
+        if (largePages && process.platform === 'linux' && m.info.device === 'cpu') {
+          expect(['large', 'reread', 'uncached', 'unsupported', 'unknown']).toContain(m.info.largePages);
+        } else {
+          expect(m.info.largePages).toBe('off');
+        }
+        const r = await transcribe(golden.audioPath, { model: m, maxNewTokens: MAX });
+        expect(r.tokens).toEqual(goldenIds());
+      } finally {
+        m.dispose();
+      }
+    }
+    expect(await codeOf(loadModel(golden.modelDir, { largePages: 1 as unknown as boolean }))).toBe('INVALID_OPTION');
+  });
+
   it('loadModel rejects unsupported devices (UNSUPPORTED_DEVICE) and unknown ones (INVALID_ARGUMENT)', async () => {
     expect(await codeOf(loadModel(golden.modelDir, { device: otherGpu }))).toBe('UNSUPPORTED_DEVICE');
     expect(await codeOf(loadModel(golden.modelDir, { device: 'tpu' as 'cpu' }))).toBe('INVALID_ARGUMENT');

@@ -324,6 +324,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("threads", mi.threads);
     o.Set("quant", mi.quant);
     o.Set("int8Cache", rustasr::int8_cache_state(model(env)));
+    o.Set("largePages", mi.large_pages);
     o.Set("device", mi.device);
     o.Set("deviceName", mi.device_name);
     o.Set("deviceFallback", mi.device_fallback);
@@ -373,6 +374,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       Napi::Value v = o.Get("lowMemory");
       if (!v.IsBoolean()) throw make_error(env, "INVALID_ARGUMENT", "lowMemory must be a boolean");
       params.low_memory = v.As<Napi::Boolean>().Value();
+    }
+    if (o.Has("largePages") && !o.Get("largePages").IsUndefined()) {
+      Napi::Value v = o.Get("largePages");
+      if (!v.IsBoolean()) throw make_error(env, "INVALID_ARGUMENT", "largePages must be a boolean");
+      params.large_pages = v.As<Napi::Boolean>().Value();
     }
     // cacheDir: a directory, or false for no int8 cache.
     if (o.Has("cacheDir") && !o.Get("cacheDir").IsUndefined()) {

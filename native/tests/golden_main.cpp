@@ -21,6 +21,8 @@
 // The last line is "N passed, M failed"; the exit status is non-zero if anything failed.
 #include <rustasr/engine.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +44,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/probe.h"
+#include "io/large_pages.h"
 #include "io/safetensors.h"
 #include "util/json.h"
 
@@ -968,6 +971,81 @@ void gelu_checks() {
   }
 }
 
+// io/large_pages: a mapping lands on a 2 MiB boundary with the file's bytes intact; a file written just now
+// in 4 KiB pieces (its page cache in 4 KiB folios) is found so and, where the kernel can cache it in 2 MiB
+// folios, dropped ("reread"): mapped again and touched, it is then found "large", bytes still intact. A file
+// under 4 MiB is left alone ("off"). Kernels without large folios or PAGEMAP_SCAN report so (noted).
+void large_page_checks() {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("rustasr-lp-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "w.bin").string();
+  const size_t size = (size_t(12) << 20) + 12345;
+  auto byte_at = [](size_t i) { return static_cast<unsigned char>((i * 2654435761u) >> 13); };
+  {
+    std::vector<unsigned char> page(4096);
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    for (size_t off = 0; f && off < size; off += page.size()) {
+      const size_t n = std::min(page.size(), size - off);
+      for (size_t i = 0; i < n; ++i) page[i] = byte_at(off + i);
+      std::fwrite(page.data(), 1, n, f);
+      std::fflush(f);  // 4 KiB writes: small folios
+    }
+    if (f) std::fclose(f);
+  }
+  auto intact = [&](const void* m) {
+    const unsigned char* p = static_cast<const unsigned char*>(m);
+    for (size_t i = 0; i < size; i += 4093)
+      if (p[i] != byte_at(i)) return false;
+    return p[size - 1] == byte_at(size - 1);
+  };
+  auto mapped = [&](auto&& body) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    void* m = fd >= 0 ? rustasr::map_file_readonly(fd, size) : MAP_FAILED;
+    if (fd >= 0) ::close(fd);
+    if (m == MAP_FAILED) {
+      report(false, "map_file_readonly", std::strerror(errno));
+      return;
+    }
+    body(m);
+    ::munmap(m, size);
+  };
+  rustasr::LargePageReport first;
+  mapped([&](void* m) {
+    report(reinterpret_cast<uintptr_t>(m) % (uintptr_t(2) << 20) == 0 && intact(m),
+           "map_file_readonly: 12 MiB file on a 2 MiB boundary, bytes intact");
+    first = rustasr::prepare_large_pages(m, size, path);
+    report(intact(m), "prepare_large_pages: bytes intact after it (" + first.state + ")");
+  });
+  if (first.state == "reread") {
+    rustasr::LargePageReport again;
+    mapped([&](void* m) {
+      const bool ok = intact(m);  // reads the file back in (2 MiB folios)
+      again = rustasr::prepare_large_pages(m, size, path);
+      report(ok && again.state == "large" && again.sampled > 0 && again.large == again.sampled,
+             "prepare_large_pages: a file just written is reread, then found in 2 MiB pages",
+             "first " + first.state + " (" + std::to_string(first.large) + "/" + std::to_string(first.sampled) +
+                 " large), then " + again.state + " (" + std::to_string(again.large) + "/" +
+                 std::to_string(again.sampled) + ")");
+    });
+  } else {
+    report(first.state == "large" || first.state == "unsupported" || first.state == "unknown",
+           "prepare_large_pages on a file just written: " + first.state,
+           "this kernel did not drop and reread it (large folios or PAGEMAP_SCAN missing, or the write made "
+           "2 MiB folios already)");
+  }
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    void* m = fd >= 0 ? rustasr::map_file_readonly(fd, size_t(3) << 20) : MAP_FAILED;
+    if (fd >= 0) ::close(fd);
+    report(m != MAP_FAILED && rustasr::prepare_large_pages(m, size_t(3) << 20, path).state == "off",
+           "prepare_large_pages: a 3 MiB mapping is left alone (off)");
+    if (m != MAP_FAILED) ::munmap(m, size_t(3) << 20);
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 // The benchmark probes (backend/cpu/probe.cpp) are engine code too: run them small, for the sanitizers.
 void probe_checks() {
   namespace cpu = rustasr::cpu;
@@ -1141,6 +1219,7 @@ int main(int argc, char** argv) {
           {"attention checks", attention_checks},
           {"gelu checks", gelu_checks},
           {"probe checks", probe_checks},
+          {"large page checks", large_page_checks},
       };
       for (const auto& [name, run] : standalone) {
         try {

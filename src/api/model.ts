@@ -78,6 +78,15 @@ export interface LoadModelOptions {
    * keeps every weight resident.
    */
   lowMemory?: boolean;
+  /**
+   * CPU on Linux: map the weight files in 2 MiB pages where the kernel can (default true). The stage
+   * switches of `lowMemory` then cost almost nothing, and the encoder and prefill products run faster
+   * (docs/performance.md, "2 MiB pages"). A checkpoint whose page cache holds it in 4 KiB pages (a file
+   * just downloaded, written or copied) is dropped from the page cache once at load, where the file system
+   * can hold it in 2 MiB pages, and read again as it is used. `info.largePages` says what was found.
+   * `false`: no advice, no page-cache drop.
+   */
+  largePages?: boolean;
 }
 
 export interface DecodeOptions {
@@ -187,6 +196,9 @@ export class Model {
     if (opts.lowMemory !== undefined && typeof opts.lowMemory !== 'boolean') {
       throw new RustAsrError('INVALID_OPTION', `lowMemory must be a boolean, got ${String(opts.lowMemory)}`);
     }
+    if (opts.largePages !== undefined && typeof opts.largePages !== 'boolean') {
+      throw new RustAsrError('INVALID_OPTION', `largePages must be a boolean, got ${String(opts.largePages)}`);
+    }
     if (opts.deviceIndex !== undefined && (!Number.isInteger(opts.deviceIndex) || opts.deviceIndex < 0)) {
       throw new RustAsrError('INVALID_OPTION', `deviceIndex must be a non-negative integer, got ${String(opts.deviceIndex)}`);
     }
@@ -198,6 +210,7 @@ export class Model {
         quant: opts.quant,
         cacheDir: opts.cacheDir,
         lowMemory: opts.lowMemory,
+        largePages: opts.largePages,
         device,
         deviceIndex: opts.deviceIndex,
       });

@@ -40,7 +40,7 @@ export interface TranscriberOptions extends RecognizeOptions {
 
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
   if (typeof opts.model === 'string') {
-    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory };
+    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages };
     return { model: loadModel(opts.model, load), owns: true };
   }
   if (opts.model === undefined || opts.model === null || typeof (opts.model as Model).decode !== 'function') {

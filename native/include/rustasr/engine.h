@@ -58,8 +58,16 @@ struct ModelParams {
   // CPU: keep only the running stage's weights resident. A session releases the decoder's mapped pages
   // before encoding and the encoder's after (mapping the next stage's back in one call), when no other
   // session of the model is busy at that moment. Peak RSS drops by the smaller stage's size (~0.35 GB for
-  // 0.6B) for ~40 ms per GB of page-cache mapping per encode. false: every weight stays resident.
+  // 0.6B) for ~40 ms per GB of page-cache mapping per encode (with 2 MiB pages, see large_pages; with 4 KiB
+  // pages the reference VM pays ~0.3-0.5 s per GB more on the next passes). false: every weight stays resident.
   bool low_memory = true;
+  // CPU, Linux: map the weight files in 2 MiB pages where the kernel can (MADV_HUGEPAGE; mappings placed on
+  // 2 MiB boundaries). A checkpoint (or int8 cache file) whose page cache holds it in 4 KiB folios (just
+  // written or copied) is dropped from the page cache once at load when the file system can hold it in
+  // 2 MiB folios, so it is read again (from disk or the host's cache) in 2 MiB folios as it is used.
+  // ModelInfo::large_pages reports what was found. false: no advice and no page-cache drop (the kernel's
+  // defaults).
+  bool large_pages = true;
   // Where the model runs: "cpu", "cuda", "metal", or "auto" (CUDA when a GPU is usable, else Metal on Apple
   // Silicon, else CPU). An explicitly named GPU that cannot be used throws kUnsupportedDevice; with "auto" a
   // GPU that fails to initialise falls back to the CPU and ModelInfo::device_fallback says why.
@@ -89,6 +97,10 @@ struct ModelInfo {
   std::string device;           // the backend in use: "cpu", "cuda" or "metal"
   std::string device_name;      // GPU name ("" on the CPU)
   std::string device_fallback;  // with device "auto": why a GPU found was not used ("" otherwise)
+  // ModelParams::large_pages at load: "off", "large" (cached in 2 MiB pages), "reread" (was cached in 4 KiB
+  // pages: dropped, read again in 2 MiB pages), "uncached" (read in 2 MiB pages when used, where the kernel
+  // can), "unsupported" (this file system or kernel maps it in 4 KiB pages), "unknown" (no PAGEMAP_SCAN).
+  std::string large_pages;
 };
 
 // One device kind as probed on this machine (see probe_devices()).

@@ -1,5 +1,7 @@
 #include "safetensors.h"
 
+#include "large_pages.h"
+
 #ifdef _WIN32
 // TODO(windows): CreateFileMapping / MapViewOfFile. Only Linux and macOS are supported for now.
 #error "safetensors.cpp: memory mapping is implemented for POSIX systems only"
@@ -113,7 +115,7 @@ std::shared_ptr<SafetensorsArchive> SafetensorsArchive::open(const std::string& 
   a->mtime_ns_ = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 #endif
 
-  void* m = ::mmap(nullptr, a->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* m = map_file_readonly(fd, a->size_);  // on a 2 MiB boundary (io/large_pages.h)
   if (m == MAP_FAILED) {
     throw Error(ErrorCode::kIo, "cannot mmap " + path + ": " + std::strerror(errno));
   }

@@ -90,6 +90,9 @@ class SafetensorsArchive {
   size_t release(const void* p, size_t n) const;
   size_t populate(const void* p, size_t n) const;
 
+  // The whole file's mapping (page-aligned; on a 2 MiB boundary for files of 4 MiB or more).
+  const uint8_t* map_base() const { return base_; }
+
  private:
   SafetensorsArchive() = default;
   void parse_header();

@@ -511,7 +511,14 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   std::string fallback;
   std::unique_ptr<Backend> backend = pick_backend(params.device, bo, &fallback);
   ModelWeights weights = load_model_weights(dir, config);
+  // 2 MiB pages only matter where the CPU reads the mapping (a GPU backend copies the weights once).
+  const bool large_pages = params.large_pages && backend->name() == "cpu";
+  if (large_pages) {
+    prepare_weight_pages(weights, false);
+    keep_lookups_in_small_pages(weights, int8);
+  }
   if (int8) make_decoder_int8(weights, backend->threads(), dir, Int8CacheOptions{params.int8_cache, params.cache_dir});
+  if (large_pages && int8) prepare_weight_pages(weights, true);
   for_each_weight(weights, [&](Weight& w) { backend->prepare_weight(w); });
   auto model = std::make_shared<Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
   model->set_device_fallback(fallback);
@@ -548,6 +555,7 @@ ModelInfo model_info(const Model& m) {
   i.device_fallback = m.device_fallback();
   i.sample_rate = m.mel().params().sample_rate;
   i.hop_length = m.mel().params().hop;
+  i.large_pages = m.weights().large_pages;
   return i;
 }
 

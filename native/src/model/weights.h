@@ -54,6 +54,11 @@ struct ModelWeights {
   std::string int8_cache = "off";
   std::string int8_cache_path;  // the cache file read or written ("" when none)
   bool int8_mapped = false;     // the int8 weights point into the mapped cache file (file-backed pages)
+  const void* int8_map_base = nullptr;  // that file's mapping (when int8_mapped)
+  size_t int8_map_size = 0;
+  // 2 MiB pages for the mapped files (prepare_weight_pages): "off" when not asked for, else the least
+  // favourable LargePageReport state over the mapped files (see io/large_pages.h).
+  std::string large_pages = "off";
 };
 
 // Resident-set control between stages (safe at any time, from any thread: a page dropped while another
@@ -67,6 +72,17 @@ struct ModelWeights {
 // decoder's while encoding): release_decoder + populate_encoder before encoding, release_encoder +
 // populate_decoder after it (measured in docs/performance.md, "Recorded run 3"). The embedding table is
 // released with the decoder but only populated when it is read whole (a BF16 tied lm_head).
+// 2 MiB pages for the mapped files (io/large_pages.h): prepare_large_pages on every checkpoint archive
+// (int8_file = false; call before the weights are first read) or on the mapped int8 cache file (true; after
+// make_decoder_int8). Records the least favourable state seen in w.large_pages.
+void prepare_weight_pages(ModelWeights& w, bool int8_file);
+
+// With 2 MiB pages, the weights read a few KiB at a time must not map whole 2 MiB pages: the embedding
+// table, when it is only a lookup table (not also the BF16 lm_head), is advised MADV_NOHUGEPAGE; with int8
+// the decoder norms, which lie between BF16 matrices int8 never reads again, are copied (~130 KiB for 0.6B;
+// mapped, they brought ~100 MB of those matrices into the resident set).
+void keep_lookups_in_small_pages(ModelWeights& w, bool int8);
+
 size_t release_encoder_pages(const ModelWeights& w);
 size_t release_decoder_pages(const ModelWeights& w);
 size_t populate_encoder_pages(const ModelWeights& w);
