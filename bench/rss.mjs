@@ -1,6 +1,6 @@
 // Where the resident memory goes, phase by phase, in one fresh process (Linux only: /proc/self).
 //
-//   node bench/rss.mjs --model DIR --clip WAV [--quant bf16|int8] [--threads 2] [--tokens 32] [--reps 1]
+//   node bench/rss.mjs --model DIR --clip WAV [--quant bf16|int8] [--threads 2] [--tokens 32] [--reps 1] [--low-memory on|off]
 //                      [--smaps]
 //
 // Runs what a bench case runs (load, mel, the first encode, then `reps` full transcriptions) and prints, after
@@ -22,7 +22,7 @@ const opt = (name, def) => {
 const model = opt('model');
 const clip = opt('clip');
 if (!model || !clip) {
-  process.stderr.write('usage: node bench/rss.mjs --model DIR --clip WAV [--quant bf16|int8] [--threads 2] [--tokens 32] [--reps 1] [--smaps]\n');
+  process.stderr.write('usage: node bench/rss.mjs --model DIR --clip WAV [--quant bf16|int8] [--threads 2] [--tokens 32] [--reps 1] [--low-memory on|off] [--smaps]\n');
   process.exit(2);
 }
 const quant = opt('quant', 'bf16');
@@ -83,7 +83,8 @@ async function phase(name, fn) {
 
 rows.push({ phase: 'start', ms: 0, ...status(), jsHeap: process.memoryUsage().heapUsed / MB });
 const samples = await phase('read audio', () => sdk.loadAudio(clip, 16000));
-const m = await phase('Model.load', () => sdk.Model.load(model, { threads, ...(quant !== 'bf16' ? { quant } : {}) }));
+const lowMemory = opt('low-memory', 'on') !== 'off';
+const m = await phase('Model.load', () => sdk.Model.load(model, { threads, lowMemory, ...(quant !== 'bf16' ? { quant } : {}) }));
 await phase('tokenizer', () => m.ready());
 const session = m.createSession();
 const mel = await phase('mel', () => session.mel(samples));
