@@ -66,8 +66,11 @@ struct ModelWeights {
 // from the process where they are file-backed (the mapped checkpoint, the mapped int8 cache); anonymous
 // memory (int8 quantised without a cache, aligned copies of misaligned tensors) is left alone. They return
 // the bytes covered. The next use faults the pages back in from the page cache (no disk read while the
-// system keeps them cached): about 0.6 s per GB of 4 KiB faults on the reference VM, but ~40 ms per GB when
-// mapped in one call first with the populate_* functions (MADV_POPULATE_READ). So a session can keep only
+// system keeps them cached): about 0.6 s per GB of 4 KiB faults on the reference VM, ~40 ms per GB when
+// mapped in one call first with the populate_* functions (MADV_POPULATE_READ) plus ~0.3-0.5 s per GB on the
+// first passes over new 4 KiB mappings there (paravirtualised page tables), and ~30 ms per GB in all with
+// 2 MiB pages (prepare_weight_pages; docs/performance.md, "2 MiB pages"). Releases cover whole 2 MiB
+// stretches of each stage's merged ranges, so 2 MiB mappings are never split. So a session can keep only
 // one stage's weights resident for a smaller peak RSS (the encoder's are not needed while decoding, nor the
 // decoder's while encoding): release_decoder + populate_encoder before encoding, release_encoder +
 // populate_decoder after it (measured in docs/performance.md, "Recorded run 3"). The embedding table is
