@@ -34,7 +34,7 @@ constexpr uint64_t kPageIsHuge = uint64_t(1) << 6;
 
 // Bytes of [b, e) mapped by huge-page entries; -1 when the kernel cannot tell.
 int64_t huge_bytes(int pagemap, uintptr_t b, uintptr_t e) {
-  PageRegion r[8];
+  PageRegion r[8] = {};  // written by the kernel (zeroed first: tools that do not know this ioctl see it defined)
   int64_t n = 0;
   while (b < e) {
     PmScanArg a{sizeof(PmScanArg), 0, b, e, 0, reinterpret_cast<uint64_t>(r), 8, 0, 0, kPageIsHuge, 0, kPageIsHuge};
