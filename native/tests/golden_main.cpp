@@ -328,6 +328,11 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
     got.push_back(k == 0 ? rustasr::argmax(l.data(), static_cast<int64_t>(l.size()))
                          : e2e.step_greedy(static_cast<int32_t>(got.back())));
   report(got == d.generated, tag + "end-to-end greedy ids");
+
+  // 6. The same session encodes again after a prefill and steps: with lowMemory its encoder buffers were
+  // freed after the first encode (RUSTASR_ENCODER_SCRATCH_KEEP_BYTES=0 here) and are allocated afresh.
+  rustasr::EncoderOutputs again = s.encode(d.mel.data(), T, false);
+  report(again.embeds == enc.embeds, tag + "second encode in a session: identical audio embeddings");
 }
 
 // int8 decoder weights (ModelParams.quant = "int8"): the logits drift from the BF16 golden by the
@@ -1091,6 +1096,8 @@ int main(int argc, char** argv) {
   // file written by another run (or another architecture: the qemu arm64 run shares $HOME with x86).
   static TempDir int8_cache_dir;
   if (!std::getenv("RUSTASR_CACHE_DIR")) ::setenv("RUSTASR_CACHE_DIR", int8_cache_dir.path.c_str(), 1);
+  // lowMemory frees encoder buffers only past 24 MiB: always here, so that path runs on every case.
+  ::setenv("RUSTASR_ENCODER_SCRATCH_KEEP_BYTES", "0", 1);
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

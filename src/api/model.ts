@@ -74,8 +74,9 @@ export interface LoadModelOptions {
    * CPU: keep only the running stage's weights resident (default true). Before encoding, the decoder's
    * mapped weight pages are released and the encoder's mapped in one call; after encoding, the reverse
    * (skipped while another transcription on this model is busy). Peak RSS is lower by the encoder's size
-   * (~0.35 GB for 0.6B) for ~40 ms per GB of re-mapping from the page cache per audio segment. `false`
-   * keeps every weight resident.
+   * (~0.35 GB for 0.6B) for ~30 ms per GB of re-mapping from the page cache per audio segment (with
+   * `largePages`); the encoder's activation buffers of inputs over ~25 s are freed too. `false` keeps every weight
+   * resident.
    */
   lowMemory?: boolean;
   /**

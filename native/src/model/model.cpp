@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <thread>
 
@@ -97,6 +99,23 @@ struct Session::State {
     for (DeviceBuffer* b : {&img, &a1, &a2, &a3, &flat, &pe, &h, &x, &q, &k, &v, &att, &mid, &emb, &dx, &dq,
                             &datt, &dgate, &dup, &dh, &logits})
       b->bind(backend);
+  }
+
+  // lowMemory: the encoder's activations are not needed while decoding (~40 MB for 60 s of audio with
+  // 0.6B), so long inputs free them; the next encode allocates them again. Below 24 MiB (~25 s) they are
+  // kept: faulting fresh pages in costs more than they weigh (measured on the reference VM: +40 ms on an
+  // 11 s encode for ~12 MB, +60-100 ms on a 60 s encode for ~55 MB less peak RSS).
+  // RUSTASR_ENCODER_SCRATCH_KEEP_BYTES overrides the 24 MiB (the native tests set 0: always free).
+  void release_encoder_scratch() {
+    static const int64_t keep = [] {
+      const char* e = std::getenv("RUSTASR_ENCODER_SCRATCH_KEEP_BYTES");
+      return e && *e ? static_cast<int64_t>(std::strtoll(e, nullptr, 10)) : (int64_t(24) << 20);
+    }();
+    const std::initializer_list<DeviceBuffer*> bufs = {&img, &a1, &a2, &a3, &flat, &h, &x, &q, &k, &v, &att, &mid, &emb};
+    int64_t floats = 0;
+    for (DeviceBuffer* b : bufs) floats += b->size();
+    if (floats * static_cast<int64_t>(sizeof(float)) < keep) return;
+    for (DeviceBuffer* b : bufs) b->reset();
   }
 
   float* host_get(int64_t n) {
@@ -253,6 +272,7 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
   be.linear(q, N, w.proj2_w, w.proj2_b, emb);
   out.embeds.resize(static_cast<size_t>(N * ac.output_dim));
   be.download(out.embeds.data(), emb, N * ac.output_dim);
+  if (stage) S.release_encoder_scratch();
   if (stage && busy.still_alone()) {
     release_encoder_pages(w);
     populate_decoder_pages(w);
