@@ -648,16 +648,19 @@ std::string int8_cache_state(const Model& model) { return model.weights().int8_c
 namespace {
 
 // The byte ranges of a stage's weights that lie in a file mapping (a checkpoint archive's, or the int8
-// cache's), merged where they are contiguous (gaps under 64 KiB), so that a stage is a few long ranges.
+// cache's), merged where they are contiguous (gaps under 64 KiB) inside one mapping, so that a stage is a
+// few long ranges. Never across mappings: the gap between two could hold anonymous memory, which a release
+// (MADV_DONTNEED) would zero.
 struct Range {
   uintptr_t b, e;
+  uintptr_t map;  // the mapping's base
 };
 
 void add_range(std::vector<Range>& out, const void* p, size_t n, const void* base, size_t size) {
   const uintptr_t mb = reinterpret_cast<uintptr_t>(base), me = mb + size;
   const uintptr_t b = reinterpret_cast<uintptr_t>(p), e = b + n;
   if (!p || n == 0 || b < mb || e > me) return;
-  out.push_back(Range{b, e});
+  out.push_back(Range{b, e, mb});
 }
 
 void add_weight(const ModelWeights& w, const Weight& x, std::vector<Range>& out) {
@@ -680,8 +683,10 @@ std::vector<Range> merge(std::vector<Range> r) {
   std::sort(r.begin(), r.end(), [](const Range& a, const Range& b) { return a.b < b.b; });
   std::vector<Range> out;
   for (const Range& x : r) {
-    if (!out.empty() && x.b <= out.back().e + (uintptr_t(64) << 10)) out.back().e = std::max(out.back().e, x.e);
-    else out.push_back(x);
+    if (!out.empty() && x.map == out.back().map && x.b <= out.back().e + (uintptr_t(64) << 10))
+      out.back().e = std::max(out.back().e, x.e);
+    else
+      out.push_back(x);
   }
   return out;
 }
