@@ -15,7 +15,7 @@ namespace rustasr {
 #if defined(__linux__)
 namespace {
 
-constexpr uintptr_t kLarge = uintptr_t(2) << 20;
+constexpr uintptr_t kLarge = kLargePageBytes;
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22

@@ -19,6 +19,9 @@
 
 namespace rustasr {
 
+// The large page size these functions work with (x86-64 and arm64 with 4 KiB base pages: one PMD entry).
+constexpr uintptr_t kLargePageBytes = uintptr_t(2) << 20;
+
 // What prepare_large_pages found and did, for ModelInfo ("large_pages"):
 //   "large"       sampled cached stretches are mapped in 2 MiB pages already;
 //   "reread"      they were in 4 KiB pages: the file's cached pages were dropped (read again in 2 MiB pages);

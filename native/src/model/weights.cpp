@@ -695,7 +695,7 @@ std::vector<Range> merge(std::vector<Range> r) {
 // dropping part of a 2 MiB page would split its mapping into 4 KiB entries for good); populate: maps every
 // page touching each range, in one call per range.
 size_t stage_op(const std::vector<Range>& ranges, bool release) {
-  constexpr uintptr_t kLarge = uintptr_t(2) << 20;
+  constexpr uintptr_t kLarge = kLargePageBytes;
   size_t n = 0;
   for (const Range& r : merge(ranges)) {
     if (release) {
@@ -768,7 +768,7 @@ void keep_lookups_in_small_pages(ModelWeights& w, bool int8) {
       std::shared_ptr<uint64_t> copy(new uint64_t[(n + 7) / 8], std::default_delete<uint64_t[]>());
       std::memcpy(copy.get(), x->data, n);
       // Reading it mapped the 2 MiB page around it: drop that again.
-      constexpr uintptr_t kLarge = uintptr_t(2) << 20;
+      constexpr uintptr_t kLarge = kLargePageBytes;
       const uintptr_t b = reinterpret_cast<uintptr_t>(x->data) & ~(kLarge - 1);
       for (const auto& a : w.archives) a->release(reinterpret_cast<const void*>(b), 2 * kLarge);
       x->data = copy.get();
