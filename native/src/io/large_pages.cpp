@@ -1,5 +1,7 @@
 #include "large_pages.h"
 
+#include "safetensors.h"  // populate_pages, release_pages
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -16,10 +18,6 @@ namespace rustasr {
 namespace {
 
 constexpr uintptr_t kLarge = kLargePageBytes;
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
 
 // PAGEMAP_SCAN (<linux/fs.h>, Linux 6.7+), spelled out for older headers.
 struct PageRegion {
@@ -60,10 +58,10 @@ bool cached(uintptr_t w) {
 // Maps the stretch at w, says whether it is one 2 MiB page (1), 4 KiB pages (0) or unknown (-1), and
 // unmaps it again.
 int probe(int pagemap, uintptr_t w) {
-  void* p = reinterpret_cast<void*>(w);
-  if (::madvise(p, kLarge, MADV_POPULATE_READ) != 0) return -1;
+  const void* p = reinterpret_cast<const void*>(w);
+  if (populate_pages(p, kLarge) == 0) return -1;
   const int64_t h = huge_bytes(pagemap, w, w + kLarge);
-  ::madvise(p, kLarge, MADV_DONTNEED);
+  release_pages(p, kLarge);
   return h < 0 ? -1 : (h >= static_cast<int64_t>(kLarge) ? 1 : 0);
 }
 
