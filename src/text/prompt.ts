@@ -13,6 +13,7 @@
 // whole string.
 
 import { RustAsrError } from '../errors.js';
+import { ASR_TEXT_TAG, parseAsrOutputOfficial } from './asr-output.js';
 import type { AsrTokenizer } from './tokenizer.js';
 
 export const IM_START = '<|im_start|>';
@@ -20,8 +21,7 @@ export const IM_END = '<|im_end|>';
 export const AUDIO_START = '<|audio_start|>';
 export const AUDIO_PAD = '<|audio_pad|>';
 export const AUDIO_END = '<|audio_end|>';
-/** Separates the `language X` header of the model's answer from the transcript (a non-special added token). */
-export const ASR_TEXT_TAG = '<asr_text>';
+export { ASR_TEXT_TAG } from './asr-output.js';
 
 /** The 30 languages of Qwen3-ASR's `support_languages` (config.json), in the config's order. */
 export const SUPPORTED_LANGUAGES: readonly string[] = Object.freeze([
@@ -144,38 +144,31 @@ export function buildPrompt(tok: AsrTokenizer, opts: PromptOptions): Prompt {
 export interface AsrOutput {
   /** Detected (or forced) language, undefined when the model reported none or no header was present. */
   language?: string;
-  /** The transcript, trimmed. */
+  /** The transcript, stripped and cleaned of runaway repetitions (the official output parsing). */
   text: string;
 }
 
 /**
- * Splits a decoded model answer (decode with skipSpecial so <|im_end|> is gone; <asr_text> is not special
- * and stays) into language and transcript, following the official output convention:
+ * Splits a decoded model answer (decoded with skipSpecial, so <|im_end|> is gone; <asr_text> is not special
+ * and stays) into language and transcript, exactly as the official `parse_asr_output` does (see
+ * text/asr-output.ts): the answer is stripped and cleaned of runaway repetitions, then
  *
  * - `forcedLanguage` given: the prompt already ended with `language X<asr_text>`, so the whole answer is
- *   the transcript and the language is the forced one.
- * - `language English<asr_text>hello` -> { language: 'English', text: 'hello' } (the name is normalised to
- *   the supported spelling when it is one, otherwise kept as written).
- * - `language None<asr_text>...` (the model's answer for no speech) -> language undefined.
+ *   the transcript and the language is the forced one;
+ * - `language English<asr_text>hello` -> { language: 'English', text: 'hello' } (the name normalised as the
+ *   official code does: first letter upper case, the rest lower case);
+ * - `language None<asr_text>...` (the model's answer for no speech) -> language undefined;
  * - no `<asr_text>` tag -> language undefined, the whole answer is the text.
- *
- * The official package additionally collapses long degenerate repetitions; that is not done here.
  */
 export function parseAsrOutput(
   raw: string,
   opts?: { forcedLanguage?: string; supportedLanguages?: readonly string[] },
 ): AsrOutput {
-  const supported = opts?.supportedLanguages ?? SUPPORTED_LANGUAGES;
   if (opts?.forcedLanguage !== undefined) {
-    const forced = findLanguage(opts.forcedLanguage, supported) ?? opts.forcedLanguage.trim();
-    return { language: forced, text: raw.trim() };
+    const forced = findLanguage(opts.forcedLanguage, opts.supportedLanguages ?? SUPPORTED_LANGUAGES) ?? opts.forcedLanguage.trim();
+    const [, text] = parseAsrOutputOfficial(raw, forced);
+    return { language: forced, text };
   }
-  const tagAt = raw.indexOf(ASR_TEXT_TAG);
-  if (tagAt < 0) return { text: raw.trim() };
-  const header = raw.slice(0, tagAt);
-  const text = raw.slice(tagAt + ASR_TEXT_TAG.length).trim();
-  const m = /(?:^|\s)language[ \t]+([^\r\n]*)/i.exec(header);
-  const value = m?.[1]?.trim() ?? '';
-  if (value === '' || value.toLowerCase() === 'none') return { text };
-  return { language: findLanguage(value, supported) ?? value, text };
+  const [language, text] = parseAsrOutputOfficial(raw);
+  return language === '' ? { text } : { language, text };
 }
