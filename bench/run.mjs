@@ -597,7 +597,7 @@ async function main() {
     process.on('exit', () => rmSync(snap, { recursive: true, force: true }));
   }
   const { native } = await sdk('native.js');
-  const cpuKernels = native().cpuKernels();
+  const cpuKernels = nativeDev().cpuKernels();
   const loadStart = os.loadavg();
 
   // Inputs first (synth generation and clip writing are not measured).

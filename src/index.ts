@@ -9,7 +9,7 @@ export { recognize } from './api/recognize.js';
 export type { AudioInput } from './api/recognize.js';
 export { Transcriber, transcriber } from './api/transcriber.js';
 export type { RecognizeOptions, TranscriberOptions } from './api/transcriber.js';
-export { abortError, isAbortError } from './api/abort.js';
+export { abortError, isAbortError } from './core/abort.js';
 export { decodeWav } from './audio/wav.js';
 export type { WavInfo } from './audio/wav.js';
 export { WavDecoder, Resampler, resample, DEFAULT_TARGET_RATE } from './stages/index.js';

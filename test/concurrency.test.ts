@@ -5,7 +5,8 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadAudio, loadModel, RustAsrError, transcribe, type Model } from '../src/index.js';
-import { native } from '../src/native.js';
+import { nativeDev } from '../src/native.js';
+import { devSession } from './helpers/dev.js';
 import { goldenPath, listCaseEntries, REPO_ROOT, type GoldenIndexEntry } from './helpers/golden.js';
 import { rejection } from './helpers/errors.js';
 
@@ -69,7 +70,7 @@ describe('simultaneous transcriptions on one model', () => {
     // Eight interleaved decode generators (every case twice) over the same model.
     const gens = await Promise.all([...CASES, ...CASES].map((c) => collect(model, c)));
     expect(gens).toEqual([...sequential, ...sequential]);
-    expect(native().liveObjects().sessions).toBe(0);
+    expect(nativeDev().liveObjects().sessions).toBe(0);
   });
 
   it('aborting one leaves the others untouched', async () => {
@@ -91,7 +92,7 @@ describe('simultaneous transcriptions on one model', () => {
         expect(r).toEqual({ status: 'fulfilled', value: CASES[k]!.generated_ids });
       }
     });
-    expect(native().liveObjects().sessions).toBe(0);
+    expect(nativeDev().liveObjects().sessions).toBe(0);
   });
 
   it('an abort while a native call runs (encoder) rejects ABORTED once it returns; others finish', async () => {
@@ -105,10 +106,10 @@ describe('simultaneous transcriptions on one model', () => {
   });
 
   it('an already-aborted signal rejects ABORTED before any native work', async () => {
-    const before = native().liveObjects();
+    const before = nativeDev().liveObjects();
     const e = await rejection(transcribe(samplesOf(CASES[0]!), { model, maxNewTokens: 4, signal: AbortSignal.abort() }));
     expect(e.code).toBe('ABORTED');
-    expect(native().liveObjects()).toEqual(before);
+    expect(nativeDev().liveObjects()).toEqual(before);
   });
 });
 
@@ -127,7 +128,7 @@ describe('native session misuse', () => {
   it('a session method called while another call of it runs throws INVALID_ARGUMENT "busy"; the first call is unaffected', async () => {
     // "Busy" lasts while the call executes on its worker thread: the first call is a long encoder run
     // (21 s of audio) and the second one is made right away, before that thread can have finished.
-    const s = model.createSession();
+    const s = devSession(model);
     try {
       const mel = await s.mel(samplesOf(CASES[3]!));
       const first = s.encode(mel.data, mel.frames, false);
@@ -144,7 +145,7 @@ describe('native session misuse', () => {
   });
 
   it('a validation error inside a method does not leave the session busy', async () => {
-    const s = model.createSession();
+    const s = devSession(model);
     try {
       expect(syncError(() => s.encode(new Float32Array(5), 1, false)).code).toBe('INVALID_ARGUMENT');
       await expect(s.step(1)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/prefill first/) });
@@ -157,21 +158,21 @@ describe('native session misuse', () => {
   });
 
   it('dispose() during a call lets the call finish; later calls throw "disposed"', async () => {
-    const base = native().liveObjects();
-    const s = model.createSession();
+    const base = nativeDev().liveObjects();
+    const s = devSession(model);
     const p = s.mel(samplesOf(CASES[3]!));
     s.dispose();
-    expect(native().liveObjects().sessions).toBe(base.sessions + 1); // held by the call in flight
+    expect(nativeDev().liveObjects().sessions).toBe(base.sessions + 1); // held by the call in flight
     expect((await p).frames).toBeGreaterThan(0);
     expect(syncError(() => s.mel(new Float32Array(400)))).toEqual({ code: 'INVALID_ARGUMENT', message: 'the session has been disposed' });
     s.dispose();
     // The call's worker releases its reference once its promise has settled.
     await new Promise((r) => setImmediate(r));
-    expect(native().liveObjects()).toEqual(base);
+    expect(nativeDev().liveObjects()).toEqual(base);
   });
 
   it('terminating a worker_thread while its native call runs does not crash the process', async () => {
-    // The worker drives the addon directly (no TypeScript): load, then mel/encode in a loop until terminated.
+    // The worker drives the addon directly (no TypeScript): load, then whole segments in a loop until terminated.
     const src = `
       const { parentPort, workerData } = require('node:worker_threads');
       const b = require(workerData.gypBuild)(workerData.root);
@@ -180,14 +181,14 @@ describe('native session misuse', () => {
         const x = new Float32Array(16000 * 8).map((_, i) => Math.sin(i / 7) * 0.1);
         for (let k = 0; ; k++) {
           const s = m.createSession();
-          const mel = await s.mel(x);
+          const p = s.start(x, new Int32Array([1, 2]), new Int32Array([3]));
           if (k === 0) parentPort.postMessage('running');
-          await s.encode(mel.data, mel.frames, false);
+          await p;
           s.dispose();
         }
       })();
     `;
-    const base = native().liveObjects();
+    const base = nativeDev().liveObjects();
     const workerData = { root: REPO_ROOT, gypBuild: createRequire(import.meta.url).resolve('node-gyp-build'), model: MODEL_DIR };
     for (let k = 0; k < 3; k++) {
       const w = new Worker(src, { eval: true, workerData });
@@ -202,14 +203,14 @@ describe('native session misuse', () => {
       expect(errors).toEqual([]);
     }
     // The workers' models and sessions were freed with their environments.
-    expect(native().liveObjects()).toEqual(base);
+    expect(nativeDev().liveObjects()).toEqual(base);
   });
 });
 
 // Last: these dispose the shared model (loading another costs ~4 s, mostly the tokenizer).
 describe('dispose() while sessions run', () => {
   it('running sessions finish with the golden ids, transcriptions not yet in the engine fail INVALID_ARGUMENT', async () => {
-    const base = native().liveObjects();
+    const base = nativeDev().liveObjects();
     expect(base.sessions).toBe(0);
     // Each decode pauses after its first token until all four hold a native session; then the model is
     // disposed, right after two more transcriptions were started (they are still reading their files).
@@ -222,11 +223,11 @@ describe('dispose() while sessions run', () => {
         collect(model, c, {}, async (i) => {
           if (i !== 0) return;
           if (++started === CASES.length) {
-            expect(native().liveObjects().sessions).toBe(CASES.length);
+            expect(nativeDev().liveObjects().sessions).toBe(CASES.length);
             late = Promise.allSettled(CASES.slice(0, 2).map((l) => transcribe(goldenPath(l.audio), { model, ...optsOf(l) })));
             model.dispose();
             // The handle is gone; the engine model lives on in the sessions.
-            expect(native().liveObjects().models).toBe(base.models);
+            expect(nativeDev().liveObjects().models).toBe(base.models);
             release();
           }
           await allStarted;
@@ -244,7 +245,7 @@ describe('dispose() while sessions run', () => {
     }
     expect(model.disposed).toBe(true);
     // The weights were released with the last session.
-    expect(native().liveObjects()).toEqual({ models: base.models - 1, sessions: 0 });
+    expect(nativeDev().liveObjects()).toEqual({ models: base.models - 1, sessions: 0 });
   });
 
   it('a disposed model rejects every call with INVALID_ARGUMENT; dispose() twice is a no-op', async () => {
