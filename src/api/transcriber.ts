@@ -8,6 +8,7 @@ import { Resampler } from '../stages/resample.js';
 import { Segmenter, MAX_SEGMENT_SECONDS, type AudioSegment } from '../stages/segment.js';
 import { TokenStream, type TokenStreamOptions } from '../stages/tokens.js';
 import { WavDecoder, type WavStreamFormat } from '../stages/wav-decode.js';
+import { LiveTranscriber, type ListenOptions } from './listen.js';
 import { checkDevice, loadModel, type LoadModelOptions, type Model } from './model.js';
 
 export interface RecognizeOptions extends LoadModelOptions {
@@ -148,7 +149,14 @@ export class Transcriber extends TokenStream {
   }
 }
 
-/** Creates a streaming recogniser (see Transcriber): `pipeline(fs.createReadStream(f), transcriber({ model }), sink)`. */
-export function transcriber(opts: TranscriberOptions): Transcriber {
+/**
+ * Creates a streaming recogniser (see Transcriber): `pipeline(fs.createReadStream(f), transcriber({ model }), sink)`.
+ * With `live: true`, a LiveTranscriber: the same input, partial and final events out while the audio arrives
+ * (see listen()).
+ */
+export function transcriber(opts: TranscriberOptions & { live?: false }): Transcriber;
+export function transcriber(opts: ListenOptions & { live: true }): LiveTranscriber;
+export function transcriber(opts: (TranscriberOptions & { live?: false }) | (ListenOptions & { live: true })): Transcriber | LiveTranscriber {
+  if (opts.live === true) return new LiveTranscriber(opts);
   return new Transcriber(opts);
 }

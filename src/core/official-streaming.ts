@@ -166,6 +166,20 @@ export class OfficialStreaming {
     });
   }
 
+  /**
+   * Cuts the audio back to its first n samples (an endpoint behind audio already given: not part of the
+   * official loop, which has no endpoints). The next step runs on what is left.
+   */
+  truncate(n: number): void {
+    if (n >= this.accum.length + this.buffer.length) return;
+    if (n >= this.accum.length) {
+      this.buffer.length = n - this.accum.length;
+      return;
+    }
+    this.accum.length = n;
+    this.buffer.length = 0;
+  }
+
   /** streaming_transcribe: buffers `samples` and runs one step per whole chunk. */
   async push(samples: Float32Array): Promise<OfficialStep[]> {
     if (samples.length > 0) this.buffer.append(samples);
