@@ -365,7 +365,7 @@ describe('long audio is split at low-energy points', () => {
       seg.end();
       await new Promise((r) => seg.on('end', r));
       expect(out.map((s) => [s.startSample, s.sampleCount])).toEqual(whole.map((s) => [s.startSample, s.sampleCount]));
-      // Segment 0 was out long before the input ended: at most max + expand + one chunk held.
+      // Segment 0 was out long before the input ended: at most the maximum + one chunk held.
       expect(writtenAtEmit[0]).toBeLessThanOrEqual(Math.floor(1.45 * 16000) + size);
       let total = 0;
       for (const s of out) total += s.sampleCount;

@@ -13,12 +13,10 @@ import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
 import type { SegmentResult } from '../stages/tokens.js';
 import { registerDevices } from './devices.js';
+import { registerListen } from './listen.js';
+import { EXIT_FAILURE, EXIT_USAGE, UsageError, enumOpt, intOpt, numberOpt, stringOpt } from './options.js';
 import { registerModelCommands } from './models.js';
 import { registerSynth } from './synth.js';
-
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
 
 export const FORMATS = ['text', 'json', 'srt', 'vtt'] as const;
 export type OutputFormat = (typeof FORMATS)[number];
@@ -39,13 +37,6 @@ export interface InferOptions {
   kernel?: KernelName;
 }
 
-/** A bad command line: exit code 2. */
-export class UsageError extends RustAsrError {
-  constructor(message: string) {
-    super('INVALID_OPTION', message);
-  }
-}
-
 /** Option name (camelCase, as in --config) -> flag name. */
 const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   model: 'model',
@@ -59,34 +50,6 @@ const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   threads: 'threads',
   kernel: 'kernel',
 };
-
-function stringOpt(name: string, v: unknown): string | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v === 'number') return String(v); // mri turns numeric-looking values into numbers
-  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} needs a value`);
-  return v;
-}
-
-function enumOpt<T extends string>(name: string, v: unknown, allowed: readonly T[]): T | undefined {
-  const s = stringOpt(name, v);
-  if (s === undefined) return undefined;
-  if (!allowed.includes(s as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${s}`);
-  return s as T;
-}
-
-function intOpt(name: string, v: unknown, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${String(v)}`);
-  return n;
-}
-
-function numberOpt(name: string, v: unknown): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!(Number.isFinite(n) && n > 0)) throw new UsageError(`--${name} must be a positive number, got ${String(v)}`);
-  return n;
-}
 
 /** Validates raw option values (from flags or JSON) into InferOptions; throws UsageError. */
 export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknown>>): InferOptions {
@@ -231,6 +194,8 @@ async function infer(file: string | undefined, flags: Flags): Promise<void> {
   await runInfer(String(file), parseInferOptions(raw), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
 }
 
+export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './options.js';
+
 export async function main(argv: string[]): Promise<void> {
   const prog = sade('rustasr');
   prog.version('0.1.0');
@@ -260,6 +225,7 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
   registerSynth(prog);
+  registerListen(prog);
   registerModelCommands(prog);
   registerDevices(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
