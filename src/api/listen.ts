@@ -30,8 +30,9 @@ export interface ListenOptions extends LiveOptions, LoadModelOptions {
   /** A loaded Model (shared, not disposed), or a model directory / hub id loaded for this stream only. */
   model: Model | string;
   /**
-   * What is written: 'wav' (default) WAV file bytes; 'audio' objectMode `{ samples, sampleRate }` chunks of
-   * mono audio at any rate; or a RawAudioFormat for headerless PCM bytes.
+   * What is written: 'wav' WAV file bytes; 'audio' objectMode `{ samples, sampleRate }` chunks of mono audio at
+   * any rate; a RawAudioFormat for headerless PCM bytes. Default: the first chunk decides between 'wav' (bytes)
+   * and 'audio' (objects).
    */
   input?: 'wav' | 'audio' | RawAudioFormat;
 }
@@ -90,15 +91,18 @@ export class LiveTranscriber extends Duplex {
   private readonly queue: LiveEvent[] = [];
   private wanting = false;
   private ended = false;
-  private readonly head: Writable;
+  private head: Writable | undefined;
+  private inputKind: 'bytes' | 'audio' | undefined;
   private readonly modelReady: Promise<Model>;
   private recognizer: LiveRecognizer | undefined;
   private wavFormat: WavStreamFormat | null = null;
   private readonly onAbort: () => void;
 
   constructor(private readonly opts: ListenOptions, duplex: DuplexOptions = {}) {
-    const input = opts.input ?? 'wav';
-    super({ ...duplex, readableObjectMode: true, readableHighWaterMark: 1, writableObjectMode: input === 'audio' });
+    const input = opts.input;
+    // Without `input`, the first chunk decides: bytes are WAV, { samples, sampleRate } objects are audio.
+    // The writable side takes bytes and objects alike (checked in _write), so a wrong chunk type is an error, not a throw.
+    super({ ...duplex, readableObjectMode: true, readableHighWaterMark: 1, writableObjectMode: true });
     const owns = typeof opts.model === 'string';
     this.modelReady = this.prepare();
     this.modelReady.catch((err: unknown) => this.fail(err));
@@ -115,7 +119,18 @@ export class LiveTranscriber extends Duplex {
       this.recognizer?.close();
       if (owns) void this.modelReady.then((m) => m.dispose(), () => {});
     });
-    // The stages before the recogniser: decode and resample to the model's rate.
+    if (input !== undefined) {
+      this.inputKind = input === 'audio' ? 'audio' : 'bytes';
+      try {
+        this.head = this.stages(input);
+      } catch (err) {
+        queueMicrotask(() => this.destroy(err as Error));
+      }
+    }
+  }
+
+  /** Builds the stages before the recogniser (decode, resample to the model's rate); returns the first. */
+  private stages(input: 'wav' | 'audio' | RawAudioFormat): Writable {
     const resampler = new Resampler();
     const stages: (Readable | Writable)[] = [];
     if (input === 'audio') {
@@ -128,11 +143,7 @@ export class LiveTranscriber extends Duplex {
       });
       stages.push(wav, resampler);
     } else {
-      try {
-        checkRawFormat(input);
-      } catch (err) {
-        queueMicrotask(() => this.destroy(err as Error));
-      }
+      checkRawFormat(input);
       stages.push(new RawPcmDecoder(input), resampler);
     }
     const sink = new Writable({
@@ -150,7 +161,7 @@ export class LiveTranscriber extends Duplex {
     pipeline(stages as unknown as [Readable, Writable], (err) => {
       if (err) this.fail(err);
     });
-    this.head = stages[0] as Writable;
+    return stages[0] as Writable;
   }
 
   /** The WAV stream format, once known (null before, and for other inputs). */
@@ -240,18 +251,39 @@ export class LiveTranscriber extends Duplex {
   }
 
   override _write(chunk: unknown, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.head.write(chunk)) callback();
-    else this.head.once('drain', () => callback());
+    const isBytes = chunk instanceof Uint8Array;
+    const isAudio = !isBytes && chunk !== null && typeof chunk === 'object' && (chunk as AudioChunk).samples instanceof Float32Array;
+    if (!this.head) {
+      if (!isBytes && !isAudio) {
+        callback(new RustAsrError('INVALID_ARGUMENT', 'live input must be WAV bytes (Buffer / Uint8Array) or { samples: Float32Array, sampleRate } chunks'));
+        return;
+      }
+      this.head = this.stages(isBytes ? 'wav' : 'audio');
+      this.inputKind = isBytes ? 'bytes' : 'audio';
+    }
+    if ((this.inputKind === 'bytes' && !isBytes) || (this.inputKind === 'audio' && !isAudio)) {
+      callback(new RustAsrError('INVALID_ARGUMENT', this.inputKind === 'bytes' ? 'this live input takes bytes (Buffer / Uint8Array)' : 'this live input takes { samples: Float32Array, sampleRate } chunks'));
+      return;
+    }
+    const head = this.head;
+    if (head.write(chunk)) callback();
+    else head.once('drain', () => callback());
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.head.end();
+    if (!this.head) {
+      // No audio at all.
+      this.ended = true;
+      this.drain();
+    } else {
+      this.head.end();
+    }
     callback();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.recognizer?.abort();
-    if (!this.head.destroyed) this.head.destroy();
+    if (this.head && !this.head.destroyed) this.head.destroy();
     callback(err);
   }
 }
@@ -261,8 +293,8 @@ export type LiveSource = string | NodeJS.ReadableStream | AsyncIterable<Uint8Arr
 
 /**
  * Live recognition of `source`: an async iterable (a LiveTranscriber) of partial and final events as the audio
- * arrives. A path or a byte stream is WAV unless `input` says otherwise; a stream of `{ samples, sampleRate }`
- * objects is taken as audio.
+ * arrives. A path is a WAV file; a stream or iterable is WAV bytes when its chunks are bytes and audio when they
+ * are `{ samples, sampleRate }` objects, unless `input` says otherwise (raw PCM: `input: { sampleRate, ... }`).
  */
 export function listen(source: LiveSource, opts: ListenOptions): LiveTranscriber {
   let src: Readable;
@@ -280,17 +312,11 @@ export function listen(source: LiveSource, opts: ListenOptions): LiveTranscriber
         })(),
         { objectMode: false },
       );
+      input ??= 'wav';
     } else if (source instanceof Readable) {
       src = source;
-      if (input === undefined && source.readableObjectMode) input = 'audio';
     } else if (source !== null && typeof source === 'object' && Symbol.asyncIterator in source) {
       src = Readable.from(source as AsyncIterable<unknown>, { objectMode: true });
-      if (input === undefined) input = 'audio';
-      if (input !== 'audio') {
-        // Byte chunks from an iterable: re-wrap as a byte stream.
-        const it = source as AsyncIterable<Uint8Array>;
-        src = Readable.from(it, { objectMode: false });
-      }
     } else if (source !== null && typeof source === 'object' && typeof (source as NodeJS.ReadableStream).pipe === 'function') {
       src = new Readable({ objectMode: false }).wrap(source as NodeJS.ReadableStream);
     } else {
@@ -301,7 +327,7 @@ export function listen(source: LiveSource, opts: ListenOptions): LiveTranscriber
     queueMicrotask(() => t.destroy(err as Error));
     return t;
   }
-  const t = new LiveTranscriber({ ...opts, input: input ?? 'wav' });
+  const t = new LiveTranscriber({ ...opts, input });
   pipeline(src, t, () => {});
   return t;
 }

@@ -10,8 +10,9 @@
 //
 //  - the cut lies within [start + max(MIN_SEGMENT_SECONDS, maxSeconds - searchExpandSeconds), start + maxSeconds]:
 //    a maximum is a maximum, and no segment but the last is shorter than the official minimum (0.5 s);
-//  - inside that range, the window of `minWindowMs` (100 ms) samples whose sum of |x| is lowest is found
-//    (the first one on ties), and the cut goes at the quietest sample inside that window (the first on ties);
+//  - inside that range, the window of `minWindowMs` (100 ms) samples whose sum of |x| is lowest is found, and
+//    the cut goes at the quietest sample inside that window; on ties the latest wins (the official code takes
+//    the first), so a long silence is cut near the maximum rather than into many short silent segments;
 //  - the pieces tile the input exactly (no overlap, no gap); a piece shorter than MIN_SEGMENT_SECONDS is
 //    zero-padded at its end to that length (only the last can be). Audio that is not split is never padded.
 //
@@ -96,8 +97,8 @@ function splitParams(opts: SegmentOptions, rate: number): SplitParams {
 
 /**
  * Where to cut `samples[0 .. length)` whose first segment may be at most `maxLen` long: the quietest sample of
- * the quietest `win`-sample window within [max(minLen, maxLen - expand), maxLen] (first on ties). `length` must
- * exceed `maxLen`.
+ * the quietest `win`-sample window within [max(minLen, maxLen - expand), maxLen] (the latest on ties). `length`
+ * must exceed `maxLen`.
  */
 export function findCut(samples: Float32Array, length: number, maxLen: number, expand: number, win: number, minLen = 0): number {
   const cut = Math.min(maxLen, length);
@@ -113,7 +114,7 @@ export function findCut(samples: Float32Array, length: number, maxLen: number, e
     let bestSum = Infinity;
     for (let p = 0; p + win <= n; p++) {
       const s = prefix[p + win]! - prefix[p]!;
-      if (s < bestSum) {
+      if (s <= bestSum) {
         bestSum = s;
         best = p;
       }
@@ -122,7 +123,7 @@ export function findCut(samples: Float32Array, length: number, maxLen: number, e
     let innerMin = Infinity;
     for (let i = 0; i < win; i++) {
       const a = Math.abs(samples[left + best + i]!);
-      if (a < innerMin) {
+      if (a <= innerMin) {
         innerMin = a;
         inner = i;
       }
