@@ -93,6 +93,7 @@ export class LiveTranscriber extends Duplex {
   private ended = false;
   private head: Writable | undefined;
   private inputKind: 'bytes' | 'audio' | undefined;
+  private inputDone: (() => void) | undefined;
   private readonly modelReady: Promise<Model>;
   private recognizer: LiveRecognizer | undefined;
   private wavFormat: WavStreamFormat | null = null;
@@ -201,11 +202,15 @@ export class LiveTranscriber extends Duplex {
   }
 
   private async finishInput(): Promise<void> {
-    await this.modelReady;
-    if (this.destroyed || !this.recognizer) return;
-    await this.recognizer.end();
-    this.ended = true;
-    this.drain();
+    try {
+      await this.modelReady;
+      if (this.destroyed || !this.recognizer) return;
+      await this.recognizer.end();
+      this.ended = true;
+      this.drain();
+    } finally {
+      this.inputDone?.();
+    }
   }
 
   private enqueue(e: LiveEvent): void {
@@ -270,15 +275,17 @@ export class LiveTranscriber extends Duplex {
     else head.once('drain', () => callback());
   }
 
+  // 'finish' comes once every written sample has been decoded (the last final is queued).
   override _final(callback: (error?: Error | null) => void): void {
     if (!this.head) {
       // No audio at all.
       this.ended = true;
       this.drain();
-    } else {
-      this.head.end();
+      callback();
+      return;
     }
-    callback();
+    this.inputDone = () => callback();
+    this.head.end();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
