@@ -12,9 +12,15 @@ import { recognize, type AudioInput } from '../api/recognize.js';
 import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
 import type { SegmentResult } from '../stages/tokens.js';
+import { formatCue } from '../text/subtitles.js';
 import { registerDevices } from './devices.js';
+import { DEFAULT_MODEL, enumOpt, intOpt, numberOpt, stringOpt, UsageError } from './options.js';
 import { registerModelCommands } from './models.js';
+import { registerServe } from './serve.js';
 import { registerSynth } from './synth.js';
+
+export { formatCue } from '../text/subtitles.js';
+export { DEFAULT_MODEL, UsageError } from './options.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -39,13 +45,6 @@ export interface InferOptions {
   kernel?: KernelName;
 }
 
-/** A bad command line: exit code 2. */
-export class UsageError extends RustAsrError {
-  constructor(message: string) {
-    super('INVALID_OPTION', message);
-  }
-}
-
 /** Option name (camelCase, as in --config) -> flag name. */
 const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   model: 'model',
@@ -59,34 +58,6 @@ const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   threads: 'threads',
   kernel: 'kernel',
 };
-
-function stringOpt(name: string, v: unknown): string | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v === 'number') return String(v); // mri turns numeric-looking values into numbers
-  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} needs a value`);
-  return v;
-}
-
-function enumOpt<T extends string>(name: string, v: unknown, allowed: readonly T[]): T | undefined {
-  const s = stringOpt(name, v);
-  if (s === undefined) return undefined;
-  if (!allowed.includes(s as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${s}`);
-  return s as T;
-}
-
-function intOpt(name: string, v: unknown, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${String(v)}`);
-  return n;
-}
-
-function numberOpt(name: string, v: unknown): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!(Number.isFinite(n) && n > 0)) throw new UsageError(`--${name} must be a positive number, got ${String(v)}`);
-  return n;
-}
 
 /** Validates raw option values (from flags or JSON) into InferOptions; throws UsageError. */
 export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknown>>): InferOptions {
@@ -133,28 +104,10 @@ export async function readConfig(path: string): Promise<Partial<Record<keyof Inf
   return out;
 }
 
-function timestamp(seconds: number, sep: ',' | '.'): string {
-  const ms = Math.max(0, Math.round(seconds * 1000));
-  const h = Math.floor(ms / 3_600_000);
-  const m = Math.floor(ms / 60_000) % 60;
-  const s = Math.floor(ms / 1000) % 60;
-  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${pad(h)}:${pad(m)}:${pad(s)}${sep}${pad(ms % 1000, 3)}`;
-}
-
-/** One subtitle cue (SRT or WebVTT) for a segment; `n` is the 1-based cue number. */
-export function formatCue(format: 'srt' | 'vtt', n: number, seg: Pick<SegmentResult, 'start' | 'end' | 'text'>): string {
-  const sep = format === 'srt' ? ',' : '.';
-  const head = format === 'srt' ? `${n}\n` : '';
-  return `${head}${timestamp(seg.start, sep)} --> ${timestamp(seg.end, sep)}\n${seg.text}\n\n`;
-}
-
 async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
   if (s !== '' && !out.write(s)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
 }
 
-/** The model `infer` uses when --model is not given (downloaded into the cache on first use). */
-export const DEFAULT_MODEL = 'Qwen/Qwen3-ASR-0.6B';
 
 export interface InferIo {
   stdin: Readable | NodeJS.ReadableStream;
@@ -262,6 +215,7 @@ export async function main(argv: string[]): Promise<void> {
   registerSynth(prog);
   registerModelCommands(prog);
   registerDevices(prog);
+  registerServe(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
   // they are usage errors here (2). Its handlers run asynchronously and never call process.exit.
   const realExit = process.exit;
