@@ -16,6 +16,7 @@ import { formatCue } from '../text/subtitles.js';
 import { registerDevices } from './devices.js';
 import { DEFAULT_MODEL, enumOpt, intOpt, numberOpt, stringOpt, UsageError } from './options.js';
 import { registerModelCommands } from './models.js';
+import { registerQueueCommands } from './queue.js';
 import { registerServe } from './serve.js';
 import { registerSynth } from './synth.js';
 
@@ -216,6 +217,7 @@ export async function main(argv: string[]): Promise<void> {
   registerModelCommands(prog);
   registerDevices(prog);
   registerServe(prog);
+  registerQueueCommands(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
   // they are usage errors here (2). Its handlers run asynchronously and never call process.exit.
   const realExit = process.exit;
