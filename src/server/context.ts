@@ -10,6 +10,8 @@ import type { UploadLimits } from './upload.js';
 export interface ServerContext {
   /** The loaded model; undefined while it loads (or when loading failed): transcription routes answer 503. */
   readonly model: Model | undefined;
+  /** Why the model could not be loaded (undefined while it loads, and once it is loaded). */
+  readonly modelError: Error | undefined;
   /** The id clients name in `model` fields and that GET /v1/models lists. */
   readonly modelId: string;
   /** Other names accepted for the model in `model` fields (e.g. the --model argument as given). */

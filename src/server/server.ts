@@ -89,6 +89,7 @@ export class RustAsrServer {
   /** Resolves with the model once it is loaded (rejects with its load error). */
   readonly ready: Promise<Model>;
   private loaded: Model | undefined;
+  private loadError: Error | undefined;
   private created = 0;
   private isDraining = false;
   private closing: Promise<void> | undefined;
@@ -131,6 +132,9 @@ export class RustAsrServer {
       get model() {
         return self.loaded;
       },
+      get modelError() {
+        return self.loadError;
+      },
       modelId,
       modelAliases: aliases.filter((a) => a !== modelId),
       get modelCreated() {
@@ -157,7 +161,9 @@ export class RustAsrServer {
       this.created = Math.floor(Date.now() / 1000);
       return m;
     });
-    this.ready.catch(() => {});
+    this.ready.catch((err: unknown) => {
+      this.loadError = err instanceof Error ? err : new Error(String(err));
+    });
     this.http = createHttpServer((req, res) => void this.dispatch(req, res));
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
     this.http.on('clientError', (_err, socket: Duplex) => {

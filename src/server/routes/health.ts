@@ -29,6 +29,7 @@ export const readyRoute: HttpRoute = {
   whileDraining: true,
   handle(_req, res, ctx) {
     if (ctx.draining) json(res, 503, { status: 'draining' });
+    else if (ctx.modelError !== undefined) json(res, 503, { status: 'failed', error: ctx.modelError.message });
     else if (ctx.model === undefined) json(res, 503, { status: 'loading' });
     else json(res, 200, { status: 'ready', model: ctx.modelId });
   },

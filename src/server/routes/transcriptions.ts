@@ -156,7 +156,10 @@ export const transcriptionsRoute: HttpRoute = {
   auth: true,
   async handle(req: IncomingMessage, res: ServerResponse, ctx: ServerContext): Promise<void> {
     const model = ctx.model;
-    if (model === undefined) throw new HttpError(503, 'model_not_loaded', 'the model is not loaded yet; retry when /readyz answers 200', null, { 'retry-after': '5' });
+    if (model === undefined) {
+      const why = ctx.modelError === undefined ? 'the model is not loaded yet; retry when /readyz answers 200' : `the model failed to load: ${ctx.modelError.message}`;
+      throw new HttpError(503, 'model_not_loaded', why, null, { 'retry-after': '5' });
+    }
     const ticket = ctx.gate.enter();
     if (ticket === undefined) {
       throw new HttpError(
