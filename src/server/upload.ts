@@ -41,7 +41,7 @@ export interface Form {
 }
 
 /** Bytes allowed in the body beyond the audio file itself (the other fields, part headers, boundaries). */
-export const FORM_OVERHEAD_BYTES = 1 << 20;
+export const FORM_OVERHEAD_BYTES = 256 << 10;
 const MAX_FIELD_BYTES = 64 << 10;
 
 /** Collects a file's bytes: memory first, a private temp file once `memoryBytes` is passed. */
@@ -157,14 +157,17 @@ export function readForm(req: IncomingMessage, limits: UploadLimits, signal: Abo
       settled = true;
       signal.removeEventListener('abort', onAbort);
       req.unpipe(bb);
-      bb.removeAllListeners();
-      bb.on('error', () => {});
-      bb.destroy();
-      spool?.destroy();
-      cleanup().then(
-        () => reject(err),
-        () => reject(err),
-      );
+      // busboy may be inside its own write (a 'limit' or 'field' event): tear it down once that returns.
+      queueMicrotask(() => {
+        bb.removeAllListeners();
+        bb.on('error', () => {});
+        bb.destroy();
+        spool?.destroy();
+        cleanup().then(
+          () => reject(err),
+          () => reject(err),
+        );
+      });
     };
     if (signal.aborted) {
       onAbort();
