@@ -57,6 +57,7 @@ export async function enqueueTranscriptions(redisUrl: string, jobs: readonly Tra
   const keep = opts.keepSeconds ?? 7 * 86_400;
   const conn = redisConnection(redisUrl);
   const queue = new Queue<TranscriptionJobData, TranscriptionJobResult>(opts.queue ?? DEFAULT_QUEUE, { connection: conn });
+  queue.on('error', () => {}); // connection errors: commands wait for the reconnect
   try {
     await queue.addBulk(
       jobs.map((j, i) => ({
