@@ -113,11 +113,12 @@ export class TranscriptionWorker extends EventEmitter {
       throw err;
     }
     const name = opts.name ?? `${hostname()}:${process.pid}`;
-    let self: TranscriptionWorker | undefined;
+    // The worker object is made after the processor it runs; the processor reaches it through here.
+    const holder: { w?: TranscriptionWorker } = {};
     const processor = async (job: Job<TranscriptionJobData, TranscriptionJobResult>, _token?: string, signal?: AbortSignal): Promise<TranscriptionJobResult> => {
       const id = String(job.id);
       const attempt = job.attemptsStarted;
-      self?.emit('job', { event: 'started', id, attempt } satisfies WorkerJobEvent);
+      holder.w?.emit('job', { event: 'started', id, attempt } satisfies WorkerJobEvent);
       const { input, options = {} } = job.data;
       try {
         const audio = /^https?:\/\//i.test(input) ? await fetchInput(input, maxInputBytes, signal) : input;
@@ -144,8 +145,8 @@ export class TranscriptionWorker extends EventEmitter {
       name,
       autorun: false,
     });
-    self = new TranscriptionWorker(bull, model, name, conn, owns);
-    const w = self;
+    const w = new TranscriptionWorker(bull, model, name, conn, owns);
+    holder.w = w;
     bull.on('completed', (job) => w.emit('job', { event: 'completed', id: String(job.id), attempt: job.attemptsStarted } satisfies WorkerJobEvent));
     bull.on('failed', (job, err) => {
       if (job === undefined) return;
