@@ -4,7 +4,8 @@
 // restarted mid-run. Each job's ids equal transcribe()'s for its input, each is completed once.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, transcribe, type Model } from '../src/index.js';
-import { enqueueTranscriptions, type TranscriptionJob, type WorkerJobEvent } from '../src/queue/index.js';
+import { enqueueTranscriptions, jobIdOf, startWorker as startInProcessWorker, type TranscriptionJob, type WorkerJobEvent } from '../src/queue/index.js';
 import { BIN, ensureDist } from './helpers/cli.js';
 import { goldenPath, listCaseEntries } from './helpers/golden.js';
 import { until } from './helpers/http.js';
@@ -194,5 +195,48 @@ describe('transcription workers on a BullMQ queue', () => {
     for (const w of ws) expect(w.proc.exitCode).toBe(null); // still running: reconnected, not crashed
     for (const w of ws) expect(await stop(w.proc, 'SIGTERM')).toBe(0);
     await stop(redis, 'SIGTERM');
+  });
+
+  it('an in-process worker: URL inputs, bad input failed at once without retries, ids from input and options', async () => {
+    const port = await freePort();
+    const dir = join(dataDir, 'api');
+    await import('node:fs/promises').then((fs) => fs.mkdir(dir, { recursive: true }));
+    const redis = await startRedis(port, dir);
+    const url = `redis://127.0.0.1:${port}`;
+    const wav = await readFile(INPUTS[0]!.input);
+    const files = createHttpServer((req, res) => {
+      if (req.url === '/a.wav') res.end(wav);
+      else res.writeHead(404).end();
+    });
+    files.listen(0, '127.0.0.1');
+    await once(files, 'listening');
+    const base = `http://127.0.0.1:${(files.address() as { port: number }).port}`;
+    const worker = await startInProcessWorker({ redis: url, queue: 'api', model, maxNewTokens: 16, lockDurationMs: 2000, name: 'inproc' });
+    const events: WorkerJobEvent[] = [];
+    worker.on('job', (e: WorkerJobEvent) => events.push(e));
+    try {
+      const ref = await transcribe(wav, { model, maxNewTokens: 16, ...INPUTS[0]!.options });
+      const jobs: TranscriptionJob[] = [
+        { input: `${base}/a.wav`, options: INPUTS[0]!.options },
+        { input: join(goldenPath('models', 'tiny-a'), 'config.json') },
+        { input: `${base}/missing.wav` },
+      ];
+      const out = await enqueueTranscriptions(url, jobs, { queue: 'api', timeoutMs: 60_000, attempts: 2 });
+      expect(out.map((o) => o.id)).toEqual(jobs.map(jobIdOf));
+      expect(jobIdOf(jobs[0]!)).toBe(jobIdOf({ input: `${base}/a.wav`, options: { ...INPUTS[0]!.options } }));
+      expect([out[0]!.state, out[0]!.result?.tokens, out[0]!.result?.text, out[0]!.result?.worker]).toEqual(['completed', ref.tokens, ref.text, 'inproc']);
+      expect([out[1]!.state, out[1]!.error?.split(':')[0]]).toEqual(['failed', 'INVALID_WAV']);
+      expect(events.filter((e) => e.id === out[1]!.id).map((e) => [e.event, e.attempt])).toEqual([['started', 1], ['failed', 1]]);
+      // A download failure is transient: retried (2 runs here), then failed.
+      expect([out[2]!.state, out[2]!.error?.split(':')[0]]).toEqual(['failed', 'DOWNLOAD_FAILED']);
+      expect(events.filter((e) => e.id === out[2]!.id && e.event === 'started').map((e) => e.attempt)).toEqual([1, 2]);
+      const pending = await enqueueTranscriptions(url, [{ input: `${base}/a.wav`, options: INPUTS[0]!.options }], { queue: 'api', wait: false });
+      expect(pending).toEqual([{ id: out[0]!.id, state: 'completed', result: out[0]!.result }]);
+      expect(() => jobIdOf({ id: '12', input: 'x' })).toThrow(/not an integer/);
+    } finally {
+      await worker.close();
+      files.close();
+      await stop(redis, 'SIGTERM');
+    }
   });
 });

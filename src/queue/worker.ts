@@ -132,7 +132,9 @@ export class TranscriptionWorker extends EventEmitter {
         });
         return { id, input, text: r.text, language: r.language ?? null, tokens: r.tokens, segments: r.segments, timings: r.timings, worker: name };
       } catch (err) {
+        // The failure reason starts with the error code ('INVALID_WAV: ...'), as results are read across machines.
         if (err instanceof RustAsrError && INPUT_ERRORS.has(err.code)) throw new UnrecoverableError(`${err.code}: ${err.message}`);
+        if (err instanceof RustAsrError) throw new Error(`${err.code}: ${err.message}`, { cause: err });
         throw err;
       }
     };
@@ -150,7 +152,7 @@ export class TranscriptionWorker extends EventEmitter {
     bull.on('completed', (job) => w.emit('job', { event: 'completed', id: String(job.id), attempt: job.attemptsStarted } satisfies WorkerJobEvent));
     bull.on('failed', (job, err) => {
       if (job === undefined) return;
-      const code = /^([A-Z_]+): /.exec(err.message)?.[1] ?? (err instanceof RustAsrError ? err.code : 'INTERNAL');
+      const code = /^([A-Z_]+): /.exec(err.message)?.[1] ?? 'INTERNAL';
       w.emit('job', { event: 'failed', id: String(job.id), attempt: job.attemptsStarted, code, message: err.message } satisfies WorkerJobEvent);
     });
     bull.on('error', (err) => {

@@ -103,6 +103,27 @@ function recognizeOptions(model: Model, r: TranscriptionRequest, ctx: ServerCont
   return { model, language: r.language, context: r.context, maxNewTokens: ctx.maxNewTokens, signal };
 }
 
+/**
+ * A signal that fires with the first of `a` and `b` (AbortSignal.any needs Node 20.3), and a function that
+ * drops its listeners (`b` is the server-wide shutdown signal: it must not collect one per request).
+ */
+function anySignal(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  const c = new AbortController();
+  const onA = () => c.abort(a.reason);
+  const onB = () => c.abort(b.reason);
+  const dispose = () => {
+    a.removeEventListener('abort', onA);
+    b.removeEventListener('abort', onB);
+  };
+  if (a.aborted) onA();
+  else if (b.aborted) onB();
+  else {
+    a.addEventListener('abort', onA, { once: true });
+    b.addEventListener('abort', onB, { once: true });
+  }
+  return { signal: c.signal, dispose };
+}
+
 const inputOf = (f: UploadedFile): string | Buffer => f.path ?? f.data ?? Buffer.alloc(0);
 
 /** The whole result in the asked format. */
@@ -175,7 +196,7 @@ export const transcriptionsRoute: HttpRoute = {
       if (!res.writableFinished) client.abort(new Error('the client closed the connection'));
     };
     res.once('close', onClose);
-    const signal = AbortSignal.any([client.signal, ctx.shutdownSignal]);
+    const { signal, dispose } = anySignal(client.signal, ctx.shutdownSignal);
     let form: Form | undefined;
     try {
       form = await readForm(req, ctx.upload, signal);
@@ -190,6 +211,7 @@ export const transcriptionsRoute: HttpRoute = {
       }
       throw err;
     } finally {
+      dispose();
       await form?.cleanup();
       ticket.release();
     }
