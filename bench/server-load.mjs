@@ -6,11 +6,13 @@
 //                              [--rounds 10] [--threads 2] [--tokens 32] [--stream]
 //
 // Prints a summary on stderr and one JSON line on stdout. Needs dist/ (npm run build).
+import { Buffer } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { setTimeout } from 'node:timers';
+import { fileURLToPath, URL } from 'node:url';
 
 const args = process.argv.slice(2);
 const opt = (name, def) => {
