@@ -295,3 +295,44 @@ describe('probes, metrics and the API key', () => {
     }
   });
 });
+
+describe('WebSocket upgrade dispatch (the plug point for upgrade routes)', () => {
+  it('refuses unknown paths (404) and bad keys (401), hands authorised upgrades to the route; close() fires drainSignal', async () => {
+    const { RustAsrServer } = await import('../src/server/index.js');
+    const { HTTP_ROUTES, UPGRADE_ROUTES } = await import('../src/server/routes/index.js');
+    const { connect } = await import('node:net');
+    const seen: string[] = [];
+    const echo = {
+      name: 'test-upgrade',
+      path: '/test-upgrade',
+      auth: true,
+      upgrade(req: import('node:http').IncomingMessage, socket: import('node:stream').Duplex, _head: Buffer, ctx: import('../src/server/index.js').ServerContext) {
+        seen.push(`${req.url} ${ctx.modelId}`);
+        socket.end('HTTP/1.1 101 Switching Protocols\r\nupgrade: test\r\nconnection: Upgrade\r\n\r\n');
+      },
+    };
+    const s = new RustAsrServer({ model: models.get(MODEL_DIRS[0]!)!, port: 0, apiKey: 'k' }, { http: HTTP_ROUTES, upgrade: [...UPGRADE_ROUTES, echo] });
+    await s.listen();
+    await s.ready;
+    extra.push(s);
+    const port = Number(new URL(s.url).port);
+    const raw = (path: string, key?: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = connect(port, '127.0.0.1');
+        let out = '';
+        sock.on('data', (d) => (out += d.toString()));
+        sock.on('end', () => resolve(out));
+        sock.on('error', reject);
+        sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n${key ? `Authorization: Bearer ${key}\r\n` : ''}\r\n`);
+      });
+    const status = (r: string) => r.split('\r\n')[0];
+    expect(status(await raw('/v1/nothing', 'k'))).toBe('HTTP/1.1 404 Not Found');
+    const r401 = await raw('/test-upgrade', 'wrong');
+    expect([status(r401), JSON.parse(r401.slice(r401.indexOf('\r\n\r\n') + 4)).error.code]).toEqual(['HTTP/1.1 401 Unauthorized', 'invalid_api_key']);
+    expect(status(await raw('/test-upgrade?x=1', 'k'))).toBe('HTTP/1.1 101 Switching Protocols');
+    expect(seen).toEqual([`/test-upgrade?x=1 ${s.context.modelId}`]);
+    const closing = s.close();
+    expect(s.context.drainSignal.aborted).toBe(true);
+    await closing;
+  });
+});

@@ -26,6 +26,11 @@ export interface ServerContext {
   readonly maxNewTokens: number | undefined;
   /** True once shutdown began: no new sessions are started, running ones finish. */
   readonly draining: boolean;
+  /**
+   * Fires when shutdown begins (close(), SIGTERM): open-ended sessions (a live WebSocket) should finish
+   * what they have (final results) and close, so the drain does not wait for the deadline.
+   */
+  readonly drainSignal: AbortSignal;
   /** Fires when the drain deadline passes: whatever still runs must stop (its requests get 503). */
   readonly shutdownSignal: AbortSignal;
 }
@@ -48,8 +53,10 @@ export interface HttpRoute {
  * A WebSocket route (an HTTP Upgrade request on `path`). The server has checked the path, the API key
  * (when `auth`) and that it is not draining; upgrade() owns `socket` from then on: typically a `ws`
  * WebSocketServer created with `{ noServer: true }` whose handleUpgrade(req, socket, head, cb) completes
- * the handshake. A session should hold a `ctx.gate` ticket while it runs (so it counts against
- * --max-concurrent and the drain waits for it) and end when `ctx.shutdownSignal` fires.
+ * the handshake (refuseUpgrade() from ./errors.js answers an HttpError instead, e.g. 429 when
+ * `ctx.gate.enter()` gives no ticket). A session should hold a `ctx.gate` ticket while it runs (so it
+ * counts against --max-concurrent and the drain waits for it), wind down when `ctx.drainSignal` fires and
+ * stop at once when `ctx.shutdownSignal` does.
  */
 export interface UpgradeRoute {
   readonly name: string;

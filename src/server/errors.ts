@@ -1,5 +1,6 @@
 // Errors as the OpenAI API reports them: an HTTP status and `{ error: { message, type, param, code } }`.
 import type { ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 import { RustAsrError, type RustAsrErrorCode } from '../errors.js';
 
@@ -73,4 +74,14 @@ export function sendError(res: ServerResponse, err: HttpError): void {
     ...err.headers,
   });
   res.end(body);
+}
+
+/** Answers an HTTP Upgrade request with `err` on the raw socket, and closes it (no WebSocket handshake). */
+export function refuseUpgrade(socket: Duplex, err: HttpError): void {
+  const body = JSON.stringify(err.body());
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' }[err.status] ?? 'Error';
+  const headers = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...err.headers })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.end(`HTTP/1.1 ${err.status} ${reason}\r\n${headers}\r\n${body}`);
 }

@@ -2,7 +2,7 @@
 export { RustAsrServer, createServer, serve } from './server.js';
 export type { ServeOptions } from './server.js';
 export type { HttpRoute, ServerContext, UpgradeRoute } from './context.js';
-export { HttpError } from './errors.js';
+export { HttpError, refuseUpgrade } from './errors.js';
 export type { OpenAiErrorBody, OpenAiErrorType } from './errors.js';
 export { Gate } from './gate.js';
 export type { Ticket } from './gate.js';

@@ -9,7 +9,7 @@ import { loadModel, type LoadModelOptions, type Model } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
 import { bearerCheck } from './auth.js';
 import type { HttpRoute, ServerContext, UpgradeRoute } from './context.js';
-import { HttpError, sendError, toHttpError } from './errors.js';
+import { HttpError, refuseUpgrade, sendError, toHttpError } from './errors.js';
 import { Gate } from './gate.js';
 import { ServerMetrics } from './metrics.js';
 import { HTTP_ROUTES, UPGRADE_ROUTES } from './routes/index.js';
@@ -67,16 +67,6 @@ function defaultModelId(model: Model | string): string {
   return basename(ref.replace(/[\\/]+$/, '')) || ref;
 }
 
-/** Answers an Upgrade request that no route takes, and closes the socket. */
-function refuseUpgrade(socket: Duplex, err: HttpError): void {
-  const body = JSON.stringify(err.body());
-  const reason = { 401: 'Unauthorized', 404: 'Not Found', 503: 'Service Unavailable' }[err.status] ?? 'Error';
-  const headers = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...err.headers })
-    .map(([k, v]) => `${k}: ${v}\r\n`)
-    .join('');
-  socket.end(`HTTP/1.1 ${err.status} ${reason}\r\n${headers}\r\n${body}`);
-}
-
 /**
  * An OpenAI-compatible transcription server over one model. `listen()` binds it; `close()` drains it: no
  * new connections or sessions, running ones finish (up to drainTimeoutMs, then they are aborted), then the
@@ -94,6 +84,7 @@ export class RustAsrServer {
   private isDraining = false;
   private closing: Promise<void> | undefined;
   private readonly shutdown = new AbortController();
+  private readonly drain = new AbortController();
   private readonly ctx: ServerContext;
   private readonly checkKey: ((req: IncomingMessage) => void) | undefined;
   private readonly owned: boolean;
@@ -147,6 +138,7 @@ export class RustAsrServer {
       get draining() {
         return self.isDraining;
       },
+      drainSignal: this.drain.signal,
       shutdownSignal: this.shutdown.signal,
     };
     this.ready = new Promise<Model>((res) => {
@@ -285,6 +277,7 @@ export class RustAsrServer {
 
   private async doClose(): Promise<void> {
     this.isDraining = true;
+    this.drain.abort(new RustAsrError('ABORTED', 'the server is shutting down'));
     const closed = new Promise<void>((res) => this.http.close(() => res()));
     this.http.closeIdleConnections();
     const timeout = this.opts.drainTimeoutMs ?? 30_000;
