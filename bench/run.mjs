@@ -596,7 +596,7 @@ async function main() {
     const snap = sdkRoot;
     process.on('exit', () => rmSync(snap, { recursive: true, force: true }));
   }
-  const { native } = await sdk('native.js');
+  const { nativeDev } = await sdk('native.js');
   const cpuKernels = nativeDev().cpuKernels();
   const loadStart = os.loadavg();
 

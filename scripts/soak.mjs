@@ -31,7 +31,7 @@ if (!existsSync(join(root, 'dist', 'index.js'))) {
 }
 const { loadModel, loadAudio, transcribe, RustAsrError } = await import('../dist/index.js');
 const { resample } = await import('../dist/stages/resample.js');
-const { nativeDev } = await import('../dist/native.js');
+const { native } = await import('../dist/native.js');
 
 const { values: args } = parseArgs({
   options: {
@@ -170,7 +170,7 @@ const resources = () => {
 };
 
 const tmp = mkdtempSync(join(tmpdir(), 'rustasr-soak-'));
-const nativeBefore = nativeDev().liveObjects();
+const nativeBefore = native().liveObjects();
 const t0 = performance.now();
 const model = await loadModel(modelDir, { threads: Number(args.threads) });
 const loadMs = performance.now() - t0;
@@ -255,7 +255,7 @@ async function runRange(from, to) {
 const tRun = performance.now();
 await runRange(0, WARMUP);
 await settle();
-const warm = { mem: mem(), resources: resources(), native: nativeDev().liveObjects() };
+const warm = { mem: mem(), resources: resources(), native: native().liveObjects() };
 // After warm-up, the run goes in ~20 batches; after each, with nothing in flight and after a gc, RSS and heap
 // are sampled. A single RSS reading swings by +-10 % with what the allocator keeps from the last inputs (a
 // 30 s 48 kHz float64 stereo file is 23 MB), so the drift compares the median of the first three samples
@@ -269,10 +269,10 @@ for (let from = WARMUP; from < N; from += batch) {
 }
 const runMs = performance.now() - tRun;
 await settle();
-const end = { mem: mem(), resources: resources(), native: nativeDev().liveObjects() };
+const end = { mem: mem(), resources: resources(), native: native().liveObjects() };
 model.dispose();
 await settle();
-const nativeAfter = nativeDev().liveObjects();
+const nativeAfter = native().liveObjects();
 rmSync(tmp, { recursive: true, force: true });
 
 // ------------------------------------------------------------------------------------------------ verdict

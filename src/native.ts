@@ -121,6 +121,11 @@ export interface NativeBinding {
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
   devices(): Promise<NativeDeviceStatus[]>;
+  /**
+   * Engine objects alive in this process (all threads), for /metrics and leak checks: loaded models whose weights are
+   * still held (by a handle or a running session) and sessions whose state is not yet freed.
+   */
+  liveObjects(): { models: number; sessions: number };
   /** The test/dev surface, present in builds from source (RUSTASR_DEV unset or 1), absent in prebuilt binaries. */
   dev?: NativeDevBinding;
 }
@@ -167,11 +172,6 @@ export interface NativeDevBinding {
     gemm?: { impl: 'auto' | 'own' | 'blas' | 'blas-threaded'; n: number; rows: number; cols: number }[];
     gemmReps?: number;
   }): Promise<NativeProbeResult>;
-  /**
-   * Engine objects alive in this process (all threads), for leak checks: loaded models whose weights are
-   * still held (by a handle or a running session) and sessions whose state is not yet freed.
-   */
-  liveObjects(): { models: number; sessions: number };
 }
 
 let cached: NativeBinding | undefined;

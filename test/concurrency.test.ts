@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadAudio, loadModel, RustAsrError, transcribe, type Model } from '../src/index.js';
-import { nativeDev } from '../src/native.js';
+import { native } from '../src/native.js';
 import { devSession } from './helpers/dev.js';
 import { goldenPath, listCaseEntries, REPO_ROOT, type GoldenIndexEntry } from './helpers/golden.js';
 import { rejection } from './helpers/errors.js';
@@ -70,7 +70,7 @@ describe('simultaneous transcriptions on one model', () => {
     // Eight interleaved decode generators (every case twice) over the same model.
     const gens = await Promise.all([...CASES, ...CASES].map((c) => collect(model, c)));
     expect(gens).toEqual([...sequential, ...sequential]);
-    expect(nativeDev().liveObjects().sessions).toBe(0);
+    expect(native().liveObjects().sessions).toBe(0);
   });
 
   it('aborting one leaves the others untouched', async () => {
@@ -92,7 +92,7 @@ describe('simultaneous transcriptions on one model', () => {
         expect(r).toEqual({ status: 'fulfilled', value: CASES[k]!.generated_ids });
       }
     });
-    expect(nativeDev().liveObjects().sessions).toBe(0);
+    expect(native().liveObjects().sessions).toBe(0);
   });
 
   it('an abort while a native call runs (encoder) rejects ABORTED once it returns; others finish', async () => {
@@ -106,10 +106,10 @@ describe('simultaneous transcriptions on one model', () => {
   });
 
   it('an already-aborted signal rejects ABORTED before any native work', async () => {
-    const before = nativeDev().liveObjects();
+    const before = native().liveObjects();
     const e = await rejection(transcribe(samplesOf(CASES[0]!), { model, maxNewTokens: 4, signal: AbortSignal.abort() }));
     expect(e.code).toBe('ABORTED');
-    expect(nativeDev().liveObjects()).toEqual(before);
+    expect(native().liveObjects()).toEqual(before);
   });
 });
 
@@ -158,17 +158,17 @@ describe('native session misuse', () => {
   });
 
   it('dispose() during a call lets the call finish; later calls throw "disposed"', async () => {
-    const base = nativeDev().liveObjects();
+    const base = native().liveObjects();
     const s = devSession(model);
     const p = s.mel(samplesOf(CASES[3]!));
     s.dispose();
-    expect(nativeDev().liveObjects().sessions).toBe(base.sessions + 1); // held by the call in flight
+    expect(native().liveObjects().sessions).toBe(base.sessions + 1); // held by the call in flight
     expect((await p).frames).toBeGreaterThan(0);
     expect(syncError(() => s.mel(new Float32Array(400)))).toEqual({ code: 'INVALID_ARGUMENT', message: 'the session has been disposed' });
     s.dispose();
     // The call's worker releases its reference once its promise has settled.
     await new Promise((r) => setImmediate(r));
-    expect(nativeDev().liveObjects()).toEqual(base);
+    expect(native().liveObjects()).toEqual(base);
   });
 
   it('terminating a worker_thread while its native call runs does not crash the process', async () => {
@@ -188,7 +188,7 @@ describe('native session misuse', () => {
         }
       })();
     `;
-    const base = nativeDev().liveObjects();
+    const base = native().liveObjects();
     const workerData = { root: REPO_ROOT, gypBuild: createRequire(import.meta.url).resolve('node-gyp-build'), model: MODEL_DIR };
     for (let k = 0; k < 3; k++) {
       const w = new Worker(src, { eval: true, workerData });
@@ -203,14 +203,14 @@ describe('native session misuse', () => {
       expect(errors).toEqual([]);
     }
     // The workers' models and sessions were freed with their environments.
-    expect(nativeDev().liveObjects()).toEqual(base);
+    expect(native().liveObjects()).toEqual(base);
   });
 });
 
 // Last: these dispose the shared model (loading another costs ~4 s, mostly the tokenizer).
 describe('dispose() while sessions run', () => {
   it('running sessions finish with the golden ids, transcriptions not yet in the engine fail INVALID_ARGUMENT', async () => {
-    const base = nativeDev().liveObjects();
+    const base = native().liveObjects();
     expect(base.sessions).toBe(0);
     // Each decode pauses after its first token until all four hold a native session; then the model is
     // disposed, right after two more transcriptions were started (they are still reading their files).
@@ -223,11 +223,11 @@ describe('dispose() while sessions run', () => {
         collect(model, c, {}, async (i) => {
           if (i !== 0) return;
           if (++started === CASES.length) {
-            expect(nativeDev().liveObjects().sessions).toBe(CASES.length);
+            expect(native().liveObjects().sessions).toBe(CASES.length);
             late = Promise.allSettled(CASES.slice(0, 2).map((l) => transcribe(goldenPath(l.audio), { model, ...optsOf(l) })));
             model.dispose();
             // The handle is gone; the engine model lives on in the sessions.
-            expect(nativeDev().liveObjects().models).toBe(base.models);
+            expect(native().liveObjects().models).toBe(base.models);
             release();
           }
           await allStarted;
@@ -245,7 +245,7 @@ describe('dispose() while sessions run', () => {
     }
     expect(model.disposed).toBe(true);
     // The weights were released with the last session.
-    expect(nativeDev().liveObjects()).toEqual({ models: base.models - 1, sessions: 0 });
+    expect(native().liveObjects()).toEqual({ models: base.models - 1, sessions: 0 });
   });
 
   it('a disposed model rejects every call with INVALID_ARGUMENT; dispose() twice is a no-op', async () => {

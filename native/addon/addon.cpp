@@ -1,5 +1,5 @@
 // N-API binding: a thin layer over rustasr/engine.h (see common.h). The production surface:
-//   loadModel(dir, opts) -> Promise<NativeModel>;  devices() -> Promise<DeviceStatus[]>
+//   loadModel(dir, opts) -> Promise<NativeModel>;  devices() -> Promise<DeviceStatus[]>;  liveObjects()
 //   NativeModel: info(), createSession(), dispose()
 //   NativeSession: start(samples, head, tail, opts) -> Promise<first id + facts>, step(id) -> Promise<{ id }>,
 //                  cancel(), dispose()
@@ -418,6 +418,15 @@ Napi::Value Devices(const Napi::CallbackInfo& info) {
       });
 }
 
+// liveObjects() -> { models, sessions }: engine objects alive in this process (all threads): loaded models whose
+// weights are still held and sessions whose state is not yet freed (the server's /metrics, leak checks).
+Napi::Value LiveObjects(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("models", Napi::Number::New(info.Env(), static_cast<double>(g_live_models.load())));
+  o.Set("sessions", Napi::Number::New(info.Env(), static_cast<double>(g_live_sessions.load())));
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->session_ctor = Napi::Persistent(SessionWrap::Init(env));
@@ -425,6 +434,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);  // deleted by N-API when the environment ends
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("devices", Napi::Function::New(env, Devices));
+  exports.Set("liveObjects", Napi::Function::New(env, LiveObjects));
 #ifdef RUSTASR_DEV
   register_dev(env, exports);
 #endif

@@ -31,7 +31,7 @@ Napi::Value queue(Napi::Env env, Work work, Done done);
 Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v);
 std::vector<float> from_f32(const Napi::Value& v, const char* what);
 
-// Live engine objects in this process (all environments), for leak checks (dev surface: liveObjects()). A model
+// Live engine objects in this process (all environments): liveObjects(), for the server's /metrics and leak checks. A model
 // counts until its weights are released (its last handle or session is gone), a session until its state (KV
 // cache) is freed.
 extern std::atomic<int64_t> g_live_models;
@@ -71,7 +71,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
 };
 
 #ifdef RUSTASR_DEV
-// Adds the dev surface to `exports.dev` (argmax, cpuKernels, probe, liveObjects).
+// Adds the dev surface to `exports.dev` (argmax, cpuKernels, probe).
 void register_dev(Napi::Env env, Napi::Object exports);
 #endif
 

@@ -1,6 +1,6 @@
 // The test/dev surface of the binding (built with RUSTASR_DEV; prebuilt binaries leave it out): the engine's
 // stage-by-stage calls with their intermediate results (mel, encode, prefill logits, step logits), and
-// exports.dev = { argmax, cpuKernels, probe, liveObjects } for tests, the benchmark and the soak run.
+// exports.dev = { argmax, cpuKernels, probe } for tests and the benchmark.
 #include "common.h"
 
 #include <utility>
@@ -133,12 +133,6 @@ Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
   return a;
 }
 
-Napi::Value LiveObjects(const Napi::CallbackInfo& info) {
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("models", Napi::Number::New(info.Env(), static_cast<double>(g_live_models.load())));
-  o.Set("sessions", Napi::Number::New(info.Env(), static_cast<double>(g_live_sessions.load())));
-  return o;
-}
 
 // probe({ threads?, kernel?, bandwidthBytes?, bandwidthReps?, gemm?: [{ impl, n, rows, cols }], gemmReps? })
 // -> Promise<{ blas, bandwidth?: { threads, bytes, isa, seconds[] }, gemm: [{ impl, isa, threads, n, rows, cols,
@@ -238,7 +232,6 @@ void register_dev(Napi::Env env, Napi::Object exports) {
   dev.Set("argmax", Napi::Function::New(env, Argmax));
   dev.Set("cpuKernels", Napi::Function::New(env, CpuKernels));
   dev.Set("probe", Napi::Function::New(env, Probe));
-  dev.Set("liveObjects", Napi::Function::New(env, LiveObjects));
   exports.Set("dev", dev);
 }
 

@@ -12,11 +12,17 @@ import { recognize, type AudioInput } from '../api/recognize.js';
 import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
 import type { SegmentResult } from '../stages/tokens.js';
+import { formatCue } from '../text/subtitles.js';
 import { registerDevices } from './devices.js';
 import { registerListen } from './listen.js';
-import { EXIT_FAILURE, EXIT_USAGE, UsageError, enumOpt, intOpt, numberOpt, stringOpt } from './options.js';
+import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, enumOpt, intOpt, numberOpt, stringOpt, UsageError } from './options.js';
 import { registerModelCommands } from './models.js';
+import { registerQueueCommands } from './queue.js';
+import { registerServe } from './serve.js';
 import { registerSynth } from './synth.js';
+
+export { formatCue } from '../text/subtitles.js';
+export { DEFAULT_MODEL, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './options.js';
 
 export const FORMATS = ['text', 'json', 'srt', 'vtt'] as const;
 export type OutputFormat = (typeof FORMATS)[number];
@@ -96,28 +102,10 @@ export async function readConfig(path: string): Promise<Partial<Record<keyof Inf
   return out;
 }
 
-function timestamp(seconds: number, sep: ',' | '.'): string {
-  const ms = Math.max(0, Math.round(seconds * 1000));
-  const h = Math.floor(ms / 3_600_000);
-  const m = Math.floor(ms / 60_000) % 60;
-  const s = Math.floor(ms / 1000) % 60;
-  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${pad(h)}:${pad(m)}:${pad(s)}${sep}${pad(ms % 1000, 3)}`;
-}
-
-/** One subtitle cue (SRT or WebVTT) for a segment; `n` is the 1-based cue number. */
-export function formatCue(format: 'srt' | 'vtt', n: number, seg: Pick<SegmentResult, 'start' | 'end' | 'text'>): string {
-  const sep = format === 'srt' ? ',' : '.';
-  const head = format === 'srt' ? `${n}\n` : '';
-  return `${head}${timestamp(seg.start, sep)} --> ${timestamp(seg.end, sep)}\n${seg.text}\n\n`;
-}
-
 async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
   if (s !== '' && !out.write(s)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
 }
 
-/** The model `infer` uses when --model is not given (downloaded into the cache on first use). */
-export const DEFAULT_MODEL = 'Qwen/Qwen3-ASR-0.6B';
 
 export interface InferIo {
   stdin: Readable | NodeJS.ReadableStream;
@@ -194,7 +182,6 @@ async function infer(file: string | undefined, flags: Flags): Promise<void> {
   await runInfer(String(file), parseInferOptions(raw), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
 }
 
-export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './options.js';
 
 export async function main(argv: string[]): Promise<void> {
   const prog = sade('rustasr');
@@ -228,6 +215,8 @@ export async function main(argv: string[]): Promise<void> {
   registerListen(prog);
   registerModelCommands(prog);
   registerDevices(prog);
+  registerServe(prog);
+  registerQueueCommands(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
   // they are usage errors here (2). Its handlers run asynchronously and never call process.exit.
   const realExit = process.exit;

@@ -15,7 +15,7 @@ import { LIVE_DEFAULTS } from '../core/live.js';
 import type { KernelName } from '../core/model.js';
 import { RustAsrError } from '../errors.js';
 import type { AudioChunk } from '../stages/wav-decode.js';
-import { enumOpt, intOpt, numberOpt, reportFailure, stringOpt, UsageError } from './options.js';
+import { DEFAULT_MODEL, enumOpt, intOpt, numberOpt, reportFailure, stringOpt, UsageError } from './options.js';
 
 const LISTEN_FORMATS = ['tty', 'jsonl', 'text'] as const;
 type ListenFormat = (typeof LISTEN_FORMATS)[number];
@@ -99,7 +99,7 @@ function boolFlag(name: string, v: unknown): boolean | undefined {
 export function parseListenFlags(flags: Flags): ListenOptions & { realtime?: boolean; format?: ListenFormat } {
   const endpoint = boolFlag('endpoint', flags['endpoint']); // --no-endpoint gives false
   const o: ListenOptions & { realtime?: boolean; format?: ListenFormat } = {
-    model: stringOpt('model', flags['model']) ?? 'Qwen/Qwen3-ASR-0.6B',
+    model: stringOpt('model', flags['model']) ?? DEFAULT_MODEL,
     device: enumOpt('device', flags['device'], DEVICE_NAMES),
     deviceIndex: intOpt('device-index', flags['device-index'], 0),
     threads: intOpt('threads', flags['threads'], 0),

@@ -1,9 +1,12 @@
-// Shared pieces of the CLI commands: exit codes, the usage error, option value checks.
+// Shared pieces of the CLI commands: exit codes, the usage error (exit code 2), option value checks.
 import { RustAsrError } from '../errors.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+
+/** The model `infer`, `listen` and `serve` use when --model is not given (downloaded into the cache on first use). */
+export const DEFAULT_MODEL = 'Qwen/Qwen3-ASR-0.6B';
 
 /** A bad command line: exit code 2. */
 export class UsageError extends RustAsrError {

@@ -1,7 +1,7 @@
 // The addon's test/dev surface (built from source: RUSTASR_DEV unset or 1): sessions with the stage-by-stage
 // calls, and the live-object counters.
 import type { Model } from '../../src/core/model.js';
-import { nativeDev, type NativeDevSession } from '../../src/native.js';
+import { native, type NativeDevSession } from '../../src/native.js';
 
 /** A native session of `model` with the dev calls (mel, encode, prefill, stepLogits). */
 export function devSession(model: Model): NativeDevSession {
@@ -12,5 +12,5 @@ export function devSession(model: Model): NativeDevSession {
 
 /** Engine objects alive in this process. */
 export function liveObjects(): { models: number; sessions: number } {
-  return nativeDev().liveObjects();
+  return native().liveObjects();
 }
