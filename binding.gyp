@@ -1,6 +1,7 @@
 {
   "variables": {
-    "rustasr_dev%": "<!(node -p \"process.env.RUSTASR_DEV === '0' ? 0 : 1\")"
+    "rustasr_dev%": "<!(node -p \"process.env.RUSTASR_DEV === '0' ? 0 : 1\")",
+    "rustasr_metal%": "<!(node -p \"process.env.RUSTASR_METAL === '1' ? 1 : 0\")"
   },
   "targets": [
     {
@@ -60,13 +61,8 @@
           ]
         }],
         ["OS=='mac'", {
-          "sources": ["native/src/backend/metal/metal_backend.mm"],
-          "defines": ["RUSTASR_HAVE_ACCELERATE=1", "ACCELERATE_NEW_LAPACK=1", "RUSTASR_HAVE_METAL=1"],
-          "libraries": [
-            "-framework Accelerate",
-            "-framework Metal",
-            "-framework Foundation"
-          ],
+          "defines": ["RUSTASR_HAVE_ACCELERATE=1", "ACCELERATE_NEW_LAPACK=1"],
+          "libraries": ["-framework Accelerate"],
           "xcode_settings": {
             "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
             "CLANG_ENABLE_OBJC_ARC": "YES",
@@ -74,6 +70,11 @@
             "MACOSX_DEPLOYMENT_TARGET": "13.0",
             "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Wall", "-Wextra"]
           }
+        }],
+        ["OS=='mac' and rustasr_metal==1", {
+          "sources": ["native/src/backend/metal/metal_backend.mm"],
+          "defines": ["RUSTASR_HAVE_METAL=1"],
+          "libraries": ["-framework Metal", "-framework Foundation"]
         }]
       ]
     }

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include <rustasr/engine.h>
+
 #include "../util/tensor.h"
 
 namespace rustasr {
@@ -172,19 +174,16 @@ class DeviceBuffer {
 
 std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options);
 
-// What a device kind can do on this machine, for device choice and `rustasr devices`.
-struct DeviceInfo {
-  std::string kind;       // "cpu" | "cuda" | "metal"
-  bool available = false;
-  std::string name;       // e.g. "NVIDIA H100 80GB HBM3", or the CPU kernel for "cpu"
-  std::string reason;     // why it is not available (empty when available)
-};
-
-// Probes cpu, cuda and metal (in that order). Never throws.
-std::vector<DeviceInfo> probe_devices();
+// Probes cpu, cuda and metal (in that order; DeviceStatus is engine.h's). Never throws.
+std::vector<DeviceStatus> probe_devices();
 
 // The backend for `device` ("cpu", "cuda" or "metal"). Throws Error(kUnsupportedDevice) saying why when the
 // device cannot be used here (not built in, no GPU or driver, initialisation failed).
 std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options);
+
+// The backend for ModelParams::device: "cpu", "cuda", "metal", or "auto" (CUDA if usable, else Metal if usable,
+// else the CPU). With "auto", a GPU that probes as present but fails to start falls back to the CPU and
+// *fallback says why. The one place the device choice is made.
+std::unique_ptr<Backend> choose_backend(const std::string& device, const BackendOptions& options, std::string* fallback);
 
 }  // namespace rustasr

@@ -113,8 +113,8 @@ const Plugin* load_plugin(std::string* why) {
 
 }  // namespace
 
-DeviceInfo probe_cuda() {
-  DeviceInfo d;
+DeviceStatus probe_cuda() {
+  DeviceStatus d;
   d.kind = "cuda";
   try {
     std::string why;
@@ -170,8 +170,8 @@ const char* unsupported_reason() {
 }
 }  // namespace
 
-DeviceInfo probe_cuda() {
-  DeviceInfo d;
+DeviceStatus probe_cuda() {
+  DeviceStatus d;
   d.kind = "cuda";
   d.reason = unsupported_reason();
   return d;

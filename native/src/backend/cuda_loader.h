@@ -10,7 +10,7 @@ namespace rustasr {
 
 // Where the plugin is looked for, first match wins: $RUSTASR_CUDA_PLUGIN (a path), then the directory of the
 // loaded core library (the addon's .node or the test binary): rustasr_cuda.so.
-DeviceInfo probe_cuda();
+DeviceStatus probe_cuda();
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
 
 }  // namespace rustasr

@@ -13,15 +13,15 @@ namespace rustasr {
 
 #ifdef RUSTASR_HAVE_METAL
 std::unique_ptr<Backend> make_metal_backend(const BackendOptions& options);  // metal/metal_backend.mm
-DeviceInfo probe_metal();
+DeviceStatus probe_metal();
 #else
 // The reason `rustasr devices` gives, also in the error of device "metal" (one text for both).
-const char* const kNoMetal = "this build has no Metal backend (Metal is built on macOS only)";
+const char* const kNoMetal = "this build has no Metal backend (unverified: built only on macOS with RUSTASR_METAL=1)";
 #endif
 
-std::vector<DeviceInfo> probe_devices() {
-  std::vector<DeviceInfo> out;
-  DeviceInfo cpu;
+std::vector<DeviceStatus> probe_devices() {
+  std::vector<DeviceStatus> out;
+  DeviceStatus cpu;
   cpu.kind = "cpu";
   cpu.available = true;
   const std::vector<std::string> kernels = cpu_kernels();
@@ -31,7 +31,7 @@ std::vector<DeviceInfo> probe_devices() {
 #ifdef RUSTASR_HAVE_METAL
   out.push_back(probe_metal());
 #else
-  DeviceInfo metal;
+  DeviceStatus metal;
   metal.kind = "metal";
   metal.reason = kNoMetal;
   out.push_back(metal);
@@ -51,5 +51,21 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOp
   }
   throw Error(ErrorCode::kInvalidArgument, "unknown device \"" + device + "\" (expected cpu, cuda or metal)");
 }
+
+std::unique_ptr<Backend> choose_backend(const std::string& device, const BackendOptions& bo, std::string* fallback) {
+  if (device.empty() || device == "cpu") return make_cpu_backend(bo);
+  if (device != "auto") return make_backend(device, bo);
+  for (const DeviceStatus& d : probe_devices()) {
+    if (d.kind == "cpu" || !d.available) continue;
+    try {
+      return make_backend(d.kind, bo);
+    } catch (const Error& e) {
+      *fallback = e.what();
+    }
+  }
+  return make_cpu_backend(bo);
+}
+
+std::vector<DeviceStatus> devices() { return probe_devices(); }
 
 }  // namespace rustasr

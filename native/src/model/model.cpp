@@ -101,22 +101,6 @@ void for_each_weight(ModelWeights& w, F&& f) {
       each(*x);
 }
 
-// "auto": CUDA if usable, else Metal if usable, else CPU. A GPU that probes as present but fails to start
-// falls back to the CPU, with the reason in *fallback.
-std::unique_ptr<Backend> pick_backend(const std::string& device, const BackendOptions& bo, std::string* fallback) {
-  if (device.empty() || device == "cpu") return make_cpu_backend(bo);
-  if (device != "auto") return make_backend(device, bo);
-  for (const DeviceInfo& d : probe_devices()) {
-    if (d.kind == "cpu" || !d.available) continue;
-    try {
-      return make_backend(d.kind, bo);
-    } catch (const Error& e) {
-      *fallback = e.what();
-    }
-  }
-  return make_cpu_backend(bo);
-}
-
 }  // namespace
 
 std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params) {
@@ -131,7 +115,7 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   bo.kernel = params.kernel;
   bo.device_index = params.device_index;
   std::string fallback;
-  std::unique_ptr<Backend> backend = pick_backend(params.device, bo, &fallback);
+  std::unique_ptr<Backend> backend = choose_backend(params.device, bo, &fallback);
   ModelWeights weights = load_model_weights(dir, config);
   // 2 MiB pages only matter where the CPU reads the mapping (a GPU backend copies the weights once).
   const bool large_pages = params.large_pages && backend->name() == "cpu";
@@ -148,11 +132,6 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   return model;
 }
 
-std::vector<DeviceStatus> devices() {
-  std::vector<DeviceStatus> out;
-  for (const DeviceInfo& d : probe_devices()) out.push_back(DeviceStatus{d.kind, d.available, d.name, d.reason});
-  return out;
-}
 
 ModelInfo model_info(const Model& m) {
   const ModelConfig& c = m.config();

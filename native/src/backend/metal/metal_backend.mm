@@ -870,8 +870,8 @@ std::unique_ptr<Backend> make_metal_backend(const BackendOptions& options) {
   return std::make_unique<mtl::MetalBackend>(options);
 }
 
-DeviceInfo probe_metal() {
-  DeviceInfo d;
+DeviceStatus probe_metal() {
+  DeviceStatus d;
   d.kind = "metal";
   @autoreleasepool {
     id<MTLDevice> dev = MTLCreateSystemDefaultDevice();
