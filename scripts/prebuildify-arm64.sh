@@ -27,7 +27,7 @@ ln -s "$repo/node_modules" "$work/node_modules"
 
 out="$repo/prebuilds/linux-arm64"
 rm -rf "$out"
-CC="$triple-gcc" CXX="$triple-g++" LINK="$triple-g++" AR="$triple-ar" JOBS="${JOBS:-2}" \
+RUSTASR_DEV=0 CC="$triple-gcc" CXX="$triple-g++" LINK="$triple-g++" AR="$triple-ar" JOBS="${JOBS:-2}" \
   prebuildify --napi --strip --tag-libc --arch arm64 --strip-bin "$triple-strip" --out "$repo" "$work"
 
 # The file must be an aarch64 shared object with the N-API entry point, OpenBLAS linked in (no libopenblas
