@@ -18,7 +18,7 @@ import type { NativeSession, NativeStartResult } from '../native.js';
 import { parseAsrOutputOfficial } from '../text/asr-output.js';
 import { normalizeLanguage, promptPieces, type PromptPieces } from '../text/prompt.js';
 import type { AsrTokenizer } from '../text/tokenizer.js';
-import { Endpointer, type EndpointEvent, type EndpointOptions } from '../stages/endpoint.js';
+import { Endpointer, type EndpointEvent, type EndpointOptions } from '../audio/endpoint.js';
 import { abortError } from './abort.js';
 import type { Model } from './model.js';
 import { OfficialStreaming, type GenerateFn } from './official-streaming.js';
