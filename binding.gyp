@@ -13,6 +13,7 @@
         "native/src/audio/mel.cpp",
         "native/src/model/weights.cpp",
         "native/src/model/model.cpp",
+        "native/src/model/aligner.cpp",
         "native/src/backend/select.cpp",
         "native/src/backend/cuda_loader.cpp",
         "native/src/backend/cpu/cpu_backend.cpp",

@@ -576,6 +576,10 @@ ModelInfo model_info(const Model& m) {
   i.sample_rate = m.mel().params().sample_rate;
   i.hop_length = m.mel().params().hop;
   i.large_pages = m.weights().large_pages;
+  i.kind = c.kind == ModelKind::kForcedAligner ? "forced_aligner" : "asr";
+  i.classify_num = c.aligner.classify_num;
+  i.timestamp_token_id = c.aligner.timestamp_token_id;
+  i.timestamp_segment_time = c.aligner.timestamp_segment_time;
   return i;
 }
 
