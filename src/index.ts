@@ -1,6 +1,8 @@
 // rustasr: local Qwen3-ASR speech recognition for Node.js.
 export { Model, loadModel, checkDevice, DEVICES, DEVICE_FALLBACK_WARNING } from './api/model.js';
-export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, ModelInfo, Timings, TranscriptionResult } from './api/model.js';
+export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, ModelInfo, ModelKind, Timings, TranscriptionResult } from './api/model.js';
+export { align, DEFAULT_ALIGNER, MAX_ALIGN_SECONDS } from './api/align.js';
+export type { AlignItem, AlignOptions, AlignResult } from './api/align.js';
 export { devices } from './api/devices.js';
 export type { DeviceStatus } from './api/devices.js';
 export { transcribe, loadAudio } from './api/transcribe.js';

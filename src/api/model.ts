@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 
 import { RustAsrError, fromNative } from '../errors.js';
 import { resolveModel } from '../model/resolve.js';
-import { native, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
+import { native, type NativeAligner, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, normalizeLanguage, parseAsrOutput } from '../text/prompt.js';
 import { abortError } from './abort.js';
@@ -38,6 +38,21 @@ export function checkDevice(device: unknown): Device {
 
 /** Facts about a loaded model (from config.json and the backend in use). */
 export type ModelInfo = NativeModelInfo;
+
+/** What a checkpoint is for: speech recognition, or forced alignment (word timestamps). */
+export type ModelKind = 'asr' | 'forced_aligner';
+
+const KIND_NAMES: Record<ModelKind, string> = {
+  asr: 'a speech-recognition model (Qwen3-ASR)',
+  forced_aligner: 'a forced aligner (Qwen3-ForcedAligner)',
+};
+
+/** Throws WRONG_MODEL_KIND unless `model` is of `kind` (an aligner given as the ASR model, or the other way round). */
+export function requireKind(model: { kind: ModelKind; dir: string }, kind: ModelKind): void {
+  if (model.kind !== kind) {
+    throw new RustAsrError('WRONG_MODEL_KIND', `${model.dir} is ${KIND_NAMES[model.kind]}, but ${KIND_NAMES[kind]} is needed here`);
+  }
+}
 
 /** The Node warning emitted (once per load) when device 'auto' found a GPU but had to run on the CPU. */
 export const DEVICE_FALLBACK_WARNING = Object.freeze({ type: 'RustasrWarning', code: 'RUSTASR_DEVICE_FALLBACK' });
@@ -257,6 +272,22 @@ export class Model {
     return this.nativeModel.createSession();
   }
 
+  /** What the checkpoint is: 'asr' (Qwen3-ASR) or 'forced_aligner' (Qwen3-ForcedAligner, see align()). */
+  get kind(): ModelKind {
+    return this.info.kind;
+  }
+
+  /** A native forced-aligner state (one alignment's buffers). Internal: see align(). */
+  createAligner(): NativeAligner {
+    if (!this.nativeModel) throw new RustAsrError('INVALID_ARGUMENT', 'the model has been disposed');
+    requireKind(this, 'forced_aligner');
+    try {
+      return this.nativeModel.createAligner();
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
   /**
    * Transcribes 16 kHz mono float samples, yielding token ids as they are decoded, then returns the
    * full result. Greedy decoding; stops at an EOS id or after maxNewTokens.
@@ -266,6 +297,7 @@ export class Model {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
       throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(maxNewTokens)}`);
     }
+    requireKind(this, 'asr');
     const language = opts.language === undefined ? undefined : normalizeLanguage(opts.language, this.info.supportLanguages);
     if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
     if (samples.length < MIN_AUDIO_SAMPLES) {

@@ -118,10 +118,15 @@ export function alignerUnits(text: string, language?: string): string[] {
   return spaceLanguageUnits(text);
 }
 
+/** The text after `<|audio_end|>`: each unit followed by two `<timestamp>` tokens (2 slots even for no unit). */
+export function alignerSlotsText(units: readonly string[]): string {
+  const slots = TIMESTAMP_TOKEN + TIMESTAMP_TOKEN;
+  return units.join(slots) + slots;
+}
+
 /** The aligner's input text before the audio pad is expanded (the official `encode_timestamp`). */
 export function alignerInputText(units: readonly string[]): string {
-  const slots = TIMESTAMP_TOKEN + TIMESTAMP_TOKEN;
-  return AUDIO_PREFIX + units.join(slots) + slots;
+  return AUDIO_PREFIX + alignerSlotsText(units);
 }
 
 /**
