@@ -8,6 +8,7 @@ import { resolveModel } from '../model/resolve.js';
 import { native, type NativeAligner, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, normalizeLanguage, parseAsrOutput } from '../text/prompt.js';
+import { RepetitionGuard } from '../text/repetition-guard.js';
 import { abortError } from './abort.js';
 
 export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
@@ -114,6 +115,13 @@ export interface DecodeOptions {
   maxNewTokens?: number;
   /** Stop decoding and reject with code ABORTED. */
   signal?: AbortSignal;
+  /**
+   * Stop a runaway repetition early (default true): once the tail of the output is a loop the official
+   * clean-up removes (20+ repeats of a 1-20 character pattern) and decoding it to maxNewTokens could not
+   * change the cleaned text, decoding stops (text/repetition-guard.ts). `false` decodes to EOS or
+   * maxNewTokens as before.
+   */
+  repetitionGuard?: boolean;
 }
 
 export interface Timings {
@@ -298,6 +306,9 @@ export class Model {
       throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(maxNewTokens)}`);
     }
     requireKind(this, 'asr');
+    if (opts.repetitionGuard !== undefined && typeof opts.repetitionGuard !== 'boolean') {
+      throw new RustAsrError('INVALID_OPTION', `repetitionGuard must be a boolean, got ${String(opts.repetitionGuard)}`);
+    }
     const language = opts.language === undefined ? undefined : normalizeLanguage(opts.language, this.info.supportLanguages);
     if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
     if (samples.length < MIN_AUDIO_SAMPLES) {
@@ -326,11 +337,12 @@ export class Model {
       let next = (await session.prefill(prompt.ids, enc.embeds)).id;
       const t3 = performance.now();
       const tokens: number[] = [];
+      const guard = opts.repetitionGuard === false ? undefined : repetitionGuardFor(tokenizer, maxNewTokens, language);
       for (;;) {
         if (this.eosIds.has(next)) break;
         tokens.push(next);
         yield next;
-        if (tokens.length >= maxNewTokens) break;
+        if (tokens.length >= maxNewTokens || guard?.push(next)) break;
         checkAbort();
         next = (await session.step(next)).id;
       }
@@ -368,6 +380,18 @@ export class Model {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** The early stop for runaway repetition of one decode: the final text's decoding and parsing must not change. */
+function repetitionGuardFor(tokenizer: AsrTokenizer, maxNewTokens: number, language: string | undefined): RepetitionGuard {
+  return new RepetitionGuard({
+    maxTokens: maxNewTokens,
+    decode: (ids) => tokenizer.decode(ids, { skipSpecial: true }),
+    clean: (raw) => {
+      const p = parseAsrOutput(raw, { forcedLanguage: language });
+      return `${p.language ?? ''}\u0000${p.text}`;
+    },
+  });
 }
 
 /**

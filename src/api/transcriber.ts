@@ -28,6 +28,12 @@ export interface RecognizeOptions extends LoadModelOptions {
   maxSegmentSeconds?: number;
   /** Tokens decoded ahead of the consumer (default 8). */
   highWaterMark?: number;
+  /**
+   * Stop a segment's decoding early once its output is a runaway repetition the official clean-up removes
+   * anyway (default true): the cleaned text is the one decoding to maxNewTokens would give. `false` decodes
+   * to the end as before. See docs/guide.md, "Repetition".
+   */
+  repetitionGuard?: boolean;
 }
 
 export interface TranscriberOptions extends RecognizeOptions {
@@ -86,6 +92,7 @@ export class Transcriber extends TokenStream {
       maxNewTokens: opts.maxNewTokens,
       signal: opts.signal,
       highWaterMark: opts.highWaterMark,
+      repetitionGuard: opts.repetitionGuard,
     };
     super(base, { writableObjectMode: input === 'audio' });
     if (input !== 'wav' && input !== 'audio') {

@@ -63,6 +63,8 @@ export interface TokenStreamOptions {
   signal?: AbortSignal;
   /** Tokens decoded ahead of the consumer (the readable highWaterMark; default 8). */
   highWaterMark?: number;
+  /** Stop runaway repetition early (default true; see DecodeOptions.repetitionGuard). */
+  repetitionGuard?: boolean;
 }
 
 /** Merges per-segment languages as the official pipeline does: consecutive duplicates dropped, ','-joined. */
@@ -225,6 +227,7 @@ export abstract class TokenStream extends Duplex {
       context: this.opts.context,
       maxNewTokens: this.maxNewTokens,
       signal: this.internal.signal,
+      repetitionGuard: this.opts.repetitionGuard,
     });
     if (forced !== undefined) this.setLanguage(seg.index, forced);
     let held: Token | undefined;
