@@ -10,7 +10,7 @@ export type { TranscribeOptions, TranscribeResult } from './api/transcribe.js';
 export { recognize } from './api/recognize.js';
 export type { AudioInput } from './api/recognize.js';
 export { Transcriber, transcriber } from './api/transcriber.js';
-export type { RecognizeOptions, TranscriberOptions } from './api/transcriber.js';
+export type { RecognizeOptions, TranscriberOptions, Word } from './api/transcriber.js';
 export { abortError, isAbortError } from './api/abort.js';
 export { decodeWav } from './audio/wav.js';
 export type { WavInfo } from './audio/wav.js';

@@ -192,3 +192,17 @@ export function fixTimestamp(data: readonly number[]): number[] {
   }
   return out.map((v) => Math.trunc(v));
 }
+
+/**
+ * Python's `round(x, 3)` for x >= 0: the nearest multiple of 0.001, ties to even on the exact binary value
+ * (the official code rounds shifted times so). A double is exactly halfway between two multiples of 0.001
+ * only when x * 16 is an odd integer; every other x rounds as toFixed(3) does.
+ */
+export function pyRound3(x: number): number {
+  const t = x * 16;
+  if (Number.isInteger(t) && t % 2 !== 0) {
+    const lo = Math.floor(x * 1000); // x * 1000 = 62.5 * t: exact
+    return (lo % 2 === 0 ? lo : lo + 1) / 1000;
+  }
+  return Number(x.toFixed(3));
+}
