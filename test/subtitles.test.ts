@@ -7,7 +7,6 @@ import { alignerUnits, pyRound3 } from '../src/text/aligner-text.js';
 import {
   FALLBACK_CUE_SECONDS,
   SUBTITLE_DEFAULTS,
-  buildCues,
   cuesFromUnits,
   cuesWithoutTimes,
   displayWords,

@@ -71,10 +71,9 @@ const UNSPACED = /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}]/u;
 const SENTENCE_END = /[.!?…。！？‼⁇⁈⁉]["'”’»)\]」』]*$/u;
 const CLAUSE_END = /[,;:、，；：]["'”’»)\]」』]*$/u;
 
+/** Length in code points (what a reader sees as characters, near enough). */
 function charCount(s: string): number {
-  let n = 0;
-  for (const _ of s) n++;
-  return n;
+  return Array.from(s).length;
 }
 
 /**
