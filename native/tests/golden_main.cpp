@@ -1291,27 +1291,6 @@ int main(int argc, char** argv) {
                        [](const Case& a, const Case& b) { return a.mel_frames < b.mel_frames; });
       if (cases.size() > 2) cases.resize(2);
     }
-    if (cases.empty()) throw std::runtime_error("no golden cases selected under " + o.root);
-
-    std::vector<std::string> kernels;
-    for (const std::string& k : o.kernels) {
-      if (k == "all") {
-        for (const std::string& c : rustasr::cpu_kernels()) kernels.push_back(c);
-      } else {
-        kernels.push_back(k);
-      }
-    }
-    if (kernels.empty()) {
-      if (o.quick || o.device != "cpu") kernels.push_back("auto");
-      else kernels = rustasr::cpu_kernels();
-    }
-    std::printf("golden root %s: %zu case(s), device %s, kernels:", o.root.c_str(), cases.size(), o.device.c_str());
-    for (const std::string& k : kernels) std::printf(" %s", k.c_str());
-    std::printf("\n");
-
-    std::map<std::string, CaseData> data;
-    for (const Case& c : cases) data.emplace(c.name, load_case(o.root, c));
-
     // Forced-aligner cases (aligner/index.json, when the golden set has them): the same selection rules.
     std::vector<AlignerCase> acases;
     JsonValue atol;
@@ -1333,6 +1312,27 @@ int main(int argc, char** argv) {
         if (acases.size() > 1) acases.resize(1);
       }
     }
+    if (cases.empty() && acases.empty()) throw std::runtime_error("no golden cases selected under " + o.root);
+
+    std::vector<std::string> kernels;
+    for (const std::string& k : o.kernels) {
+      if (k == "all") {
+        for (const std::string& c : rustasr::cpu_kernels()) kernels.push_back(c);
+      } else {
+        kernels.push_back(k);
+      }
+    }
+    if (kernels.empty()) {
+      if (o.quick || o.device != "cpu") kernels.push_back("auto");
+      else kernels = rustasr::cpu_kernels();
+    }
+    std::printf("golden root %s: %zu case(s), device %s, kernels:", o.root.c_str(), cases.size(), o.device.c_str());
+    for (const std::string& k : kernels) std::printf(" %s", k.c_str());
+    std::printf("\n");
+
+    std::map<std::string, CaseData> data;
+    for (const Case& c : cases) data.emplace(c.name, load_case(o.root, c));
+
     std::map<std::string, AlignerData> adata;
     for (const AlignerCase& c : acases) adata.emplace(c.name, load_aligner_case(o.root, c, atol));
     std::printf("aligner cases: %zu\n", acases.size());
@@ -1405,18 +1405,20 @@ int main(int argc, char** argv) {
     }
 
     if (o.errors) {
-      const Case& c = cases.front();
-      try {
-        error_checks(o.root + "/" + c.model_dir, data.at(c.name), o.quick ? "auto" : kernels.front(), o.threads);
-      } catch (const std::exception& e) {
-        report(false, "broken-input checks", std::string("exception: ") + e.what());
-      }
-      if (!acases.empty()) {
-        const AlignerCase& ac = acases.front();
+      if (!cases.empty()) {
+        const Case& c = cases.front();
         try {
-          aligner_error_checks(o.root + "/" + ac.model_dir, o.root + "/" + c.model_dir, adata.at(ac.name));
+          error_checks(o.root + "/" + c.model_dir, data.at(c.name), o.quick ? "auto" : kernels.front(), o.threads);
         } catch (const std::exception& e) {
-          report(false, "aligner broken-input checks", std::string("exception: ") + e.what());
+          report(false, "broken-input checks", std::string("exception: ") + e.what());
+        }
+        if (!acases.empty()) {
+          const AlignerCase& ac = acases.front();
+          try {
+            aligner_error_checks(o.root + "/" + ac.model_dir, o.root + "/" + c.model_dir, adata.at(ac.name));
+          } catch (const std::exception& e) {
+            report(false, "aligner broken-input checks", std::string("exception: ") + e.what());
+          }
         }
       }
       // The model-free checks: each reports its own results; an exception fails it by name.
