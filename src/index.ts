@@ -29,6 +29,8 @@ export type { AudioSegment, SegmentOptions } from './stages/segment.js';
 export { TokenDecoder, TokenStream, mergeLanguages, DEFAULT_TOKEN_HIGH_WATER_MARK } from './stages/tokens.js';
 export type { Token, SegmentResult, TokenStreamOptions, TokenDecoderOptions } from './stages/tokens.js';
 export { StreamingDetokenizer } from './text/detokenizer.js';
+export { buildCues, cuesFromUnits, cuesWithoutTimes, displayWords, formatCue, formatTimestamp, SUBTITLE_DEFAULTS, FALLBACK_CUE_SECONDS } from './text/subtitles.js';
+export type { Cue, CueOptions, DisplayWord, TimedUnit } from './text/subtitles.js';
 export { RustAsrError } from './errors.js';
 export type { RustAsrErrorCode } from './errors.js';
 export { resolveModel } from './model/resolve.js';
