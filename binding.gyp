@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "rustasr_dev%": "<!(node -p \"process.env.RUSTASR_DEV === '0' ? 0 : 1\")"
+  },
   "targets": [
     {
       "target_name": "rustasr",
@@ -13,6 +16,9 @@
         "native/src/audio/mel.cpp",
         "native/src/model/weights.cpp",
         "native/src/model/model.cpp",
+        "native/src/model/encoder.cpp",
+        "native/src/model/decoder.cpp",
+        "native/src/model/session.cpp",
         "native/src/model/aligner.cpp",
         "native/src/backend/select.cpp",
         "native/src/backend/cuda_loader.cpp",
@@ -20,8 +26,7 @@
         "native/src/backend/cpu/threadpool.cpp",
         "native/src/backend/cpu/gemv.cpp",
         "native/src/backend/cpu/gemm.cpp",
-        "native/src/backend/cpu/kernels.cpp",
-        "native/src/backend/cpu/probe.cpp"
+        "native/src/backend/cpu/kernels.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -33,6 +38,10 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-fvisibility=hidden"],
       "conditions": [
+        ["rustasr_dev==1", {
+          "sources": ["native/addon/dev.cpp", "native/src/backend/cpu/probe.cpp"],
+          "defines": ["RUSTASR_DEV=1"]
+        }],
         ["OS=='linux' and target_arch=='x64'", {
           "defines": ["RUSTASR_HAVE_CBLAS=1"],
           "include_dirs": ["/usr/include/x86_64-linux-gnu/openblas-pthread"],

@@ -56,11 +56,9 @@ async function idleCpu(ms) {
 }
 
 async function probe(opts) {
-  const { native } = await dist('native.js');
-  const binding = native();
-  if (typeof binding.probe !== 'function') throw new Error('this native build has no probe(): run npm run build:native');
+  const { nativeDev } = await dist('native.js');
   const t0 = performance.now();
-  const r = await binding.probe(opts);
+  const r = await nativeDev().probe(opts);
   out({ ok: true, ...r, wallMs: performance.now() - t0 });
 }
 
@@ -173,8 +171,8 @@ async function runCase(o) {
   let localProbe;
   if (o.localProbe) {
     try {
-      const { native } = await dist('native.js');
-      localProbe = await native().probe(o.localProbe);
+      const { nativeDev } = await dist('native.js');
+      localProbe = await nativeDev().probe(o.localProbe);
     } catch (err) {
       localProbe = { error: String(err?.message ?? err) };
     }

@@ -57,7 +57,10 @@ const USAGE = `usage: npm run bench -- [options]
   --bw-mib N        bandwidth probe buffer in MiB (default 1024)
   --out FILE        JSON result file (default <tmp>/rustasr-bench/bench-<time>.json)
   --no-snapshot     children load this checkout's dist/ and build/ directly (default: a private copy)
-  --quick           CI smoke: golden tiny model, one short clip, 1 rep, small probes (< 30 s)`;
+  --no-live         skip the live-recognition section (bench/live.mjs: keep-up, exact vs fast, latency,
+                    concurrency, memory; it runs on the first synthetic variant after the other cases)
+  --live-minutes N, --live-paced-seconds N, --live-memory-minutes N   its stream lengths (default 5, 60, 60)
+  --quick           CI smoke: golden tiny model, one short clip, 1 rep, small probes, a short live section`;
 
 function parseArgs(argv) {
   const o = {
@@ -76,6 +79,8 @@ function parseArgs(argv) {
     out: undefined,
     quick: false,
     noSnapshot: false,
+    live: true,
+    liveArgs: {},
   };
   const list = (v) => v.split(',').map((s) => s.trim()).filter(Boolean);
   const int = (k, v) => {
@@ -105,6 +110,10 @@ function parseArgs(argv) {
       case 'bw-mib': o.bwMiB = int(key, val()); break;
       case 'out': o.out = resolve(val()); break;
       case 'quick': o.quick = true; break;
+      case 'no-live': o.live = false; break;
+      case 'live-minutes': o.liveArgs.minutes = Number(val()); break;
+      case 'live-paced-seconds': o.liveArgs['paced-seconds'] = Number(val()); break;
+      case 'live-memory-minutes': o.liveArgs['memory-minutes'] = Number(val()); break;
       case 'no-snapshot': o.noSnapshot = true; break;
       case 'help': case 'h': process.stdout.write(`${USAGE}\n`); process.exit(0); break;
       default: throw new Error(`unknown option ${a}\n${USAGE}`);
@@ -596,8 +605,8 @@ async function main() {
     const snap = sdkRoot;
     process.on('exit', () => rmSync(snap, { recursive: true, force: true }));
   }
-  const { native } = await sdk('native.js');
-  const cpuKernels = native().cpuKernels();
+  const { nativeDev } = await sdk('native.js');
+  const cpuKernels = nativeDev().cpuKernels();
   const loadStart = os.loadavg();
 
   // Inputs first (synth generation and clip writing are not measured).
@@ -661,6 +670,18 @@ async function main() {
   process.stdout.write(`${JSON.stringify(result)}\n`);
   report(result);
   if (cases.some((c) => c.error)) process.exitCode = 1;
+  if (o.live) await liveSection(o);
+}
+
+/** The live-recognition section (bench/live.mjs), in its own process; its figures go to stderr and its JSON file. */
+async function liveSection(o) {
+  const variant = o.quick ? 'tiny' : (o.variants.find((v) => /^\d+(\.\d+)?b$/i.test(v)) ?? o.variants[0]);
+  const args = [join(here, 'live.mjs'), '--variant', variant, '--threads', String(o.threads), '--models-dir', o.modelsDir];
+  if (o.quick) args.push('--quick');
+  for (const [flag, v] of Object.entries(o.liveArgs)) args.push(`--${flag}`, String(v));
+  log(`live section: node ${args.map((a) => (a.includes(' ') ? JSON.stringify(a) : a)).join(' ')}`);
+  const code = await new Promise((res) => spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }).on('close', res));
+  if (code !== 0) process.exitCode = 1;
 }
 
 main().catch((err) => {

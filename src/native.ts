@@ -19,6 +19,10 @@ export interface NativeModelInfo {
   sampleRate: number;
   /** Samples per mel frame (160). */
   hopLength: number;
+  /** Fewest samples of a segment the mel front end accepts (n_fft / 2 + 1 = 201). */
+  minSamples: number;
+  /** Samples per encoder attention window (n_window_infer mel frames: 8 s for the real models). */
+  windowSamples: number;
   supportLanguages: string[];
   kernel: string;
   threads: number;
@@ -67,20 +71,50 @@ export interface NativeDeviceStatus {
   reason: string;
 }
 
-export interface NativeEncoderOutput {
-  nTokens: number;
-  embeds: Float32Array;
-  convPos?: Float32Array;
-  lnPost?: Float32Array;
+/** What NativeSession.start() did. */
+export interface NativeStartResult {
+  /** The first generated token (argmax at the last prompt position). */
+  id: number;
+  /** Audio pads in the prompt (encoder output rows). */
+  audioTokens: number;
+  /** head + audioTokens + tail. */
+  promptTokens: number;
+  /** Prompt positions whose KV entries were kept from the previous start (incremental only). */
+  reusedTokens: number;
+  /** Audio tokens the encoder computed in this call. */
+  encodedTokens: number;
+  /** Audio tokens in the session's encoder cache after this call (incremental only). */
+  cachedTokens: number;
+  melMs: number;
+  encoderMs: number;
+  prefillMs: number;
 }
 
+export interface NativeStartOptions {
+  /** Start a new segment first (default true). */
+  reset?: boolean;
+  /** Reuse cached encoder windows and the KV prefix of this segment's previous start (fast live mode). */
+  incremental?: boolean;
+  /** Keep the segment's audio for a later start (live modes); default false: freed once the prompt has run. */
+  keepAudio?: boolean;
+}
+
+/** One transcription's native state: a segment's audio, its encoder cache and its KV cache. */
 export interface NativeSession {
-  mel(samples: Float32Array): Promise<{ data: Float32Array; frames: number }>;
-  encode(mel: Float32Array, frames: number, keepIntermediate: boolean): Promise<NativeEncoderOutput>;
-  /** Runs the whole prompt (resetting the KV cache); `id` is the argmax of the last position's logits. */
-  prefill(ids: Int32Array, audioEmbeds: Float32Array): Promise<{ id: number; logits: Float32Array; hiddenLast: Float32Array }>;
-  /** Feeds one token; `id` is the argmax of its logits, which are returned only when asked for. */
-  step(token: number, wantLogits?: boolean): Promise<{ id: number; logits?: Float32Array }>;
+  /**
+   * Appends `samples` (16 kHz mono; null for none) to the segment, runs log-mel, encoder and the prompt
+   * head + audio pads + tail, and resolves with the first generated token: one crossing per segment.
+   */
+  start(samples: Float32Array | null, head: Int32Array, tail: Int32Array, opts?: NativeStartOptions): Promise<NativeStartResult>;
+  /** Feeds one token; `id` is the argmax of its logits (taken on the worker). */
+  step(token: number): Promise<{ id: number }>;
+  /**
+   * Cuts the segment's audio back to its first `samples` samples (a live endpoint behind what was fed); the
+   * encoder cache and the reusable KV prefix shrink to match. Synchronous; the session must be idle.
+   */
+  truncate(samples: number): void;
+  /** The call in flight (and every later one) stops at its next check and rejects with code ABORTED. */
+  cancel(): void;
   /** Releases the session's state (the KV cache); a call in flight finishes first. */
   dispose(): void;
 }
@@ -101,9 +135,12 @@ export interface NativeAlignerOutput {
 export interface NativeAligner {
   /** 16 kHz samples + the ids after `<|audio_end|>` (units and their `<timestamp>` pairs) -> slot classes. */
   align(samples: Float32Array, textIds: Int32Array, wantLogits?: boolean): Promise<NativeAlignerOutput>;
-  /** A whole input (audio pads replaced by audioEmbeds rows) -> slot classes, logits and hidden rows. */
-  classify(ids: Int32Array, audioEmbeds: Float32Array): Promise<NativeAlignerOutput>;
   dispose(): void;
+}
+
+/** An aligner of a dev build: also a whole given input -> slot classes, logits and hidden rows (golden checks). */
+export interface NativeDevAligner extends NativeAligner {
+  classify(ids: Int32Array, audioEmbeds: Float32Array): Promise<NativeAlignerOutput>;
 }
 
 export interface NativeModel {
@@ -114,13 +151,6 @@ export interface NativeModel {
   dispose(): void;
 }
 
-export interface NativeProbeResult {
-  /** The linked BLAS, e.g. "openblas Haswell (OpenBLAS 0.3.21 ...)", "accelerate" or "none". */
-  blas: string;
-  bandwidth?: { threads: number; bytes: number; isa: string; seconds: number[] };
-  gemm: { impl: string; isa: string; threads: number; n: number; rows: number; cols: number; flops: number; seconds: number[] }[];
-}
-
 export interface NativeBinding {
   loadModel(
     dir: string,
@@ -128,6 +158,42 @@ export interface NativeBinding {
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
   devices(): Promise<NativeDeviceStatus[]>;
+  /**
+   * Engine objects alive in this process (all threads), for /metrics and leak checks: loaded models whose weights are
+   * still held (by a handle or a running session), sessions and aligners whose state is not yet freed.
+   */
+  liveObjects(): { models: number; sessions: number; aligners: number };
+  /** The test/dev surface, present in builds from source (RUSTASR_DEV unset or 1), absent in prebuilt binaries. */
+  dev?: NativeDevBinding;
+}
+
+// ---------------------------------------------------------------------------------------- dev surface
+
+export interface NativeEncoderOutput {
+  nTokens: number;
+  embeds: Float32Array;
+  convPos?: Float32Array;
+  lnPost?: Float32Array;
+}
+
+/** A session of a dev build: the engine's stages one by one, with their intermediate results. */
+export interface NativeDevSession extends NativeSession {
+  mel(samples: Float32Array): Promise<{ data: Float32Array; frames: number }>;
+  encode(mel: Float32Array, frames: number, keepIntermediate: boolean): Promise<NativeEncoderOutput>;
+  /** Runs the whole prompt (resetting the KV cache); `id` is the argmax of the last position's logits. */
+  prefill(ids: Int32Array, audioEmbeds: Float32Array): Promise<{ id: number; logits: Float32Array; hiddenLast: Float32Array }>;
+  /** Feeds one token and returns its logits. */
+  stepLogits(token: number): Promise<{ id: number; logits: Float32Array }>;
+}
+
+export interface NativeProbeResult {
+  /** The linked BLAS, e.g. "openblas Haswell (OpenBLAS 0.3.21 ...)", "accelerate" or "none". */
+  blas: string;
+  bandwidth?: { threads: number; bytes: number; isa: string; seconds: number[] };
+  gemm: { impl: string; isa: string; threads: number; n: number; rows: number; cols: number; flops: number; seconds: number[] }[];
+}
+
+export interface NativeDevBinding {
   argmax(v: Float32Array): number;
   /** Matrix-vector kernels this CPU can run, best first. */
   cpuKernels(): string[];
@@ -143,11 +209,6 @@ export interface NativeBinding {
     gemm?: { impl: 'auto' | 'own' | 'blas' | 'blas-threaded'; n: number; rows: number; cols: number }[];
     gemmReps?: number;
   }): Promise<NativeProbeResult>;
-  /**
-   * Engine objects alive in this process (all threads), for leak checks: loaded models whose weights are
-   * still held (by a handle or a running session), sessions and aligners whose state is not yet freed.
-   */
-  liveObjects(): { models: number; sessions: number; aligners: number };
 }
 
 let cached: NativeBinding | undefined;
@@ -159,4 +220,11 @@ export function native(): NativeBinding {
     cached = require('node-gyp-build')(root) as NativeBinding;
   }
   return cached;
+}
+
+/** The test/dev surface of the addon; throws in a prebuilt (production) binary, which leaves it out. */
+export function nativeDev(): NativeDevBinding {
+  const dev = native().dev;
+  if (!dev) throw new Error('this rustasr binary has no dev surface (prebuilt binaries leave it out; build from source)');
+  return dev;
 }

@@ -7,8 +7,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Model } from '../src/index.js';
 import { alignSamples } from '../src/api/align.js';
 import { loadAudio } from '../src/api/transcribe.js';
-import { native } from '../src/native.js';
+import { nativeDev } from '../src/native.js';
 import { alignerInputText, alignerUnits } from '../src/text/aligner-text.js';
+import { devAligner, devSession } from './helpers/dev.js';
 import { listAlignerCases, loadAlignerCase, type AlignerCase } from './helpers/golden.js';
 
 const models = new Map<string, Promise<Model>>();
@@ -45,7 +46,7 @@ function relDiff(a: Float32Array, b: Float32Array): number {
 
 /** Golden input ids + golden audio embeddings -> slot classes, logits and hidden rows. */
 async function checkSlots(model: Model, c: AlignerCase): Promise<{ logits: number; hidden: number }> {
-  const a = model.createAligner();
+  const a = devAligner(model);
   try {
     const r = await a.classify(Int32Array.from(c.ids('input_ids')), c.f32('audio_embeds'));
     expect(Array.from(r.positions)).toEqual(c.json.timestamp_positions);
@@ -98,7 +99,7 @@ describe.each(cases)('aligner golden case %s', (name) => {
   it('own mel -> encoder: audio embeddings', async () => {
     const c = await loadAlignerCase(name);
     const model = await modelFor(c);
-    const s = model.createSession();
+    const s = devSession(model);
     try {
       const samples = await loadAudio(c.audioPath, model.info.sampleRate);
       const mel = await s.mel(samples);
@@ -125,7 +126,7 @@ describe.each(cases)('aligner golden case %s', (name) => {
   });
 });
 
-describe.each(native().cpuKernels())('aligner on kernel %s', (kernel) => {
+describe.each(nativeDev().cpuKernels())('aligner on kernel %s', (kernel) => {
   it.each(cases)('%s: slots and end-to-end items', async (name) => {
     const c = await loadAlignerCase(name);
     const model = await modelFor(c, kernel);

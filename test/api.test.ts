@@ -26,6 +26,7 @@ import {
 } from '../src/index.js';
 import type { NativeSession } from '../src/native.js';
 import { recognize$ } from '../src/rx.js';
+import { devSession } from './helpers/dev.js';
 import { goldenPath, loadCase, type GoldenCase } from './helpers/golden.js';
 import { wavFromSamples } from '../scripts/wav-builder.mjs';
 
@@ -79,10 +80,10 @@ function instrument(m: Model): { stats: { steps: number; sessions: number; dispo
     const s = orig.call(this);
     stats.sessions++;
     return {
-      mel: (x) => s.mel(x),
-      encode: (a, b, c) => s.encode(a, b, c),
-      prefill: (ids, e) => (stats.steps++, s.prefill(ids, e)),
-      step: (id, w) => (stats.steps++, s.step(id, w)),
+      start: (x, h, t, o) => (stats.steps++, s.start(x, h, t, o)),
+      step: (id) => (stats.steps++, s.step(id)),
+      truncate: (n) => s.truncate(n),
+      cancel: () => s.cancel(),
       dispose: () => (stats.disposed++, s.dispose()),
     };
   };
@@ -364,7 +365,7 @@ describe('long audio is split at low-energy points', () => {
       seg.end();
       await new Promise((r) => seg.on('end', r));
       expect(out.map((s) => [s.startSample, s.sampleCount])).toEqual(whole.map((s) => [s.startSample, s.sampleCount]));
-      // Segment 0 was out long before the input ended: at most max + expand + one chunk held.
+      // Segment 0 was out long before the input ended: at most the maximum + one chunk held.
       expect(writtenAtEmit[0]).toBeLessThanOrEqual(Math.floor(1.45 * 16000) + size);
       let total = 0;
       for (const s of out) total += s.sampleCount;
@@ -400,7 +401,7 @@ describe('resampled inputs give log-mels close to the 16 kHz original', () => {
   }
 
   async function melDistance(file: string, gain = 1): Promise<number> {
-    const s = model.createSession();
+    const s = devSession(model);
     try {
       const ref = await s.mel(samples16k);
       const { info, samples } = decodeWav(readFileSync(goldenPath('audio', file)));

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadAudio, loadModel, RustAsrError, transcribe, type Model } from '../src/index.js';
 import { native } from '../src/native.js';
+import { devSession } from './helpers/dev.js';
 import { goldenPath, listCaseEntries, REPO_ROOT, type GoldenIndexEntry } from './helpers/golden.js';
 import { rejection } from './helpers/errors.js';
 
@@ -127,7 +128,7 @@ describe('native session misuse', () => {
   it('a session method called while another call of it runs throws INVALID_ARGUMENT "busy"; the first call is unaffected', async () => {
     // "Busy" lasts while the call executes on its worker thread: the first call is a long encoder run
     // (21 s of audio) and the second one is made right away, before that thread can have finished.
-    const s = model.createSession();
+    const s = devSession(model);
     try {
       const mel = await s.mel(samplesOf(CASES[3]!));
       const first = s.encode(mel.data, mel.frames, false);
@@ -144,7 +145,7 @@ describe('native session misuse', () => {
   });
 
   it('a validation error inside a method does not leave the session busy', async () => {
-    const s = model.createSession();
+    const s = devSession(model);
     try {
       expect(syncError(() => s.encode(new Float32Array(5), 1, false)).code).toBe('INVALID_ARGUMENT');
       await expect(s.step(1)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/prefill first/) });
@@ -158,7 +159,7 @@ describe('native session misuse', () => {
 
   it('dispose() during a call lets the call finish; later calls throw "disposed"', async () => {
     const base = native().liveObjects();
-    const s = model.createSession();
+    const s = devSession(model);
     const p = s.mel(samplesOf(CASES[3]!));
     s.dispose();
     expect(native().liveObjects().sessions).toBe(base.sessions + 1); // held by the call in flight
@@ -171,7 +172,7 @@ describe('native session misuse', () => {
   });
 
   it('terminating a worker_thread while its native call runs does not crash the process', async () => {
-    // The worker drives the addon directly (no TypeScript): load, then mel/encode in a loop until terminated.
+    // The worker drives the addon directly (no TypeScript): load, then whole segments in a loop until terminated.
     const src = `
       const { parentPort, workerData } = require('node:worker_threads');
       const b = require(workerData.gypBuild)(workerData.root);
@@ -180,9 +181,9 @@ describe('native session misuse', () => {
         const x = new Float32Array(16000 * 8).map((_, i) => Math.sin(i / 7) * 0.1);
         for (let k = 0; ; k++) {
           const s = m.createSession();
-          const mel = await s.mel(x);
+          const p = s.start(x, new Int32Array([1, 2]), new Int32Array([3]));
           if (k === 0) parentPort.postMessage('running');
-          await s.encode(mel.data, mel.frames, false);
+          await p;
           s.dispose();
         }
       })();

@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { devices, loadModel, transcribe, type DeviceStatus, type Model } from '../src/index.js';
-import { native } from '../src/native.js';
+import { nativeDev } from '../src/native.js';
 import { type CliRun, ensureDist, runCli } from './helpers/cli.js';
 import { REPO_ROOT, goldenPath, loadCase } from './helpers/golden.js';
 import { rejection } from './helpers/errors.js';
@@ -78,7 +78,7 @@ describe('devices() and loadModel({ device }) on this machine', () => {
     const list = await devices();
     expect(list.map((d) => d.kind)).toEqual(['cpu', 'cuda', 'metal']);
     const { cpu } = byKind(list);
-    const kernels = native().cpuKernels();
+    const kernels = nativeDev().cpuKernels();
     expect(cpu).toEqual({ kind: 'cpu', available: true, name: kernels[0], reason: '' });
     for (const d of list) {
       expect(typeof d.name).toBe('string');
@@ -122,7 +122,7 @@ describe('devices() and loadModel({ device }) on this machine', () => {
     const model = await loadModel(MODEL, { device: 'cpu' });
     try {
       expect([model.device, model.deviceName, model.deviceFallback]).toEqual(['cpu', '', '']);
-      expect(native().cpuKernels()).toContain(model.info.kernel);
+      expect(nativeDev().cpuKernels()).toContain(model.info.kernel);
     } finally {
       model.dispose();
     }

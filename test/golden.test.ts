@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Model, checkDevice, devices, type Device } from '../src/index.js';
-import { native } from '../src/native.js';
+import { nativeDev } from '../src/native.js';
 import { buildPrompt } from '../src/text/prompt.js';
 import { listCases, loadCase, type GoldenCase } from './helpers/golden.js';
 import { checkEncoder, checkEndToEnd, checkMel, checkPrefillDecode } from './helpers/parity.js';
@@ -72,7 +72,7 @@ describe.each(cases)('golden case %s', (name) => {
 });
 
 // Every matrix-vector kernel this CPU supports must keep decode-time parity (forced one by one).
-describe.each(native().cpuKernels())('kernel %s', (kernel) => {
+describe.each(nativeDev().cpuKernels())('kernel %s', (kernel) => {
   it.each(cases)('prefill + decode steps of %s', async (name) => {
     const c = await loadCase(name);
     const model = await modelFor(c, kernel);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Model } from '../src/index.js';
-import { native, type NativeModel } from '../src/native.js';
+import { native, type NativeDevSession, type NativeModel } from '../src/native.js';
 import { listCases, loadCase, type GoldenCase } from './helpers/golden.js';
 
 const root = mkdtempSync(join(tmpdir(), 'rustasr-int8-cache-'));
@@ -32,7 +32,7 @@ async function run(dir: string, opts: LoadOpts): Promise<{ state: string; logits
   const m: NativeModel = await native().loadModel(dir, { quant: 'int8', ...opts });
   try {
     expect(m.info().quant).toBe('int8');
-    const s = m.createSession();
+    const s = m.createSession() as NativeDevSession;
     try {
       const pre = await s.prefill(Int32Array.from(golden.ids('input_ids')), golden.f32('audio_embeds'));
       const ids = [pre.id];

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Model, decodeWav } from '../src/index.js';
-import { native } from '../src/native.js';
+import { nativeDev } from '../src/native.js';
 import { listCases, loadCase, type GoldenCase } from './helpers/golden.js';
 import { greedyIds, maxAbs, maxAbsDiff, withSession } from './helpers/parity.js';
 
@@ -66,7 +66,7 @@ async function checkPrefillAndSteps(model: Model, c: GoldenCase): Promise<void> 
     const subset = new Float32Array(golden.length * cols.length);
     cols.forEach((id, j) => (subset[j] = pre.logits[id]!));
     for (let k = 1; k < golden.length; k++) {
-      const r = await s.step(golden[k - 1]!, true);
+      const r = await s.stepLogits(golden[k - 1]!);
       if (decided[k]) expect(r.id, `step ${k}`).toBe(golden[k]);
       cols.forEach((id, j) => (subset[k * cols.length + j] = r.logits![id]!));
     }
@@ -103,7 +103,7 @@ describe.each(cases)('int8 golden case %s', (name) => {
 });
 
 // Every matrix-vector kernel this CPU supports runs the int8 path too (forced one by one).
-describe.each(native().cpuKernels())('int8 kernel %s', (kernel) => {
+describe.each(nativeDev().cpuKernels())('int8 kernel %s', (kernel) => {
   it.each(cases)('prefill + decode steps of %s', async (name) => {
     const c = await loadCase(name);
     const model = await int8Model(c, kernel);

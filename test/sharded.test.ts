@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Model } from '../src/index.js';
+import { devSession } from './helpers/dev.js';
 import { listCases, loadCase } from './helpers/golden.js';
 import { readSafetensors, writeSafetensors, type SafetensorsParts, type TensorEntry } from './helpers/safetensors.js';
 
@@ -51,7 +52,7 @@ describe('sharded checkpoints and thread counts', () => {
     const embeds = c.f32('audio_embeds');
     const run = async (modelDir: string) => {
       const model = await Model.load(modelDir, { threads: 2 });
-      const s = model.createSession();
+      const s = devSession(model);
       try {
         const pre = await s.prefill(ids, embeds);
         const next = await s.step(pre.id);
@@ -75,7 +76,7 @@ describe('sharded checkpoints and thread counts', () => {
     for (const threads of [1, 2]) {
       const model = await Model.load(c.modelDir, { threads });
       expect(model.info.threads).toBe(threads);
-      const s = model.createSession();
+      const s = devSession(model);
       logits.push((await s.prefill(ids, embeds)).logits);
       s.dispose();
       model.dispose();

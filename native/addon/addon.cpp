@@ -1,28 +1,19 @@
-// N-API binding: a thin layer over rustasr/engine.h. Every model call runs on a libuv worker thread
-// (Napi::AsyncWorker) and settles a Promise; the JS thread only copies buffers in and out.
-// Errors reject with an Error whose `code` is the engine's stable error code name.
-// When a worker_thread is terminated while a call is in flight, the call completes in an environment that can
-// no longer run JS: settling its promise fails, and without this node-addon-api rethrows that failure out of
-// the libuv completion callback, which aborts the whole process (std::terminate). Swallow it instead.
-#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
-#include <napi.h>
+// N-API binding: a thin layer over rustasr/engine.h (see common.h). The production surface:
+//   loadModel(dir, opts) -> Promise<NativeModel>;  devices() -> Promise<DeviceStatus[]>;  liveObjects()
+//   NativeModel: info(), createSession(), createAligner(), dispose()
+//   NativeAligner: align(samples, textIds) -> Promise<slot classes>, dispose()
+//   NativeSession: start(samples, head, tail, opts) -> Promise<first id + facts>, step(id) -> Promise<{ id }>,
+//                  cancel(), dispose()
+// A segment crosses once: its samples and prompt pieces go in with start(), its first token comes out; then
+// one step per token. Stage-by-stage calls, logits and machine probes are the dev surface (dev.cpp).
+#include "common.h"
 
-#include <atomic>
 #include <cstring>
-#include <functional>
-#include <memory>
-#include <string>
 #include <utility>
-#include <vector>
 
-#include <rustasr/engine.h>
-
-#include "backend/cpu/probe.h"
-
-namespace {
+namespace rustasr_addon {
 
 using rustasr::Error;
-using rustasr::ErrorCode;
 
 Napi::Error make_error(Napi::Env env, const char* code, const std::string& message) {
   Napi::Error err = Napi::Error::New(env, message);
@@ -30,13 +21,10 @@ Napi::Error make_error(Napi::Env env, const char* code, const std::string& messa
   return err;
 }
 
-// Runs `work` on a worker thread, then `done` on the JS thread to build the resolved value.
-// Engine errors become rejections with their code; anything else is INTERNAL.
+namespace {
+
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  using Work = std::function<void()>;
-  using Done = std::function<Napi::Value(Napi::Env)>;
-
   PromiseWorker(Napi::Env env, Work work, Done done)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
         done_(std::move(done)) {}
@@ -81,7 +69,9 @@ class PromiseWorker : public Napi::AsyncWorker {
   std::string message_;
 };
 
-Napi::Value queue(Napi::Env env, PromiseWorker::Work work, PromiseWorker::Done done) {
+}  // namespace
+
+Napi::Value queue(Napi::Env env, Work work, Done done) {
   auto* w = new PromiseWorker(env, std::move(work), std::move(done));
   Napi::Promise p = w->promise();
   w->Queue();
@@ -101,15 +91,25 @@ std::vector<float> from_f32(const Napi::Value& v, const char* what) {
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
 }
 
-// ------------------------------------------------------------------------------------------------
-
-// Live engine objects in this process (all environments), for leak checks: liveObjects() -> {models, sessions,
-// aligners}.
-// A model counts until its weights are released (its last handle or session is gone), a session until its
-// state (KV cache) is freed.
 std::atomic<int64_t> g_live_models{0};
 std::atomic<int64_t> g_live_sessions{0};
-std::atomic<int64_t> g_live_aligners{0};
+std::atomic<int64_t> g_live_aligners{0};  // forced-aligner states (AlignerWrap)
+
+namespace {
+
+std::vector<int32_t> from_i32(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw make_error(v.Env(), "INVALID_ARGUMENT", std::string(what) + " must be an Int32Array");
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+bool bool_option(const Napi::Object& o, const char* key, bool def) {
+  if (!o.Has(key) || o.Get(key).IsUndefined()) return def;
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throw make_error(o.Env(), "INVALID_ARGUMENT", std::string(key) + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
 
 // Holds a loaded model; counted from attach to the release of the last reference.
 struct CountedModel {
@@ -134,165 +134,158 @@ struct AddonData {
   Napi::FunctionReference aligner_ctor;
 };
 
-class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
- public:
+}  // namespace
 
-  static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "NativeSession",
-                       {InstanceMethod("mel", &SessionWrap::Mel), InstanceMethod("encode", &SessionWrap::Encode),
-                        InstanceMethod("prefill", &SessionWrap::Prefill), InstanceMethod("step", &SessionWrap::Step),
-                        InstanceMethod("dispose", &SessionWrap::Dispose)});
+// ------------------------------------------------------------------------------------------------ Session
+
+Napi::Function SessionWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeSession",
+                     {InstanceMethod("start", &SessionWrap::Start), InstanceMethod("step", &SessionWrap::Step),
+                      InstanceMethod("cancel", &SessionWrap::Cancel), InstanceMethod("truncate", &SessionWrap::Truncate),
+                      InstanceMethod("dispose", &SessionWrap::Dispose),
+#ifdef RUSTASR_DEV
+                      InstanceMethod("mel", &SessionWrap::Mel), InstanceMethod("encode", &SessionWrap::Encode),
+                      InstanceMethod("prefill", &SessionWrap::Prefill),
+                      InstanceMethod("stepLogits", &SessionWrap::StepLogits),
+#endif
+                     });
+}
+
+void SessionWrap::attach(std::shared_ptr<const rustasr::Model> model) {
+  auto* raw = new rustasr::Session(std::move(model));
+  ++g_live_sessions;
+  session_ = std::shared_ptr<rustasr::Session>(raw, [](rustasr::Session* s) {
+    delete s;
+    --g_live_sessions;
+  });
+}
+
+std::shared_ptr<rustasr::Session> SessionWrap::acquire(Napi::Env env) {
+  if (!session_) throw make_error(env, "INVALID_ARGUMENT", "the session has been disposed");
+  if (busy_->exchange(true)) throw make_error(env, "INVALID_ARGUMENT", "the session is busy with another call");
+  return session_;
+}
+
+// start(samples: Float32Array | null, head: Int32Array, tail: Int32Array,
+//       { reset?: boolean, incremental?: boolean, keepAudio?: boolean })
+//   -> Promise<{ id, audioTokens, promptTokens, reusedTokens, encodedTokens, cachedTokens, melMs, encoderMs, prefillMs }>
+// reset (default true): a new segment first. samples are appended to the segment. keepAudio (default false):
+// keep the segment's audio for a later start() (live modes); otherwise it is freed once the prompt has run.
+Napi::Value SessionWrap::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto samples = std::make_shared<std::vector<float>>();
+  if (!info[0].IsNull() && !info[0].IsUndefined()) *samples = from_f32(info[0], "samples");
+  auto head = std::make_shared<std::vector<int32_t>>(from_i32(info[1], "head"));
+  auto tail = std::make_shared<std::vector<int32_t>>(from_i32(info[2], "tail"));
+  bool reset = true, keep = false;
+  rustasr::StartOptions opt;
+  if (info.Length() > 3 && info[3].IsObject()) {
+    Napi::Object o = info[3].As<Napi::Object>();
+    reset = bool_option(o, "reset", true);
+    keep = bool_option(o, "keepAudio", false);
+    opt.incremental = bool_option(o, "incremental", false);
   }
-
-  explicit SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info) {}
-
-  void attach(std::shared_ptr<const rustasr::Model> model) {
-    auto* raw = new rustasr::Session(std::move(model));
-    ++g_live_sessions;
-    session_ = std::shared_ptr<rustasr::Session>(raw, [](rustasr::Session* s) {
-      delete s;
-      --g_live_sessions;
-    });
-  }
-
- private:
-  // One call at a time per session: the worker keeps its own reference, so dispose() during a call is safe.
-  std::shared_ptr<rustasr::Session> acquire(Napi::Env env) {
-    if (!session_) throw make_error(env, "INVALID_ARGUMENT", "the session has been disposed");
-    if (busy_->exchange(true)) throw make_error(env, "INVALID_ARGUMENT", "the session is busy with another call");
-    return session_;
-  }
-
-  Napi::Value Mel(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto samples = std::make_shared<std::vector<float>>(from_f32(info[0], "samples"));
-    auto s = acquire(env);
-    auto out = std::make_shared<std::vector<float>>();
-    auto busy = busy_;
-    return queue(
-        env, [s, samples, out, busy] {
-          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
-          *out = s->mel(samples->data(), samples->size());
-        },
-        [out, s](Napi::Env env) -> Napi::Value {
-          Napi::Object o = Napi::Object::New(env);
-          const size_t bins = static_cast<size_t>(rustasr::model_info(s->model()).num_mel_bins);
-          o.Set("data", to_f32(env, *out));
-          o.Set("frames", Napi::Number::New(env, static_cast<double>(out->size() / bins)));
-          return o;
-        });
-  }
-
-  Napi::Value Encode(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto mel = std::make_shared<std::vector<float>>(from_f32(info[0], "mel"));
-    if (!info[1].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "frames must be a number");
-    const int64_t frames = info[1].As<Napi::Number>().Int64Value();
-    const bool keep = info.Length() > 2 && info[2].ToBoolean().Value();
-    auto s = acquire(env);
-    const size_t bins = static_cast<size_t>(rustasr::model_info(s->model()).num_mel_bins);
-    if (frames <= 0 || mel->size() != bins * static_cast<size_t>(frames)) {
-      *busy_ = false;
-      throw make_error(env, "INVALID_ARGUMENT", "mel must hold num_mel_bins * frames values");
-    }
-    auto out = std::make_shared<rustasr::EncoderOutputs>();
-    auto busy = busy_;
-    return queue(
-        env, [s, mel, frames, keep, out, busy] {
-          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
-          *out = s->encode(mel->data(), frames, keep);
-        },
-        [out, keep](Napi::Env env) -> Napi::Value {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("nTokens", Napi::Number::New(env, out->n_tokens));
-          o.Set("embeds", to_f32(env, out->embeds));
-          if (keep) {
-            o.Set("convPos", to_f32(env, out->conv_pos));
-            o.Set("lnPost", to_f32(env, out->ln_post));
+  auto s = acquire(env);
+  auto out = std::make_shared<rustasr::StartResult>();
+  auto busy = busy_;
+  return queue(
+      env,
+      [s, samples, head, tail, reset, keep, opt, out, busy] {
+        Release r{busy};
+        if (reset) s->reset_audio();
+        s->append_audio(std::move(*samples));
+        struct Drop {
+          rustasr::Session* s;
+          bool keep;
+          ~Drop() {
+            if (!keep) s->reset_audio();
           }
-          return o;
-        });
+        } drop{s.get(), keep};
+        *out = s->start(head->data(), static_cast<int64_t>(head->size()), tail->data(),
+                        static_cast<int64_t>(tail->size()), opt);
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("id", Napi::Number::New(env, out->token));
+        o.Set("audioTokens", Napi::Number::New(env, static_cast<double>(out->audio_tokens)));
+        o.Set("promptTokens", Napi::Number::New(env, static_cast<double>(out->prompt_tokens)));
+        o.Set("reusedTokens", Napi::Number::New(env, static_cast<double>(out->reused_tokens)));
+        o.Set("encodedTokens", Napi::Number::New(env, static_cast<double>(out->encoded_tokens)));
+        o.Set("cachedTokens", Napi::Number::New(env, static_cast<double>(out->cached_tokens)));
+        o.Set("melMs", Napi::Number::New(env, out->mel_ms));
+        o.Set("encoderMs", Napi::Number::New(env, out->encoder_ms));
+        o.Set("prefillMs", Napi::Number::New(env, out->prefill_ms));
+        return o;
+      });
+}
+
+// step(token) -> Promise<{ id }>: greedy; the argmax is taken on the worker, no logits are copied out.
+Napi::Value SessionWrap::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "token must be a number");
+  const int64_t tok64 = info[0].As<Napi::Number>().Int64Value();
+  if (tok64 < 0 || tok64 > INT32_MAX) throw make_error(env, "INVALID_ARGUMENT", "token id out of range");
+  const int32_t token = static_cast<int32_t>(tok64);
+  auto s = acquire(env);
+  auto id = std::make_shared<int32_t>(0);
+  auto busy = busy_;
+  return queue(
+      env,
+      [s, token, id, busy] {
+        Release r{busy};
+        *id = s->step_greedy(token);
+      },
+      [id](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("id", Napi::Number::New(env, *id));
+        return o;
+      });
+}
+
+// cancel(): the call in flight (if any) stops at its next check and rejects with ABORTED, as does every later
+// call. Never blocks.
+Napi::Value SessionWrap::Cancel(const Napi::CallbackInfo& info) {
+  if (session_) session_->cancel();
+  return info.Env().Undefined();
+}
+
+// truncate(samples): cuts the segment's audio back (Session::truncate_audio). Cheap bookkeeping only (the next
+// start() recomputes what it needs), so it runs on the JS thread; the session must be idle.
+Napi::Value SessionWrap::Truncate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "samples must be a number");
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0) || n != static_cast<double>(static_cast<int64_t>(n)))
+    throw make_error(env, "INVALID_ARGUMENT", "samples must be a non-negative integer");
+  auto s = acquire(env);
+  Release r{busy_};
+  try {
+    s->truncate_audio(static_cast<int64_t>(n));
+  } catch (const Error& e) {
+    throw make_error(env, rustasr::error_code_name(e.code()), e.what());
   }
+  return env.Undefined();
+}
 
-  Napi::Value Prefill(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw make_error(env, "INVALID_ARGUMENT", "ids must be an Int32Array");
-    Napi::Int32Array ids_a = info[0].As<Napi::Int32Array>();
-    auto ids = std::make_shared<std::vector<int32_t>>(ids_a.Data(), ids_a.Data() + ids_a.ElementLength());
-    auto embeds = std::make_shared<std::vector<float>>(from_f32(info[1], "audioEmbeds"));
-    auto s = acquire(env);
-    const size_t hidden = static_cast<size_t>(rustasr::model_info(s->model()).hidden_size);
-    if (embeds->size() % hidden != 0) {
-      *busy_ = false;
-      throw make_error(env, "INVALID_ARGUMENT", "audioEmbeds must hold a whole number of hidden_size rows");
-    }
-    auto logits = std::make_shared<std::vector<float>>();
-    auto hidden_last = std::make_shared<std::vector<float>>();
-    auto busy = busy_;
-    return queue(
-        env, [s, ids, embeds, hidden, logits, hidden_last, busy] {
-          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
-          *logits = s->prefill(ids->data(), static_cast<int64_t>(ids->size()), embeds->data(),
-                               static_cast<int64_t>(embeds->size() / hidden), hidden_last.get());
-        },
-        [logits, hidden_last](Napi::Env env) -> Napi::Value {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("id", Napi::Number::New(env, rustasr::argmax(logits->data(), static_cast<int64_t>(logits->size()))));
-          o.Set("logits", to_f32(env, *logits));
-          o.Set("hiddenLast", to_f32(env, *hidden_last));
-          return o;
-        });
-  }
+Napi::Value SessionWrap::Dispose(const Napi::CallbackInfo& info) {
+  session_.reset();
+  return info.Env().Undefined();
+}
 
-  // step(token, wantLogits = false) -> { id, logits? }
-  Napi::Value Step(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!info[0].IsNumber()) throw make_error(env, "INVALID_ARGUMENT", "token must be a number");
-    const int64_t tok64 = info[0].As<Napi::Number>().Int64Value();
-    if (tok64 < 0 || tok64 > INT32_MAX) throw make_error(env, "INVALID_ARGUMENT", "token id out of range");
-    const int32_t token = static_cast<int32_t>(tok64);
-    const bool want_logits = info.Length() > 1 && info[1].ToBoolean().Value();
-    auto s = acquire(env);
-    // Greedy steps (no logits wanted) take the argmax on the worker and copy nothing out.
-    auto logits = std::make_shared<std::vector<float>>();
-    auto id = std::make_shared<int32_t>(0);
-    auto busy = busy_;
-    return queue(
-        env, [s, token, logits, id, want_logits, busy] {
-          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
-          if (want_logits) {
-            *logits = s->step(token);
-            *id = rustasr::argmax(logits->data(), static_cast<int64_t>(logits->size()));
-          } else {
-            *id = s->step_greedy(token);
-          }
-        },
-        [logits, id, want_logits](Napi::Env env) -> Napi::Value {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("id", Napi::Number::New(env, *id));
-          if (want_logits) o.Set("logits", to_f32(env, *logits));
-          return o;
-        });
-  }
+// ------------------------------------------------------------------------------------------------ Model
 
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    session_.reset();
-    return info.Env().Undefined();
-  }
-
-  std::shared_ptr<rustasr::Session> session_;
-  std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
-};
-
-// A forced aligner's state (rustasr::Aligner): align(samples, textIds) and classify(ids, audioEmbeds) for the
-// golden checks. Like a session, one call at a time; dispose() frees the state once a call in flight is done.
+// A forced aligner's state (rustasr::Aligner): align(samples, textIds) -> Promise<slot classes>; with RUSTASR_DEV
+// also classify(ids, audioEmbeds) for the golden stage checks. Like a session, one call at a time; dispose()
+// frees the state once a call in flight is done.
 class AlignerWrap : public Napi::ObjectWrap<AlignerWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeAligner",
-                       {InstanceMethod("align", &AlignerWrap::Align), InstanceMethod("classify", &AlignerWrap::Classify),
-                        InstanceMethod("dispose", &AlignerWrap::Dispose)});
+                       {InstanceMethod("align", &AlignerWrap::Align), InstanceMethod("dispose", &AlignerWrap::Dispose),
+#ifdef RUSTASR_DEV
+                        InstanceMethod("classify", &AlignerWrap::Classify),
+#endif
+                       });
   }
 
   explicit AlignerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AlignerWrap>(info) {}
@@ -311,13 +304,6 @@ class AlignerWrap : public Napi::ObjectWrap<AlignerWrap> {
     if (!aligner_) throw make_error(env, "INVALID_ARGUMENT", "the aligner has been disposed");
     if (busy_->exchange(true)) throw make_error(env, "INVALID_ARGUMENT", "the aligner is busy with another call");
     return aligner_;
-  }
-
-  static std::vector<int32_t> from_i32(const Napi::Value& v, const char* what) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw make_error(v.Env(), "INVALID_ARGUMENT", std::string(what) + " must be an Int32Array");
-    Napi::Int32Array a = v.As<Napi::Int32Array>();
-    return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
   }
 
   static Napi::Value result(Napi::Env env, const rustasr::AlignerOutput& r) {
@@ -345,13 +331,15 @@ class AlignerWrap : public Napi::ObjectWrap<AlignerWrap> {
     auto busy = busy_;
     return queue(
         env, [a, samples, text, want_logits, out, busy] {
-          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
+          SessionWrap::Release r{busy};
           *out = a->align(samples->data(), samples->size(), text->data(), static_cast<int64_t>(text->size()), want_logits);
         },
         [out](Napi::Env env) -> Napi::Value { return result(env, *out); });
   }
 
-  // classify(ids: Int32Array, audioEmbeds: Float32Array) -> { classes, positions, nAudioTokens, logits, hidden }
+#ifdef RUSTASR_DEV
+  // Dev surface. classify(ids: Int32Array, audioEmbeds: Float32Array) -> { classes, positions, nAudioTokens,
+  // logits, hidden }: a whole input given, for the golden stage checks.
   Napi::Value Classify(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto ids = std::make_shared<std::vector<int32_t>>(from_i32(info[0], "ids"));
@@ -366,12 +354,13 @@ class AlignerWrap : public Napi::ObjectWrap<AlignerWrap> {
     auto busy = busy_;
     return queue(
         env, [a, ids, embeds, hidden, out, busy] {
-          struct Release { std::shared_ptr<std::atomic<bool>> b; ~Release() { *b = false; } } r{busy};
+          SessionWrap::Release r{busy};
           *out = a->classify(ids->data(), static_cast<int64_t>(ids->size()), embeds->data(),
                              static_cast<int64_t>(embeds->size() / hidden), true, true);
         },
         [out](Napi::Env env) -> Napi::Value { return result(env, *out); });
   }
+#endif
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     aligner_.reset();
@@ -384,7 +373,6 @@ class AlignerWrap : public Napi::ObjectWrap<AlignerWrap> {
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
-
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("createSession", &ModelWrap::CreateSession),
@@ -418,6 +406,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("tiedEmbeddings", mi.tied_embeddings);
     o.Set("sampleRate", mi.sample_rate);
     o.Set("hopLength", mi.hop_length);
+    o.Set("minSamples", static_cast<double>(mi.min_samples));
+    o.Set("windowSamples", static_cast<double>(mi.window_samples));
     Napi::Array langs = Napi::Array::New(env, mi.support_languages.size());
     for (size_t i = 0; i < mi.support_languages.size(); ++i) langs.Set(static_cast<uint32_t>(i), mi.support_languages[i]);
     o.Set("supportLanguages", langs);
@@ -466,6 +456,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   std::shared_ptr<const rustasr::Model> model_;
 };
 
+namespace {
+
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw make_error(env, "INVALID_ARGUMENT", "model directory must be a string");
@@ -488,16 +480,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
       params.quant = q.As<Napi::String>().Utf8Value();
     }
-    if (o.Has("lowMemory") && !o.Get("lowMemory").IsUndefined()) {
-      Napi::Value v = o.Get("lowMemory");
-      if (!v.IsBoolean()) throw make_error(env, "INVALID_ARGUMENT", "lowMemory must be a boolean");
-      params.low_memory = v.As<Napi::Boolean>().Value();
-    }
-    if (o.Has("largePages") && !o.Get("largePages").IsUndefined()) {
-      Napi::Value v = o.Get("largePages");
-      if (!v.IsBoolean()) throw make_error(env, "INVALID_ARGUMENT", "largePages must be a boolean");
-      params.large_pages = v.As<Napi::Boolean>().Value();
-    }
+    params.low_memory = bool_option(o, "lowMemory", params.low_memory);
+    params.large_pages = bool_option(o, "largePages", params.large_pages);
     // cacheDir: a directory, or false for no int8 cache.
     if (o.Has("cacheDir") && !o.Get("cacheDir").IsUndefined()) {
       Napi::Value c = o.Get("cacheDir");
@@ -531,19 +515,6 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       });
 }
 
-Napi::Value Argmax(const Napi::CallbackInfo& info) {
-  std::vector<float> v = from_f32(info[0], "values");
-  if (v.empty()) throw make_error(info.Env(), "INVALID_ARGUMENT", "argmax of an empty array");
-  return Napi::Number::New(info.Env(), rustasr::argmax(v.data(), static_cast<int64_t>(v.size())));
-}
-
-Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
-  std::vector<std::string> f = rustasr::cpu_kernels();
-  Napi::Array a = Napi::Array::New(info.Env(), f.size());
-  for (size_t i = 0; i < f.size(); ++i) a.Set(static_cast<uint32_t>(i), f[i]);
-  return a;
-}
-
 // devices() -> Promise<[{ kind, available, name, reason }]>: cpu, cuda, metal as probed here (probing a GPU
 // loads its driver, so it runs off the main thread).
 Napi::Value Devices(const Napi::CallbackInfo& info) {
@@ -565,103 +536,15 @@ Napi::Value Devices(const Napi::CallbackInfo& info) {
       });
 }
 
+// liveObjects() -> { models, sessions, aligners }: engine objects alive in this process (all threads): loaded
+// models whose weights are still held, sessions and aligners whose state is not yet freed (the server's
+// /metrics, leak checks).
 Napi::Value LiveObjects(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("models", Napi::Number::New(info.Env(), static_cast<double>(g_live_models.load())));
   o.Set("sessions", Napi::Number::New(info.Env(), static_cast<double>(g_live_sessions.load())));
   o.Set("aligners", Napi::Number::New(info.Env(), static_cast<double>(g_live_aligners.load())));
   return o;
-}
-
-// probe({ threads?, kernel?, bandwidthBytes?, bandwidthReps?, gemm?: [{ impl, n, rows, cols }], gemmReps? })
-// -> Promise<{ blas, bandwidth?: { threads, bytes, isa, seconds[] }, gemm: [{ impl, isa, threads, n, rows, cols,
-// flops, seconds[] }] }>: the machine floors for `npm run bench` (native/src/backend/cpu/probe.h).
-// bandwidthBytes = 0 skips the bandwidth probe.
-Napi::Value Probe(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  struct Shape {
-    std::string impl;
-    int64_t n, rows, cols;
-  };
-  struct Args {
-    int threads = 0;
-    std::string kernel = "auto";
-    int64_t bw_bytes = int64_t(1) << 30;
-    int bw_reps = 5;
-    int gemm_reps = 3;
-    std::vector<Shape> shapes;
-  };
-  auto args = std::make_shared<Args>();
-  auto num = [&](const Napi::Object& o, const char* key, double def) -> double {
-    if (!o.Has(key) || o.Get(key).IsUndefined()) return def;
-    if (!o.Get(key).IsNumber()) throw make_error(env, "INVALID_ARGUMENT", std::string(key) + " must be a number");
-    return o.Get(key).As<Napi::Number>().DoubleValue();
-  };
-  if (info.Length() > 0 && info[0].IsObject()) {
-    Napi::Object o = info[0].As<Napi::Object>();
-    args->threads = static_cast<int>(num(o, "threads", 0));
-    args->bw_bytes = static_cast<int64_t>(num(o, "bandwidthBytes", static_cast<double>(args->bw_bytes)));
-    args->bw_reps = static_cast<int>(num(o, "bandwidthReps", args->bw_reps));
-    args->gemm_reps = static_cast<int>(num(o, "gemmReps", args->gemm_reps));
-    if (o.Has("kernel") && o.Get("kernel").IsString()) args->kernel = o.Get("kernel").As<Napi::String>().Utf8Value();
-    if (o.Has("gemm") && o.Get("gemm").IsArray()) {
-      Napi::Array a = o.Get("gemm").As<Napi::Array>();
-      for (uint32_t i = 0; i < a.Length(); ++i) {
-        if (!a.Get(i).IsObject()) throw make_error(env, "INVALID_ARGUMENT", "gemm entries must be objects");
-        Napi::Object g = a.Get(i).As<Napi::Object>();
-        Shape s;
-        s.impl = g.Has("impl") && g.Get("impl").IsString() ? g.Get("impl").As<Napi::String>().Utf8Value() : "auto";
-        s.n = static_cast<int64_t>(num(g, "n", 1024));
-        s.rows = static_cast<int64_t>(num(g, "rows", 4096));
-        s.cols = static_cast<int64_t>(num(g, "cols", 1024));
-        args->shapes.push_back(s);
-      }
-    }
-  }
-  auto blas = std::make_shared<std::string>();
-  auto bw = std::make_shared<rustasr::cpu::BandwidthProbe>();
-  auto gemms = std::make_shared<std::vector<rustasr::cpu::GemmProbe>>();
-  return queue(
-      env,
-      [args, blas, bw, gemms] {
-        *blas = rustasr::cpu::probe_blas_info();
-        if (args->bw_bytes > 0) *bw = rustasr::cpu::probe_read_bandwidth(args->threads, args->bw_bytes, args->bw_reps);
-        for (const Shape& s : args->shapes)
-          gemms->push_back(rustasr::cpu::probe_gemm(args->threads, args->kernel, s.impl, s.n, s.rows, s.cols, args->gemm_reps));
-      },
-      [blas, bw, gemms](Napi::Env env) -> Napi::Value {
-        auto secs = [&](const std::vector<double>& v) {
-          Napi::Array a = Napi::Array::New(env, v.size());
-          for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
-          return a;
-        };
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("blas", *blas);
-        if (bw->bytes > 0) {
-          Napi::Object b = Napi::Object::New(env);
-          b.Set("threads", bw->threads);
-          b.Set("bytes", static_cast<double>(bw->bytes));
-          b.Set("isa", bw->isa);
-          b.Set("seconds", secs(bw->seconds));
-          o.Set("bandwidth", b);
-        }
-        Napi::Array ga = Napi::Array::New(env, gemms->size());
-        for (size_t i = 0; i < gemms->size(); ++i) {
-          const rustasr::cpu::GemmProbe& g = (*gemms)[i];
-          Napi::Object r = Napi::Object::New(env);
-          r.Set("impl", g.impl);
-          r.Set("isa", g.isa);
-          r.Set("threads", g.threads);
-          r.Set("n", static_cast<double>(g.n));
-          r.Set("rows", static_cast<double>(g.rows));
-          r.Set("cols", static_cast<double>(g.cols));
-          r.Set("flops", g.flops);
-          r.Set("seconds", secs(g.seconds));
-          ga.Set(static_cast<uint32_t>(i), r);
-        }
-        o.Set("gemm", ga);
-        return o;
-      });
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -671,14 +554,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->aligner_ctor = Napi::Persistent(AlignerWrap::Init(env));
   env.SetInstanceData<AddonData>(data);  // deleted by N-API when the environment ends
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
-  exports.Set("argmax", Napi::Function::New(env, Argmax));
-  exports.Set("cpuKernels", Napi::Function::New(env, CpuFeatures));
   exports.Set("devices", Napi::Function::New(env, Devices));
-  exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("liveObjects", Napi::Function::New(env, LiveObjects));
+#ifdef RUSTASR_DEV
+  register_dev(env, exports);
+#endif
   return exports;
 }
 
 }  // namespace
 
-NODE_API_MODULE(rustasr, Init)
+}  // namespace rustasr_addon
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return rustasr_addon::Init(env, exports); }
+NODE_API_MODULE(rustasr, InitModule)

@@ -336,6 +336,73 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
   // freed after the first encode (RUSTASR_ENCODER_SCRATCH_KEEP_BYTES=0 here) and are allocated afresh.
   rustasr::EncoderOutputs again = s.encode(d.mel.data(), T, false);
   report(again.embeds == enc.embeds, tag + "second encode in a session: identical audio embeddings");
+
+  // 7. Session::start, the production path: the wav and the prompt pieces around the audio pads in, the
+  // first token out; then step_greedy. Offline (whole segment), incremental with all audio at once (no
+  // window is final before the whole input is there: the same numbers), and a repeated start on the same
+  // audio, which keeps the KV cache up to the first changed position.
+  {
+    size_t pad0 = 0, pads = 0;
+    while (pad0 < ids.size() && ids[pad0] != info.audio_token_id) ++pad0;
+    while (pad0 + pads < ids.size() && ids[pad0 + pads] == info.audio_token_id) ++pads;
+    const std::vector<int32_t> head(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(pad0));
+    const std::vector<int32_t> tail(ids.begin() + static_cast<std::ptrdiff_t>(pad0 + pads), ids.end());
+    auto greedy = [&](rustasr::Session& ss, const rustasr::StartResult& r) {
+      std::vector<int64_t> out{r.token};
+      while (out.size() < steps) out.push_back(ss.step_greedy(static_cast<int32_t>(out.back())));
+      return out;
+    };
+    for (const bool inc : {false, true}) {
+      rustasr::Session st(model);
+      st.append_audio(d.wav.data(), d.wav.size());
+      const rustasr::StartResult r = st.start(head.data(), static_cast<int64_t>(head.size()), tail.data(),
+                                              static_cast<int64_t>(tail.size()), rustasr::StartOptions{inc});
+      const std::string what = tag + (inc ? "start (incremental, all audio)" : "start (offline)");
+      report(r.audio_tokens == static_cast<int64_t>(pads) && r.prompt_tokens == static_cast<int64_t>(ids.size()),
+             what + ": audio tokens and prompt length");
+      report(greedy(st, r) == d.generated, what + ": greedy ids");
+      if (inc) {
+        const rustasr::StartResult again2 = st.start(head.data(), static_cast<int64_t>(head.size()), tail.data(),
+                                                     static_cast<int64_t>(tail.size()), rustasr::StartOptions{true});
+        const bool all_final = r.cached_tokens == r.audio_tokens;
+        report(again2.token == r.token && (all_final ? again2.reused_tokens > static_cast<int64_t>(pad0)
+                                                     : again2.reused_tokens >= static_cast<int64_t>(pad0)),
+               what + ": a second start keeps the KV prefix, same first token",
+               "reused " + std::to_string(again2.reused_tokens) + ", cached " + std::to_string(r.cached_tokens));
+        report(greedy(st, again2) == d.generated, what + ": greedy ids after the second start");
+      }
+    }
+    // Incremental in 2 s pieces, then a truncate back to the first piece: the same first token as a fresh
+    // session on that piece alone (no window is cached below 8 s).
+    const size_t piece = 32000;
+    if (d.wav.size() > piece + 1000) {
+      rustasr::Session a(model), b(model);
+      for (size_t at = 0; at < d.wav.size(); at += piece) {
+        a.append_audio(d.wav.data() + at, std::min(piece, d.wav.size() - at));
+        a.start(head.data(), static_cast<int64_t>(head.size()), tail.data(), static_cast<int64_t>(tail.size()),
+                rustasr::StartOptions{true});
+      }
+      a.truncate_audio(static_cast<int64_t>(piece));
+      const rustasr::StartResult ra = a.start(head.data(), static_cast<int64_t>(head.size()), tail.data(),
+                                              static_cast<int64_t>(tail.size()), rustasr::StartOptions{true});
+      b.append_audio(d.wav.data(), piece);
+      const rustasr::StartResult rb = b.start(head.data(), static_cast<int64_t>(head.size()), tail.data(),
+                                              static_cast<int64_t>(tail.size()), rustasr::StartOptions{true});
+      report(ra.token == rb.token && ra.audio_tokens == rb.audio_tokens && greedy(a, ra) == greedy(b, rb),
+             tag + "incremental pieces, truncated back to the first: same as that piece alone");
+    }
+    // A cancelled session throws kAborted at its next call.
+    rustasr::Session cx(model);
+    cx.append_audio(d.wav.data(), d.wav.size());
+    cx.cancel();
+    bool aborted = false;
+    try {
+      cx.start(head.data(), static_cast<int64_t>(head.size()), tail.data(), static_cast<int64_t>(tail.size()));
+    } catch (const rustasr::Error& e) {
+      aborted = e.code() == ErrorCode::kAborted;
+    }
+    report(aborted, tag + "start after cancel(): ABORTED");
+  }
 }
 
 // int8 decoder weights (ModelParams.quant = "int8"): the logits drift from the BF16 golden by the

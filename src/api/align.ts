@@ -6,7 +6,7 @@ import { DEFAULT_TARGET_RATE, Resampler } from '../stages/resample.js';
 import { WavDecoder, type AudioChunk } from '../stages/wav-decode.js';
 import { TIMESTAMP_TOKEN, alignerSlotsText, alignerUnits, fixTimestamp } from '../text/aligner-text.js';
 import { normalizeLanguage } from '../text/prompt.js';
-import { abortError } from './abort.js';
+import { abortError } from '../core/abort.js';
 import { loadModel, requireKind, type LoadModelOptions, type Model } from './model.js';
 import { sourceFor, type AudioInput } from './recognize.js';
 
@@ -14,8 +14,6 @@ import { sourceFor, type AudioInput } from './recognize.js';
 export const DEFAULT_ALIGNER = 'Qwen/Qwen3-ForcedAligner-0.6B';
 /** Longest audio aligned in one pass, in seconds (the official MAX_FORCE_ALIGN_INPUT_SECONDS). */
 export const MAX_ALIGN_SECONDS = 180;
-/** Fewest samples the mel front end accepts (n_fft / 2 + 1). */
-const MIN_AUDIO_SAMPLES = 201;
 
 /** One aligned unit: a word (or a CJK character) of the transcript and its time span in seconds. */
 export interface AlignItem {
@@ -96,8 +94,8 @@ export async function alignSamples(
   requireKind(aligner, 'forced_aligner');
   const units = unitsToAlign(text, language);
   if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
-  if (samples.length < MIN_AUDIO_SAMPLES) {
-    throw new RustAsrError('AUDIO_TOO_SHORT', `${samples.length} samples is too short: at least ${MIN_AUDIO_SAMPLES} are needed`);
+  if (samples.length < aligner.info.minSamples) {
+    throw new RustAsrError('AUDIO_TOO_SHORT', `${samples.length} samples is too short: at least ${aligner.info.minSamples} are needed`);
   }
   if (opts.signal?.aborted) throw abortError(opts.signal.reason, 'alignment aborted');
   await aligner.ready();

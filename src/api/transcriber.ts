@@ -11,6 +11,7 @@ import { WavDecoder, type WavStreamFormat } from '../stages/wav-decode.js';
 import { pyRound3 } from '../text/aligner-text.js';
 import { pyStrip } from '../text/asr-output.js';
 import { MAX_ALIGN_SECONDS, alignSamples, alignerFor, alignerLanguage, loadOptionsOf, type AlignItem } from './align.js';
+import { LiveTranscriber, type ListenOptions } from './listen.js';
 import { checkDevice, loadModel, requireKind, type LoadModelOptions, type Model } from './model.js';
 
 /** A word of the transcript with its time span in the input, in seconds (to the millisecond). */
@@ -242,7 +243,14 @@ export class Transcriber extends TokenStream {
   }
 }
 
-/** Creates a streaming recogniser (see Transcriber): `pipeline(fs.createReadStream(f), transcriber({ model }), sink)`. */
-export function transcriber(opts: TranscriberOptions): Transcriber {
+/**
+ * Creates a streaming recogniser (see Transcriber): `pipeline(fs.createReadStream(f), transcriber({ model }), sink)`.
+ * With `live: true`, a LiveTranscriber: the same input, partial and final events out while the audio arrives
+ * (see listen()).
+ */
+export function transcriber(opts: TranscriberOptions & { live?: false }): Transcriber;
+export function transcriber(opts: ListenOptions & { live: true }): LiveTranscriber;
+export function transcriber(opts: (TranscriberOptions & { live?: false }) | (ListenOptions & { live: true })): Transcriber | LiveTranscriber {
+  if (opts.live === true) return new LiveTranscriber(opts);
   return new Transcriber(opts);
 }

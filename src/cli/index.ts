@@ -14,14 +14,17 @@ import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
 import { resolveModel } from '../model/resolve.js';
 import type { SegmentResult } from '../stages/tokens.js';
-import { FALLBACK_CUE_SECONDS, cuesFromUnits, cuesWithoutTimes, formatCue as formatSubtitleCue } from '../text/subtitles.js';
+import { FALLBACK_CUE_SECONDS, formatCue, segmentCues } from '../text/subtitles.js';
 import { registerDevices } from './devices.js';
+import { registerListen } from './listen.js';
+import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, enumOpt, intOpt, numberOpt, stringOpt, UsageError } from './options.js';
 import { registerModelCommands } from './models.js';
+import { registerQueueCommands } from './queue.js';
+import { registerServe } from './serve.js';
 import { registerSynth } from './synth.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+export { formatCue } from '../text/subtitles.js';
+export { DEFAULT_MODEL, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './options.js';
 
 export const FORMATS = ['text', 'json', 'srt', 'vtt'] as const;
 export type OutputFormat = (typeof FORMATS)[number];
@@ -50,13 +53,6 @@ export interface InferOptions {
 
 const TIMESTAMPS = ['none', 'word'] as const;
 
-/** A bad command line: exit code 2. */
-export class UsageError extends RustAsrError {
-  constructor(message: string) {
-    super('INVALID_OPTION', message);
-  }
-}
-
 /** Option name (camelCase, as in --config) -> flag name. */
 const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   model: 'model',
@@ -74,37 +70,9 @@ const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   karaoke: 'karaoke',
 };
 
-function stringOpt(name: string, v: unknown): string | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v === 'number') return String(v); // mri turns numeric-looking values into numbers
-  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} needs a value`);
-  return v;
-}
-
-function enumOpt<T extends string>(name: string, v: unknown, allowed: readonly T[]): T | undefined {
-  const s = stringOpt(name, v);
-  if (s === undefined) return undefined;
-  if (!allowed.includes(s as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${s}`);
-  return s as T;
-}
-
-function intOpt(name: string, v: unknown, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${String(v)}`);
-  return n;
-}
-
 function boolOpt(name: string, v: unknown): boolean | undefined {
   if (v === undefined || typeof v === 'boolean') return v;
   throw new UsageError(`--${name} takes no value, got ${String(v)}`);
-}
-
-function numberOpt(name: string, v: unknown): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!(Number.isFinite(n) && n > 0)) throw new UsageError(`--${name} must be a positive number, got ${String(v)}`);
-  return n;
 }
 
 /** Validates raw option values (from flags or JSON) into InferOptions; throws UsageError. */
@@ -155,11 +123,6 @@ export async function readConfig(path: string): Promise<Partial<Record<keyof Inf
   return out;
 }
 
-/** One subtitle cue (SRT or WebVTT) holding a segment's whole text; `n` is the 1-based cue number. */
-export function formatCue(format: 'srt' | 'vtt', n: number, seg: Pick<SegmentResult, 'start' | 'end' | 'text'>): string {
-  return formatSubtitleCue(format, n, { start: seg.start, end: seg.end, lines: [seg.text] });
-}
-
 /** What `infer` tells on stderr when subtitles get no word times (no aligner found). */
 export function noAlignerMessage(aligner: string, why: string): string {
   return (
@@ -190,9 +153,6 @@ async function findAligner(o: InferOptions, explicit: boolean): Promise<{ dir?: 
 async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
   if (s !== '' && !out.write(s)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
 }
-
-/** The model `infer` uses when --model is not given (downloaded into the cache on first use). */
-export const DEFAULT_MODEL = 'Qwen/Qwen3-ASR-0.6B';
 
 export interface InferIo {
   stdin: Readable | NodeJS.ReadableStream;
@@ -238,10 +198,7 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
   stream.on('segment', (seg: SegmentResult) => {
     if (tty) io.stderr.write(`[segment ${seg.index}: ${seg.start.toFixed(2)}-${seg.end.toFixed(2)} s, ${seg.tokens.length} tokens]\n`);
     if (format === 'text') out.push(write(io.stdout, seg.text));
-    if (subtitles && seg.text !== '') {
-      const cues = seg.words ? cuesFromUnits(seg.text, seg.words, {}, seg) : cuesWithoutTimes(seg.text, seg.start, seg.end);
-      out.push(write(io.stdout, cues.map((c) => formatSubtitleCue(format, ++cueNo, c, o.karaoke === true)).join('')));
-    }
+    if (subtitles) out.push(write(io.stdout, segmentCues(seg).map((c) => formatCue(format, ++cueNo, c, o.karaoke === true)).join('')));
   });
   if (format === 'vtt') await write(io.stdout, 'WEBVTT\n\n');
   const tokens: number[] = [];
@@ -287,6 +244,7 @@ async function infer(file: string | undefined, flags: Flags): Promise<void> {
   await runInfer(String(file), parseInferOptions(raw), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
 }
 
+
 export async function main(argv: string[]): Promise<void> {
   const prog = sade('rustasr');
   prog.version('0.1.0');
@@ -320,8 +278,11 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
   registerSynth(prog);
+  registerListen(prog);
   registerModelCommands(prog);
   registerDevices(prog);
+  registerServe(prog);
+  registerQueueCommands(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
   // they are usage errors here (2). Its handlers run asynchronously and never call process.exit.
   const realExit = process.exit;

@@ -2,19 +2,22 @@
 //
 // The model needs a whole segment before it can start (the mel is normalised by the segment's own maximum
 // and the prompt holds every audio token), so audio is collected into segments. Audio no longer than
-// `maxSeconds` is one segment. Longer audio is cut the way the official qwen_asr package
-// (`split_audio_into_chunks` in qwen_asr/inference/utils.py, MAX_ASR_INPUT_SECONDS = 1200) does it:
+// `maxSeconds` is one segment. Longer audio is cut at low energy, as the official qwen_asr package
+// (`split_audio_into_chunks` in qwen_asr/inference/utils.py, MAX_ASR_INPUT_SECONDS = 1200) does, with one
+// deliberate difference: the official search runs ±`searchExpandSeconds` around the target, so a segment can
+// run up to 5 s past the maximum, and with a maximum below 5 s the search reaches back to the segment start
+// (a quiet opening then gives one-sample segments: 803 of 805 cues on a 5 s clip at 3 s). Here:
 //
-//  - the target cut is `maxSeconds` after the start of the current segment;
-//  - within ±`searchExpandSeconds` (5 s) of the target, the window of `minWindowMs` (100 ms) samples whose
-//    sum of |x| is lowest is found (the first one on ties), and the cut goes at the quietest sample inside
-//    that window (the first one on ties);
-//  - the pieces tile the input exactly (no overlap, no gap); once the audio has been split, a piece shorter
-//    than MIN_SEGMENT_SECONDS (0.5 s) is zero-padded at its end to that length. Audio that is not split
-//    is never padded.
+//  - the cut lies within [start + max(MIN_SEGMENT_SECONDS, maxSeconds - searchExpandSeconds), start + maxSeconds]:
+//    a maximum is a maximum, and no segment but the last is shorter than the official minimum (0.5 s);
+//  - inside that range, the window of `minWindowMs` (100 ms) samples whose sum of |x| is lowest is found, and
+//    the cut goes at the quietest sample inside that window; on ties the latest wins (the official code takes
+//    the first), so a long silence is cut near the maximum rather than into many short silent segments;
+//  - the pieces tile the input exactly (no overlap, no gap); a piece shorter than MIN_SEGMENT_SECONDS is
+//    zero-padded at its end to that length (only the last can be). Audio that is not split is never padded.
 //
-// Streaming: a cut is decided as soon as `maxSeconds + searchExpandSeconds` of audio past the segment start
-// have arrived (the whole search range), which gives exactly the cuts of the whole-input algorithm. So the
+// Streaming: a cut is decided as soon as more than `maxSeconds` of audio past the segment start have arrived
+// (the whole search range is then there), which gives exactly the cuts of the whole-input algorithm. So the
 // segmenter holds at most that much audio (plus one input chunk), and segment k can be decoded downstream
 // while segment k + 1 is still arriving.
 import { Transform, type TransformCallback, type TransformOptions } from 'node:stream';
@@ -64,6 +67,7 @@ interface SplitParams {
   maxLen: number;
   expand: number;
   win: number;
+  minLen: number;
 }
 
 function splitParams(opts: SegmentOptions, rate: number): SplitParams {
@@ -79,24 +83,27 @@ function splitParams(opts: SegmentOptions, rate: number): SplitParams {
   if (!(Number.isFinite(windowMs) && windowMs >= 0)) {
     throw new RustAsrError('INVALID_OPTION', `minWindowMs must be a non-negative number, got ${String(windowMs)}`);
   }
+  if (maxSeconds < MIN_SEGMENT_SECONDS) {
+    throw new RustAsrError('INVALID_OPTION', `maxSeconds must be at least ${MIN_SEGMENT_SECONDS} (the shortest segment the model is given), got ${maxSeconds}`);
+  }
   const maxLen = Math.floor(maxSeconds * rate);
-  if (maxLen < 1) throw new RustAsrError('INVALID_OPTION', `maxSeconds ${maxSeconds} is shorter than one sample`);
   return {
     maxLen,
     expand: Math.floor(expandSeconds * rate),
     win: Math.max(4, Math.floor((windowMs / 1000) * rate)),
+    minLen: Math.floor(MIN_SEGMENT_SECONDS * rate),
   };
 }
 
 /**
- * Where to cut `samples[0 .. length)` whose first segment should be about `maxLen` long: the quietest
- * sample of the quietest `win`-sample window within ±`expand` of `maxLen` (first on ties), clamped to
- * [1, length]. `length` must exceed `maxLen`.
+ * Where to cut `samples[0 .. length)` whose first segment may be at most `maxLen` long: the quietest sample of
+ * the quietest `win`-sample window within [max(minLen, maxLen - expand), maxLen] (the latest on ties). `length`
+ * must exceed `maxLen`.
  */
-export function findCut(samples: Float32Array, length: number, maxLen: number, expand: number, win: number): number {
-  const cut = maxLen;
-  const left = Math.max(0, cut - expand);
-  const right = Math.min(length, cut + expand);
+export function findCut(samples: Float32Array, length: number, maxLen: number, expand: number, win: number, minLen = 0): number {
+  const cut = Math.min(maxLen, length);
+  const left = Math.min(cut, Math.max(minLen, cut - expand, 0));
+  const right = cut;
   let boundary = cut;
   if (right - left > win) {
     // Window sums from float64 prefix sums: exact zeros stay exactly zero, so silent windows tie exactly.
@@ -107,7 +114,7 @@ export function findCut(samples: Float32Array, length: number, maxLen: number, e
     let bestSum = Infinity;
     for (let p = 0; p + win <= n; p++) {
       const s = prefix[p + win]! - prefix[p]!;
-      if (s < bestSum) {
+      if (s <= bestSum) {
         bestSum = s;
         best = p;
       }
@@ -116,14 +123,14 @@ export function findCut(samples: Float32Array, length: number, maxLen: number, e
     let innerMin = Infinity;
     for (let i = 0; i < win; i++) {
       const a = Math.abs(samples[left + best + i]!);
-      if (a < innerMin) {
+      if (a <= innerMin) {
         innerMin = a;
         inner = i;
       }
     }
     boundary = left + best + inner;
   }
-  return Math.min(Math.max(boundary, 1), length);
+  return Math.min(Math.max(boundary, 1), cut);
 }
 
 /**
@@ -132,13 +139,13 @@ export function findCut(samples: Float32Array, length: number, maxLen: number, e
  */
 export function splitAudio(samples: Float32Array, opts: SegmentOptions = {}): AudioSegment[] {
   const rate = opts.sampleRate ?? DEFAULT_TARGET_RATE;
-  const { maxLen, expand, win } = splitParams(opts, rate);
+  const { maxLen, expand, win, minLen } = splitParams(opts, rate);
   if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
   const out: AudioSegment[] = [];
   let start = 0;
   while (samples.length - start > maxLen) {
     const view = samples.subarray(start);
-    const b = findCut(view, view.length, maxLen, expand, win);
+    const b = findCut(view, view.length, maxLen, expand, win, minLen);
     out.push(makeSegment(out.length, samples.slice(start, start + b), start, rate, true));
     start += b;
   }
@@ -167,7 +174,7 @@ function makeSegment(index: number, piece: Float32Array, startSample: number, ra
 
 /**
  * An objectMode Transform from AudioChunks (16 kHz mono, as the Resampler emits them) to AudioSegments.
- * Holds at most `maxSeconds + searchExpandSeconds` of audio plus one input chunk. Its readable side holds
+ * Holds at most `maxSeconds` of audio plus one input chunk. Its readable side holds
  * one segment by default (readableHighWaterMark 1), so a slow decoder stalls the input instead of letting
  * segments pile up.
  *
@@ -188,7 +195,7 @@ export class Segmenter extends Transform {
     super({ readableHighWaterMark: 1, writableHighWaterMark: 4, ...rest, objectMode: true });
     this.sampleRate = sampleRate ?? DEFAULT_TARGET_RATE;
     this.params = splitParams({ maxSeconds, searchExpandSeconds, minWindowMs }, this.sampleRate);
-    this.buf = new Float32Array(Math.min(this.params.maxLen + this.params.expand, 1 << 20));
+    this.buf = new Float32Array(Math.min(this.params.maxLen + 1, 1 << 20));
   }
 
   /** Segments emitted so far. */
@@ -205,9 +212,8 @@ export class Segmenter extends Transform {
         throw new RustAsrError('INVALID_ARGUMENT', `Segmenter expects ${this.sampleRate} Hz chunks, got ${chunk.sampleRate} Hz`);
       }
       this.append(chunk.samples);
-      const { maxLen, expand } = this.params;
-      // The whole search range after the target cut is here: the cut is final.
-      while (this.len > maxLen && this.len >= maxLen + expand) this.cut();
+      // More than the maximum is here: the whole search range (which ends at the maximum) is, so the cut is final.
+      while (this.len > this.params.maxLen) this.cut();
       callback();
     } catch (err) {
       callback(err as Error);
@@ -243,8 +249,8 @@ export class Segmenter extends Transform {
   }
 
   private cut(): void {
-    const { maxLen, expand, win } = this.params;
-    const b = findCut(this.buf, this.len, maxLen, expand, win);
+    const { maxLen, expand, win, minLen } = this.params;
+    const b = findCut(this.buf, this.len, maxLen, expand, win, minLen);
     this.push(makeSegment(this.count++, this.buf.slice(0, b), this.offset, this.sampleRate, true));
     this.buf.copyWithin(0, b, this.len);
     this.len -= b;

@@ -7,8 +7,8 @@
 // destroying the stream) stops decoding between two steps and frees the native session.
 import { Duplex, type DuplexOptions } from 'node:stream';
 
-import { abortError } from '../api/abort.js';
-import type { Model, Timings } from '../api/model.js';
+import { abortError } from '../core/abort.js';
+import type { Model, Timings } from '../core/model.js';
 import { RustAsrError } from '../errors.js';
 import { StreamingDetokenizer } from '../text/detokenizer.js';
 import { normalizeLanguage } from '../text/prompt.js';

@@ -104,40 +104,80 @@ function requireId(tok: AsrTokenizer, token: string): number {
   return id;
 }
 
-/** Builds the exact official Qwen3-ASR prompt ids for one audio item. */
-export function buildPrompt(tok: AsrTokenizer, opts: PromptOptions): Prompt {
-  const { audioTokens } = opts;
-  if (!Number.isInteger(audioTokens) || audioTokens < 1) {
-    throw new RustAsrError('INVALID_OPTION', `audioTokens must be a positive integer, got ${audioTokens}`);
-  }
+export interface PromptPieceOptions {
+  /** System-message text (glossary, hints). Default ''. Inserted verbatim, as the official template does. */
+  context?: string;
+  /** Force the transcript language (any case of a supported name); omit for automatic language detection. */
+  language?: string;
+  /** Languages accepted for `language` (the model's `support_languages`). Default SUPPORTED_LANGUAGES. */
+  supportedLanguages?: readonly string[];
+  /**
+   * Text appended to the rendered prompt after the assistant header (and the forced-language header): the
+   * official streaming loop's rolled-back prefix. Encoded together with the text before it, as the official
+   * code encodes `prompt_raw + prefix`.
+   */
+  prefixText?: string;
+}
+
+/** The prompt around the audio: what the engine's start() takes (the audio pads go between head and tail). */
+export interface PromptPieces {
+  /** Ids before the audio pads (ends with <|audio_start|>). */
+  head: Int32Array;
+  /** Ids after the audio pads (<|audio_end|>, the assistant header, the forced-language header, a prefix). */
+  tail: Int32Array;
+  /** The text before the audio pads and after it (the official rendered prompt is `before + AUDIO_PAD + after`). */
+  before: string;
+  after: string;
+  /** The normalised forced language, if any. */
+  language?: string;
+}
+
+/** The exact official Qwen3-ASR prompt for one audio item, as the ids before and after the audio pads. */
+export function promptPieces(tok: AsrTokenizer, opts: PromptPieceOptions = {}): PromptPieces {
   const context = opts.context ?? '';
   if (typeof context !== 'string') throw new RustAsrError('INVALID_OPTION', 'context must be a string');
   if (context.includes(AUDIO_PAD)) {
     // The processor would expand it as audio: the prompt could no longer match the audio embeddings.
     throw new RustAsrError('INVALID_OPTION', `context must not contain ${AUDIO_PAD}`);
   }
+  const prefix = opts.prefixText ?? '';
+  if (prefix.includes(AUDIO_PAD)) throw new RustAsrError('INVALID_OPTION', `the text prefix must not contain ${AUDIO_PAD}`);
   const language =
     opts.language === undefined ? undefined : normalizeLanguage(opts.language, opts.supportedLanguages);
-
-  const before = `${IM_START}system\n${context}${IM_END}\n${IM_START}user\n${AUDIO_START}`;
-  const after = `${AUDIO_END}${IM_END}\n${IM_START}assistant\n` + (language ? `language ${language}${ASR_TEXT_TAG}` : '');
-  const padId = requireId(tok, AUDIO_PAD);
+  requireId(tok, AUDIO_PAD);
   requireId(tok, AUDIO_START);
   requireId(tok, AUDIO_END);
+  const before = `${IM_START}system\n${context}${IM_END}\n${IM_START}user\n${AUDIO_START}`;
+  const after = `${AUDIO_END}${IM_END}\n${IM_START}assistant\n` + (language ? `language ${language}${ASR_TEXT_TAG}` : '') + prefix;
+  const pieces: PromptPieces = {
+    head: Int32Array.from(tok.encode(before)),
+    tail: Int32Array.from(tok.encode(after)),
+    before,
+    after,
+  };
+  if (language !== undefined) pieces.language = language;
+  return pieces;
+}
 
-  const head = tok.encode(before);
-  const tail = tok.encode(after);
-  const ids = new Int32Array(head.length + audioTokens + tail.length);
-  ids.set(head, 0);
-  ids.fill(padId, head.length, head.length + audioTokens);
-  ids.set(tail, head.length + audioTokens);
+/** Builds the exact official Qwen3-ASR prompt ids for one audio item (audio pads expanded). */
+export function buildPrompt(tok: AsrTokenizer, opts: PromptOptions): Prompt {
+  const { audioTokens } = opts;
+  if (!Number.isInteger(audioTokens) || audioTokens < 1) {
+    throw new RustAsrError('INVALID_OPTION', `audioTokens must be a positive integer, got ${audioTokens}`);
+  }
+  const p = promptPieces(tok, opts);
+  const padId = requireId(tok, AUDIO_PAD);
+  const ids = new Int32Array(p.head.length + audioTokens + p.tail.length);
+  ids.set(p.head, 0);
+  ids.fill(padId, p.head.length, p.head.length + audioTokens);
+  ids.set(p.tail, p.head.length + audioTokens);
   const prompt: Prompt = {
     ids,
-    audioPadStart: head.length,
+    audioPadStart: p.head.length,
     audioPadCount: audioTokens,
-    text: before + AUDIO_PAD + after,
+    text: p.before + AUDIO_PAD + p.after,
   };
-  if (language !== undefined) prompt.language = language;
+  if (p.language !== undefined) prompt.language = p.language;
   return prompt;
 }
 

@@ -305,11 +305,15 @@ function escapeVtt(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+/** What formatCue takes: a built cue, or any span with a text (one line, e.g. a whole segment). */
+export type CueLike = (Pick<Cue, 'start' | 'end' | 'lines'> & { words?: DisplayWord[] }) | { start: number; end: number; text: string };
+
 /**
  * One cue as SRT (`n` is its 1-based number) or WebVTT. `karaoke` (WebVTT only): each word after the first
  * carries its start time (`<00:00:01.200>word`), for word-by-word highlighting.
  */
-export function formatCue(format: 'srt' | 'vtt', n: number, cue: Pick<Cue, 'start' | 'end' | 'lines'> & { words?: DisplayWord[] }, karaoke = false): string {
+export function formatCue(format: 'srt' | 'vtt', n: number, c: CueLike, karaoke = false): string {
+  const cue = 'lines' in c ? c : { start: c.start, end: c.end, lines: [c.text] };
   const sep = format === 'srt' ? ',' : '.';
   const head = format === 'srt' ? `${n}\n` : '';
   let body: string;
@@ -336,4 +340,34 @@ export function formatCue(format: 'srt' | 'vtt', n: number, cue: Pick<Cue, 'star
     body = format === 'vtt' ? cue.lines.map(escapeVtt).join('\n') : cue.lines.join('\n');
   }
   return `${head}${formatTimestamp(cue.start, sep)} --> ${formatTimestamp(cue.end, sep)}\n${body}\n\n`;
+}
+
+/** A decoded segment as the subtitle builders use it (SegmentResult has these fields). */
+export interface SubtitleSegment {
+  start: number;
+  end: number;
+  text: string;
+  /** Word units with times in the input (timestamps: 'word'); absent: the pause-based fallback. */
+  words?: readonly TimedUnit[];
+}
+
+/** The cues of one segment: from its word times when it has them, else spread over it (cuesWithoutTimes). */
+export function segmentCues(seg: SubtitleSegment, opts: CueOptions = {}): Cue[] {
+  if (seg.text === '') return [];
+  return seg.words ? cuesFromUnits(seg.text, seg.words, opts, seg) : cuesWithoutTimes(seg.text, seg.start, seg.end, opts);
+}
+
+/**
+ * A whole subtitle file for decoded segments (WebVTT starts with its 'WEBVTT' line): each segment's cues by
+ * segmentCues, numbered across segments; segments with no text get none. `karaoke`: WebVTT word timing.
+ */
+export function formatSubtitles(
+  format: 'srt' | 'vtt',
+  segments: readonly SubtitleSegment[],
+  opts: CueOptions & { karaoke?: boolean } = {},
+): string {
+  let out = format === 'vtt' ? 'WEBVTT\n\n' : '';
+  let n = 0;
+  for (const seg of segments) for (const cue of segmentCues(seg, opts)) out += formatCue(format, ++n, cue, opts.karaoke === true);
+  return out;
 }

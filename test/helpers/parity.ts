@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { expect } from 'vitest';
 
 import { Model, decodeWav } from '../../src/index.js';
-import { native, type NativeSession } from '../../src/native.js';
+import { nativeDev, type NativeDevSession } from '../../src/native.js';
+import { devSession } from './dev.js';
 import { buildPrompt } from '../../src/text/prompt.js';
 import type { GoldenCase } from './golden.js';
 
@@ -36,11 +37,11 @@ export function tolerance(c: GoldenCase, key: string, field: TolField): number {
 }
 
 export function argmax(v: Float32Array): number {
-  return native().argmax(v);
+  return nativeDev().argmax(v);
 }
 
-export async function withSession<T>(model: Model, fn: (s: NativeSession) => Promise<T>): Promise<T> {
-  const s = model.createSession();
+export async function withSession<T>(model: Model, fn: (s: NativeDevSession) => Promise<T>): Promise<T> {
+  const s = devSession(model);
   try {
     return await fn(s);
   } finally {
@@ -49,14 +50,14 @@ export async function withSession<T>(model: Model, fn: (s: NativeSession) => Pro
 }
 
 /** Greedy steps after a prefill, fed the golden ids; returns each step's logits at the subset columns. */
-export async function decodeSubset(s: NativeSession, c: GoldenCase, prefillLogits: Float32Array): Promise<Float32Array> {
+export async function decodeSubset(s: NativeDevSession, c: GoldenCase, prefillLogits: Float32Array): Promise<Float32Array> {
   const cols = c.ids('decode_logits_subset_ids');
   const golden = c.json.greedy.generated_ids;
   const out = new Float32Array(golden.length * cols.length);
   const take = (row: number, logits: Float32Array) => cols.forEach((id, j) => (out[row * cols.length + j] = logits[id]!));
   take(0, prefillLogits);
   for (let k = 1; k < golden.length; k++) {
-    const r = await s.step(golden[k - 1]!, true);
+    const r = await s.stepLogits(golden[k - 1]!);
     expect(r.id).toBe(golden[k]);
     take(k, r.logits!);
   }

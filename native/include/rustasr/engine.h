@@ -93,6 +93,8 @@ struct ModelInfo {
   std::vector<std::string> support_languages;
   int sample_rate;     // audio rate the mel front end expects (16000)
   int hop_length;      // samples per mel frame (160)
+  int64_t min_samples;     // fewest samples of a segment the mel front end accepts (n_fft / 2 + 1 = 201)
+  int64_t window_samples;  // samples per encoder attention window (n_window_infer frames: 8 s for the real models)
   std::string kernel;  // the matrix-vector kernel actually in use
   int threads;
   std::string quant;   // "bf16" or "int8" (ModelParams.quant)
@@ -131,12 +133,70 @@ struct EncoderOutputs {
   std::vector<float> embeds;      // [n_tokens, output_dim]: after proj2
 };
 
+// What Session::start() runs on, besides the session's audio.
+struct StartOptions {
+  // false (offline segments, exact live mode): the whole segment is computed again: log-mel over all of its
+  // audio (clamped by its own maximum), every encoder window, the whole prompt. The golden-exact path.
+  // true (fast live mode): work from the previous start() of this segment is reused. Encoder attention windows
+  // (n_window_infer mel frames) whose frames are final are encoded once and cached; only the unfinished tail
+  // window is encoded again. The log-mel of cached frames keeps the clamp of the running maximum when they
+  // were cached (the one difference from a full recompute). The KV cache is kept up to the first prompt
+  // position whose id or audio embedding changed, and only the rest is prefilled. Audio of cached windows
+  // is dropped from the session. The same session must not mix the two modes within one segment.
+  bool incremental = false;
+};
+
+// What Session::start() did.
+struct StartResult {
+  int32_t token = 0;            // argmax of the logits at the last prompt position: the first generated id
+  int64_t audio_tokens = 0;     // audio pads in the prompt (encoder output rows)
+  int64_t prompt_tokens = 0;    // head + audio_tokens + tail
+  int64_t reused_tokens = 0;    // prompt positions whose KV entries were kept from the previous start()
+  int64_t encoded_tokens = 0;   // audio tokens the encoder computed in this call
+  int64_t cached_tokens = 0;    // audio tokens in the encoder cache after this call (incremental only)
+  double mel_ms = 0, encoder_ms = 0, prefill_ms = 0;
+};
+
 class Session {
  public:
   explicit Session(std::shared_ptr<const Model> model);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
+
+  // ---- One segment: audio in, the first token out, then one step per token. ----
+
+  // Appends 16 kHz mono float samples to the current segment. Throws kInvalidArgument on NaN/Inf.
+  void append_audio(const float* samples, size_t n);
+  void append_audio(std::vector<float>&& samples);  // the same, taking the buffer over when the segment is empty
+  // Starts a new segment: drops its audio, the encoder cache and the KV cache.
+  void reset_audio();
+  // Samples of the current segment appended so far (including any the session has dropped as cached).
+  int64_t audio_samples() const;
+  // Cuts the segment back to its first n samples (a live endpoint that lies behind audio already appended).
+  // Encoder windows that read samples past n leave the cache; the next start() recomputes what it needs. An
+  // incremental segment keeps the last 16 s (at least one attention window) of audio for this; throws
+  // kInvalidArgument for a cut further back.
+  void truncate_audio(int64_t n);
+
+  // Runs the segment's audio through the log-mel, the encoder and the decoder over the prompt
+  // head + <audio pads> + tail (head: the ids before the audio pads, tail: the ids after them, e.g. the
+  // assistant header and a text prefix) and returns the first generated token. Continue with
+  // step_greedy(). Throws kInvalidArgument for audio shorter than the mel front end needs (n_fft/2 + 1
+  // samples) or a bad id, kAborted after cancel().
+  StartResult start(const int32_t* head, int64_t n_head, const int32_t* tail, int64_t n_tail,
+                    const StartOptions& options = {});
+
+  // Asks the call in progress (from any thread) to stop at its next check (between conv chunks, encoder
+  // layers of a block of windows, decoder layers of a block of prompt rows, decode steps); it throws
+  // kAborted, and so does every later call. Never blocks.
+  void cancel();
+
+  // Greedy decoding: feeds one token and returns the id of its largest logit (argmax), without handing the
+  // logits out (no per-step allocation).
+  int32_t step_greedy(int32_t token);
+
+  // ---- Stage by stage (tests and tools): the same computations, with their intermediate results. ----
 
   // 16 kHz mono float samples -> log-mel [num_mel_bins, T] (row-major), T = n / hop. Throws kInvalidArgument
   // for fewer than n_fft/2 + 1 samples (201: the official reflect-padded STFT cannot handle less) or NaN/Inf.
@@ -154,18 +214,20 @@ class Session {
 
   // Feeds one token at the next position and returns its logits ([vocab_size]).
   std::vector<float> step(int32_t token);
-  // Greedy decoding: feeds one token and returns the id of its largest logit (argmax), without handing the
-  // logits out (no per-step allocation).
-  int32_t step_greedy(int32_t token);
 
   int64_t position() const { return pos_; }
   const Model& model() const { return *model_; }
 
+  struct State;  // internal (native/src/model/session_state.h)
+
  private:
-  struct State;
-  // Runs n new tokens (embeddings in h, [n, hidden]) at positions pos0.. through the decoder layers,
-  // appending to the KV cache; the final-norm output of the last row goes to last_normed.
+  // Runs n new tokens (embeddings in h, [n, hidden]) at positions pos0.. through the decoder layers in
+  // blocks of rows, appending to the KV cache; the final-norm output of the last row goes to last_normed.
   void decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed);
+  // Embeds the prompt (audio pad rows from `audio_embeds`, host memory) from position `from` on and runs it;
+  // returns the argmax, and fills `logits` / `hidden_last` when given.
+  int32_t prefill_from(const int32_t* ids, int64_t n, const float* audio_embeds, int64_t n_audio, int64_t from,
+                       std::vector<float>* logits, std::vector<float>* hidden_last);
   // step() and step_greedy(): runs the token and leaves its logits in the session's host buffer.
   const std::vector<float>& step_to_host(int32_t token);
   std::shared_ptr<const Model> model_;

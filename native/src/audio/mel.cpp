@@ -243,7 +243,14 @@ double* MelExtractor::fft_half(double* a, double* b) const {
   return src;
 }
 
-void MelExtractor::compute(const float* x, size_t n, float* out) const {
+int64_t MelExtractor::final_frames(size_t n) const {
+  const int64_t T = frames(n);
+  const int64_t reach = static_cast<int64_t>(n) + params_.n_fft / 2 - params_.n_fft;  // last start + hop*t
+  if (reach < 0) return 0;
+  return std::min<int64_t>(T, reach / params_.hop + 1);
+}
+
+double MelExtractor::log_frames(const float* x, size_t n, int64_t t0, int64_t t1, float* out, int64_t x_first) const {
   const int N = params_.n_fft, M = half_, nb = n_bins(), n_mels = params_.n_mels;
   const size_t pad = static_cast<size_t>(N / 2);
   if (n < min_samples()) {
@@ -252,11 +259,18 @@ void MelExtractor::compute(const float* x, size_t n, float* out) const {
             " reflect padding)");
   }
   if (x == nullptr || out == nullptr) invalid("null buffer");
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) invalid("non-finite sample at index " + std::to_string(i));
+  if (t0 < 0 || t1 < t0 || t1 > frames(n) || x_first < 0) invalid("frame range out of bounds");
+  // The lowest sample the frames read: reflected indices near the start are below N/2.
+  if (t1 > t0 && std::max<int64_t>(0, t0 * params_.hop - static_cast<int64_t>(pad)) < x_first)
+    invalid("frame range reads dropped samples");
+  if (t1 > t0) {
+    // Only the samples the frames read are checked (the caller appended, and checked, the rest).
+    const int64_t lo = std::max<int64_t>(0, t0 * params_.hop - static_cast<int64_t>(pad));
+    const int64_t hi = std::min<int64_t>(static_cast<int64_t>(n), (t1 - 1) * params_.hop + static_cast<int64_t>(pad) + 1);
+    for (int64_t i = lo; i < hi; ++i)
+      if (!std::isfinite(x[i - x_first])) invalid("non-finite sample at index " + std::to_string(i));
+  }
 
-  const int64_t T = frames(n);
-  const size_t Tu = static_cast<size_t>(T);
   std::vector<double> buf(static_cast<size_t>(2 * M)), scratch(static_cast<size_t>(2 * M));
   std::vector<double> power(static_cast<size_t>(nb));
   const double* win = window_.data();
@@ -264,18 +278,18 @@ void MelExtractor::compute(const float* x, size_t n, float* out) const {
   const int64_t ni = static_cast<int64_t>(n);
   double max_log = -std::numeric_limits<double>::infinity();
 
-  for (size_t t = 0; t < Tu; ++t) {
+  for (int64_t t = t0; t < t1; ++t) {
     // Frame t covers padded samples [t*hop, t*hop + N), i.e. original indices start .. start + N - 1.
-    const int64_t start = static_cast<int64_t>(t) * params_.hop - static_cast<int64_t>(pad);
+    const int64_t start = t * params_.hop - static_cast<int64_t>(pad);
     if (start >= 0 && start + N <= ni) {
-      const float* xs = x + start;
+      const float* xs = x + (start - x_first);
       for (int i = 0; i < N; ++i) buf[static_cast<size_t>(i)] = static_cast<double>(xs[i]) * win[i];
     } else {
       for (int i = 0; i < N; ++i) {
         int64_t j = start + i;
         if (j < 0) j = -j;                   // reflect (edge sample not repeated); valid since n > pad
         else if (j >= ni) j = 2 * (ni - 1) - j;
-        buf[static_cast<size_t>(i)] = static_cast<double>(x[j]) * win[i];
+        buf[static_cast<size_t>(i)] = static_cast<double>(x[j - x_first]) * win[i];
       }
     }
     // Real FFT of size N through a complex FFT of size M = N/2 on z[j] = x[2j] + i x[2j+1].
@@ -292,6 +306,7 @@ void MelExtractor::compute(const float* x, size_t n, float* out) const {
       const double xr = er + wr, xi = ei + wi;
       power[static_cast<size_t>(k)] = xr * xr + xi * xi;
     }
+    float* row = out + (t - t0) * n_mels;
     for (int m = 0; m < n_mels; ++m) {
       const Filter& f = filters_[static_cast<size_t>(m)];
       const double* pw = power.data() + f.first_bin;
@@ -299,16 +314,34 @@ void MelExtractor::compute(const float* x, size_t n, float* out) const {
       for (size_t j = 0; j < f.w.size(); ++j) acc += f.w[j] * pw[j];
       const double lg = std::log10(std::max(acc, 1e-10));
       max_log = std::max(max_log, lg);
-      out[static_cast<size_t>(m) * Tu + t] = static_cast<float>(lg);
+      row[m] = static_cast<float>(lg);
     }
   }
+  return max_log;
+}
 
+void MelExtractor::finish(float* v, size_t count, double max_log) {
   const double floor_log = max_log - 8.0;
-  const size_t total = static_cast<size_t>(n_mels) * Tu;
-  for (size_t i = 0; i < total; ++i) {
-    const double v = std::max(static_cast<double>(out[i]), floor_log);
-    out[i] = static_cast<float>((v + 4.0) / 4.0);
+  for (size_t i = 0; i < count; ++i) {
+    const double x = std::max(static_cast<double>(v[i]), floor_log);
+    v[i] = static_cast<float>((x + 4.0) / 4.0);
   }
+}
+
+void MelExtractor::compute(const float* x, size_t n, float* out) const {
+  if (n < min_samples() || x == nullptr || out == nullptr) {
+    float dummy = 0.f;
+    log_frames(x, n, 0, 0, out ? out : &dummy);  // throws the length / null-buffer error
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) invalid("non-finite sample at index " + std::to_string(i));
+  const int64_t T = frames(n);
+  const size_t Tu = static_cast<size_t>(T), n_mels = static_cast<size_t>(params_.n_mels);
+  std::vector<float> fm(Tu * n_mels);  // frame-major
+  const double max_log = log_frames(x, n, 0, T, fm.data());
+  for (size_t t = 0; t < Tu; ++t)
+    for (size_t m = 0; m < n_mels; ++m) out[m * Tu + t] = fm[t * n_mels + m];
+  finish(out, n_mels * Tu, max_log);
 }
 
 std::vector<float> MelExtractor::compute(const float* x, size_t n) const {

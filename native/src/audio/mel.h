@@ -53,6 +53,20 @@ class MelExtractor {
   void compute(const float* x, size_t n, float* out) const;
   std::vector<float> compute(const float* x, size_t n) const;
 
+  // The two halves of compute(), for incremental use (live sessions).
+  //
+  // log_frames: the raw log10 mel values (before the clamp) of frames [t0, t1) of the n-sample signal x, written
+  // frame-major: out[(t - t0) * n_mels + m]. Frames whose window reaches past the end of x use the reflect
+  // padding, as compute() does; a frame is final (unchanged by appending samples) once final_frames(n) > t.
+  // Returns the largest value written (-inf for t0 == t1). Checks length and finiteness as compute() does.
+  // x_first: x[0] is sample x_first of the signal (a caller that dropped the start of a long signal); the
+  // frames must not read before it.
+  double log_frames(const float* x, size_t n, int64_t t0, int64_t t1, float* out, int64_t x_first = 0) const;
+  // Frames of an n-sample signal whose STFT window lies wholly inside it (no right reflect padding).
+  int64_t final_frames(size_t n) const;
+  // The clamp and scale of compute(): v = (max(v, max_log - 8) + 4) / 4, in place.
+  static void finish(float* v, size_t count, double max_log);
+
   // The float32 filter bank, row-major [n_mels, n_bins] (for tests).
   std::vector<float> filter_bank() const;
 
