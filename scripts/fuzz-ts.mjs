@@ -822,6 +822,7 @@ async function textOracles(ctx) {
   const tok = await loadTok(ctx);
   const { StreamingDetokenizer } = await import('../dist/text/detokenizer.js');
   const { buildPrompt, normalizeLanguage, parseAsrOutput, SUPPORTED_LANGUAGES } = await import('../dist/text/prompt.js');
+  const { pyStrip } = await import('../dist/text/asr-output.js');
   const { RustAsrError, isRustAsrErrorCode } = await import('../dist/errors.js');
   const call = (api, f, allowed = []) => {
     try {
@@ -861,7 +862,8 @@ async function textOracles(ctx) {
     if (det.language !== undefined && (typeof det.language !== 'string' || det.language === '' || det.language !== parsed.language)) {
       throw new Finding('header-language', `${show(full)} -> language ${show(det.language)}, parsed ${show(parsed.language)}`);
     }
-    if (typeof parsed.text !== 'string' || parsed.text !== parsed.text.trim()) throw new Finding('parse-output', `${show(full)} -> ${show(parsed)}`);
+    // Stripped as Python strips (the official parse_asr_output): a leading U+FEFF, which trim() removes, stays.
+    if (typeof parsed.text !== 'string' || parsed.text !== pyStrip(parsed.text)) throw new Finding('parse-output', `${show(full)} -> ${show(parsed)}`);
   };
   return { tok, call, show, checkIncremental, checkHeader, buildPrompt, normalizeLanguage, SUPPORTED_LANGUAGES };
 }
