@@ -25,7 +25,10 @@ export type SdkErrorCode =
   | 'UNSUPPORTED_LANGUAGE'
   | 'INVALID_OPTION'
   | 'DOWNLOAD_FAILED'
-  | 'CHECKSUM_MISMATCH';
+  | 'CHECKSUM_MISMATCH'
+  | 'WRONG_MODEL_KIND'
+  | 'NO_ALIGNABLE_TEXT'
+  | 'AUDIO_TOO_LONG';
 
 /** Every stable error code. New codes may be added in minor versions; existing ones never change meaning. */
 export type RustAsrErrorCode = NativeErrorCode | SdkErrorCode;
@@ -56,6 +59,9 @@ const ALL_CODES: ReadonlySet<string> = new Set<RustAsrErrorCode>([
   'INVALID_OPTION',
   'DOWNLOAD_FAILED',
   'CHECKSUM_MISMATCH',
+  'WRONG_MODEL_KIND',
+  'NO_ALIGNABLE_TEXT',
+  'AUDIO_TOO_LONG',
 ]);
 
 /** True when `code` is one of the stable RustAsrErrorCode values. */

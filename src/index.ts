@@ -1,6 +1,8 @@
 // rustasr: local Qwen3-ASR speech recognition for Node.js.
 export { Model, loadModel, checkDevice, DEVICES, DEVICE_FALLBACK_WARNING } from './api/model.js';
-export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, ModelInfo, Timings, TranscriptionResult } from './api/model.js';
+export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, ModelInfo, ModelKind, Timings, TranscriptionResult } from './api/model.js';
+export { align, DEFAULT_ALIGNER, MAX_ALIGN_SECONDS } from './api/align.js';
+export type { AlignItem, AlignOptions, AlignResult } from './api/align.js';
 export { devices } from './api/devices.js';
 export type { DeviceStatus } from './api/devices.js';
 export { transcribe, loadAudio } from './api/transcribe.js';
@@ -14,7 +16,7 @@ export { LIVE_DEFAULTS } from './core/live.js';
 export { ENDPOINT_DEFAULTS, Endpointer } from './audio/endpoint.js';
 export type { EndpointEvent, EndpointOptions } from './audio/endpoint.js';
 export { parseAsrOutputOfficial, detectAndFixRepetitions } from './text/asr-output.js';
-export type { RecognizeOptions, TranscriberOptions } from './api/transcriber.js';
+export type { RecognizeOptions, TranscriberOptions, Word } from './api/transcriber.js';
 export { abortError, isAbortError } from './core/abort.js';
 export { decodeWav } from './audio/wav.js';
 export type { WavInfo } from './audio/wav.js';
@@ -33,6 +35,8 @@ export type { AudioSegment, SegmentOptions } from './stages/segment.js';
 export { TokenDecoder, TokenStream, mergeLanguages, DEFAULT_TOKEN_HIGH_WATER_MARK } from './stages/tokens.js';
 export type { Token, SegmentResult, TokenStreamOptions, TokenDecoderOptions } from './stages/tokens.js';
 export { StreamingDetokenizer } from './text/detokenizer.js';
+export { buildCues, cuesFromUnits, cuesWithoutTimes, displayWords, formatCue, formatTimestamp, SUBTITLE_DEFAULTS, FALLBACK_CUE_SECONDS } from './text/subtitles.js';
+export type { Cue, CueOptions, DisplayWord, TimedUnit } from './text/subtitles.js';
 export { RustAsrError } from './errors.js';
 export type { RustAsrErrorCode } from './errors.js';
 export { resolveModel } from './model/resolve.js';

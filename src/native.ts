@@ -48,6 +48,17 @@ export interface NativeModelInfo {
   deviceName: string;
   /** With device 'auto': why a GPU that was found is not used (it failed to initialise); '' otherwise. */
   deviceFallback: string;
+  /**
+   * What the checkpoint is: 'asr' (Qwen3-ASR) or 'forced_aligner' (Qwen3-ForcedAligner: thinker_config.model_type
+   * contains "forced_aligner"). The three fields after it are the aligner's (0 for 'asr').
+   */
+  kind: 'asr' | 'forced_aligner';
+  /** Timestamp classes of the aligner's head (thinker_config.classify_num). */
+  classifyNum: number;
+  /** The `<timestamp>` slot token (config.json timestamp_token_id). */
+  timestampTokenId: number;
+  /** Milliseconds per timestamp class (config.json timestamp_segment_time). */
+  timestampSegmentTime: number;
 }
 
 /** One device kind as probed on this machine. */
@@ -108,9 +119,35 @@ export interface NativeSession {
   dispose(): void;
 }
 
+/** The result of one aligner pass: the argmax class of every `<timestamp>` slot, in input order. */
+export interface NativeAlignerOutput {
+  classes: Int32Array;
+  /** Input positions of the slots (ascending). */
+  positions: Int32Array;
+  nAudioTokens: number;
+  /** [slots, classifyNum] slot logits, when asked for (classify always). */
+  logits?: Float32Array;
+  /** [slots, hiddenSize] final-RMSNorm rows at the slots (classify only). */
+  hidden?: Float32Array;
+}
+
+/** A forced aligner's state: one call at a time. */
+export interface NativeAligner {
+  /** 16 kHz samples + the ids after `<|audio_end|>` (units and their `<timestamp>` pairs) -> slot classes. */
+  align(samples: Float32Array, textIds: Int32Array, wantLogits?: boolean): Promise<NativeAlignerOutput>;
+  dispose(): void;
+}
+
+/** An aligner of a dev build: also a whole given input -> slot classes, logits and hidden rows (golden checks). */
+export interface NativeDevAligner extends NativeAligner {
+  classify(ids: Int32Array, audioEmbeds: Float32Array): Promise<NativeAlignerOutput>;
+}
+
 export interface NativeModel {
   info(): NativeModelInfo;
   createSession(): NativeSession;
+  /** A forced aligner's state (rejects with INVALID_ARGUMENT for an ASR model). */
+  createAligner(): NativeAligner;
   dispose(): void;
 }
 
@@ -123,9 +160,9 @@ export interface NativeBinding {
   devices(): Promise<NativeDeviceStatus[]>;
   /**
    * Engine objects alive in this process (all threads), for /metrics and leak checks: loaded models whose weights are
-   * still held (by a handle or a running session) and sessions whose state is not yet freed.
+   * still held (by a handle or a running session), sessions and aligners whose state is not yet freed.
    */
-  liveObjects(): { models: number; sessions: number };
+  liveObjects(): { models: number; sessions: number; aligners: number };
   /** The test/dev surface, present in builds from source (RUSTASR_DEV unset or 1), absent in prebuilt binaries. */
   dev?: NativeDevBinding;
 }

@@ -9,20 +9,78 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { formatCue } from '../src/cli/index.js';
 import { decodeWav } from '../src/index.js';
+import { buildPrompt } from '../src/text/prompt.js';
+import { loadTokenizer } from '../src/text/tokenizer.js';
 import { type CliRun, ensureDist, runCli } from './helpers/cli.js';
 import { goldenPath, loadCase } from './helpers/golden.js';
+import { makeLoopingModel } from './helpers/looping-model.js';
 import { wavFromSamples } from '../scripts/wav-builder.mjs';
 
 const MODEL = goldenPath('models', 'tiny-a');
+const ALIGNER = goldenPath('models', 'tiny-fa');
 const WAV = goldenPath('audio', 'en_5s.wav');
 const scratch = mkdtempSync(join(tmpdir(), 'rustasr-cli-'));
 let goldenIds: number[] = [];
+/** A model that reads this paragraph over and over (a synthetic transcript with sentences and clauses). */
+const PARAGRAPH =
+  'Subtitles should be easy to read. Each cue holds at most two lines, and every line stays short! Pauses; sentences or long stretches of speech decide where cues end?';
+let reader = '';
+/** A model that says "Hello, I think" and then " I think" for ever. */
+let looper = '';
 
-beforeAll(() => {
+beforeAll(async () => {
   ensureDist(join('cli', 'index.js'));
-  return loadCase('tiny-a__en_5s').then((c) => void (goldenIds = c.json.greedy.generated_ids.slice(0, 16)));
+  goldenIds = (await loadCase('tiny-a__en_5s')).json.greedy.generated_ids.slice(0, 16);
+  const tok = await loadTokenizer(MODEL);
+  const chain = tok.encode(PARAGRAPH);
+  expect(new Set(chain).size).toBe(chain.length); // every token once: one basis vector each
+  const last = buildPrompt(tok, { audioTokens: 1 }).ids.at(-1)!;
+  reader = makeLoopingModel(MODEL, last, chain, 0);
+  looper = makeLoopingModel(MODEL, last, tok.encode('Hello, I think'), 2);
+}, 60_000);
+afterAll(() => {
+  rmSync(scratch, { recursive: true, force: true });
+  for (const d of [reader, looper]) if (d) rmSync(d, { recursive: true, force: true });
 });
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+interface ParsedCue {
+  n: number | undefined;
+  start: number;
+  end: number;
+  lines: string[];
+}
+
+/** Parses SRT or WebVTT output into cues (times in seconds). */
+function parseCues(out: string, format: 'srt' | 'vtt'): ParsedCue[] {
+  const body = format === 'vtt' ? out.replace(/^WEBVTT\n\n/, '') : out;
+  const secs = (t: string) => {
+    const [h, m, s] = t.replace(',', '.').split(':').map(Number) as [number, number, number];
+    return h * 3600 + m * 60 + s;
+  };
+  return body
+    .trim()
+    .split('\n\n')
+    .map((block) => {
+      const rows = block.split('\n');
+      const n = format === 'srt' ? Number(rows.shift()) : undefined;
+      const m = /^(\d\d:\d\d:\d\d[.,]\d{3}) --> (\d\d:\d\d:\d\d[.,]\d{3})$/.exec(rows.shift()!);
+      expect(m, block).not.toBeNull();
+      return { n, start: secs(m![1]!), end: secs(m![2]!), lines: rows };
+    });
+}
+
+/** The rules every cue keeps whatever the times: numbering, order, 2 lines of 42, 7 s. */
+function checkCueRules(cues: ParsedCue[], format: 'srt' | 'vtt', maxSeconds: number) {
+  cues.forEach((c, i) => {
+    if (format === 'srt') expect(c.n).toBe(i + 1);
+    expect(c.end).toBeGreaterThanOrEqual(c.start);
+    expect(c.end - c.start).toBeLessThanOrEqual(maxSeconds + 0.0015);
+    if (i > 0) expect(c.start).toBeGreaterThanOrEqual(cues[i - 1]!.end - 0.0015);
+    expect(c.lines.length).toBeGreaterThanOrEqual(1);
+    expect(c.lines.length).toBeLessThanOrEqual(2);
+    for (const l of c.lines) expect(Array.from(l.replace(/<[^>]*>/g, '')).length).toBeLessThanOrEqual(42);
+  });
+}
 
 function run(args: string[], stdinFile?: string): Promise<CliRun> {
   // Offline with an empty cache: a CLI test never reaches the network.
@@ -65,6 +123,63 @@ describe('rustasr infer', () => {
     // The cut lies inside the silent gap (2.5 s to 2.8 s), at its latest quietest point.
     expect(cues[0]).toMatch(/^1\n00:00:00,000 --> 00:00:02,([5-7]\d\d|800)\n.+$/);
     expect(cues[1]).toMatch(/^2\n00:00:02,([5-7]\d\d|800) --> 00:00:05,377\n.+$/);
+  });
+
+  it('--format json --timestamps word: words of every segment, in order, with times', async () => {
+    const r = await run(['infer', WAV, '-m', reader, '--timestamps', 'word', '--aligner', ALIGNER, '--max-new-tokens', '80', '--format', 'json']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const j = JSON.parse(r.stdout) as { text: string; words: { text: string; start: number; end: number }[]; segments: { words: unknown[] }[] };
+    expect(j.text.startsWith(PARAGRAPH)).toBe(true);
+    expect(j.words).toEqual(j.segments.flatMap((s) => s.words));
+    expect(j.words.slice(0, 6).map((w) => w.text)).toEqual(['Subtitles', 'should', 'be', 'easy', 'to', 'read']);
+    for (let i = 0; i < j.words.length; i++) {
+      expect(j.words[i]!.end).toBeGreaterThanOrEqual(j.words[i]!.start);
+      if (i > 0) expect(j.words[i]!.start).toBeGreaterThanOrEqual(j.words[i - 1]!.start);
+    }
+  });
+
+  it.each(['srt', 'vtt'] as const)('--format %s --timestamps word: cues by the subtitle rules, the whole transcript once', async (format) => {
+    const r = await run(['infer', WAV, '-m', reader, '--timestamps', 'word', '--aligner', ALIGNER, '--max-new-tokens', '80', '--format', format]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    if (format === 'vtt') expect(r.stdout.startsWith('WEBVTT\n\n')).toBe(true);
+    const cues = parseCues(r.stdout, format);
+    checkCueRules(cues, format, 7);
+    const text = cues.map((c) => c.lines.join(' ')).join(' ');
+    expect(text.startsWith(PARAGRAPH)).toBe(true);
+    // A sentence end closes its cue.
+    for (const c of cues) expect(c.lines.join(' ').slice(0, -1)).not.toMatch(/[.!?] /);
+  });
+
+  it('--format vtt --karaoke: each cue word after the first carries its time', async () => {
+    const r = await run(['infer', WAV, '-m', reader, '--aligner', ALIGNER, '--max-new-tokens', '40', '--format', 'vtt', '--karaoke']);
+    expect(r.code).toBe(0);
+    const cues = parseCues(r.stdout, 'vtt');
+    expect(cues[0]!.lines.join(' ')).toMatch(/^Subtitles <\d\d:\d\d:\d\d\.\d{3}>should /);
+  });
+
+  it('srt without an aligner: says how to get one, cues follow pauses (at most 30 s)', async () => {
+    const r = await run(['infer', goldenPath('audio', 'en_21s.wav'), '-m', reader, '--max-new-tokens', '120', '--format', 'srt']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('rustasr pull Qwen/Qwen3-ForcedAligner-0.6B');
+    const cues = parseCues(r.stdout, 'srt');
+    checkCueRules(cues, 'srt', 30);
+    expect(cues.length).toBeGreaterThan(3);
+    expect(cues[cues.length - 1]!.end).toBeCloseTo(21.103, 2);
+  });
+
+  it('--timestamps word without an aligner (json) exits 1 with MODEL_NOT_FOUND and the pull command', async () => {
+    const r = await run(['infer', WAV, '-m', MODEL, '--timestamps', 'word', '--format', 'json']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('MODEL_NOT_FOUND');
+    expect(r.stderr).toContain('rustasr pull Qwen/Qwen3-ForcedAligner-0.6B');
+  });
+
+  it('text output is the cleaned transcript: a runaway "I think I think ..." is printed once', async () => {
+    const r = await run(['infer', WAV, '-m', looper, '--max-new-tokens', '300']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('Hello, I think\n');
   });
 
   it('vtt / srt cue formatting', () => {

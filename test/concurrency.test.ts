@@ -245,7 +245,7 @@ describe('dispose() while sessions run', () => {
     }
     expect(model.disposed).toBe(true);
     // The weights were released with the last session.
-    expect(native().liveObjects()).toEqual({ models: base.models - 1, sessions: 0 });
+    expect(native().liveObjects()).toEqual({ models: base.models - 1, sessions: 0, aligners: 0 });
   });
 
   it('a disposed model rejects every call with INVALID_ARGUMENT; dispose() twice is a no-op', async () => {

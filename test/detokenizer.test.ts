@@ -3,6 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { StreamingDetokenizer, completeUtf8Length } from '../src/text/detokenizer.js';
+import { parseAsrOutput } from '../src/text/prompt.js';
 import { loadTokenizer, type AsrTokenizer } from '../src/text/tokenizer.js';
 import { goldenPath } from './helpers/golden.js';
 
@@ -64,6 +65,18 @@ describe('StreamingDetokenizer', () => {
     const plain = stream(tok.encode('hello there'), true);
     expect(plain.pieces[0]).toBe('hello');
     expect(plain.language).toBeUndefined();
+  });
+
+  it.each([
+    ['LANGUAGE english<asr_text>Hi', 'English', 'Hi'],
+    ['\nlanguage cHINese<asr_text>你好', 'Chinese', '你好'],
+    ['language Chinese,English<asr_text>ok', 'Chinese,english', 'ok'],
+    ['language Nonesuch<asr_text>x', undefined, 'x'],
+  ])('the header is parsed as the final text is (official parse_asr_output): %j', (raw, lang, text) => {
+    const r = stream(tok.encode(raw), true);
+    expect(r.language).toBe(lang);
+    expect(r.pieces.join('') + r.rest).toBe(text);
+    expect(parseAsrOutput(raw)).toEqual(lang === undefined ? { text } : { language: lang, text });
   });
 
   it('a header that never completes is flushed as text by end()', () => {

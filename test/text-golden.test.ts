@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
+import { alignerInputText, alignerUnits, fixTimestamp } from '../src/text/aligner-text.js';
 import { detectAndFixRepetitions, parseAsrOutputOfficial, pySplitLines, pyStrip } from '../src/text/asr-output.js';
 import { parseAsrOutput } from '../src/text/prompt.js';
 import { goldenPath } from './helpers/golden.js';
@@ -37,6 +38,36 @@ describe('parse_asr_output (golden text references)', () => {
       const [lang, text] = c.output!;
       expect(parseAsrOutput(c.input)).toEqual(lang === '' ? { text } : { language: lang, text });
     }
+  });
+});
+
+describe('fix_timestamp (golden text references)', () => {
+  const cases = load<number[], number[]>('fix_timestamp.json');
+  it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    if (c.error !== undefined) {
+      // The official function raises on an empty list (max() of an empty sequence); align() never calls it so.
+      expect(c.input).toEqual([]);
+      expect(() => fixTimestamp(c.input)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    } else {
+      expect(fixTimestamp(c.input)).toEqual(c.output);
+    }
+  });
+});
+
+describe('aligner text units (golden text references)', () => {
+  interface UnitCase {
+    name: string;
+    text: string;
+    language: string;
+    word_units: string[];
+    aligner_input_text: string;
+  }
+  const d = JSON.parse(readFileSync(goldenPath('text', 'aligner_text_units.json'), 'utf8')) as { n_cases: number; cases: UnitCase[] };
+  it('holds every case', () => expect(d.cases.length).toBe(d.n_cases));
+  it.each(d.cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    const units = alignerUnits(c.text, c.language);
+    expect(units).toEqual(c.word_units);
+    expect(alignerInputText(units)).toBe(c.aligner_input_text);
   });
 });
 

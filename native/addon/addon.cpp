@@ -1,6 +1,7 @@
 // N-API binding: a thin layer over rustasr/engine.h (see common.h). The production surface:
 //   loadModel(dir, opts) -> Promise<NativeModel>;  devices() -> Promise<DeviceStatus[]>;  liveObjects()
-//   NativeModel: info(), createSession(), dispose()
+//   NativeModel: info(), createSession(), createAligner(), dispose()
+//   NativeAligner: align(samples, textIds) -> Promise<slot classes>, dispose()
 //   NativeSession: start(samples, head, tail, opts) -> Promise<first id + facts>, step(id) -> Promise<{ id }>,
 //                  cancel(), dispose()
 // A segment crosses once: its samples and prompt pieces go in with start(), its first token comes out; then
@@ -92,6 +93,7 @@ std::vector<float> from_f32(const Napi::Value& v, const char* what) {
 
 std::atomic<int64_t> g_live_models{0};
 std::atomic<int64_t> g_live_sessions{0};
+std::atomic<int64_t> g_live_aligners{0};  // forced-aligner states (AlignerWrap)
 
 namespace {
 
@@ -129,6 +131,7 @@ std::shared_ptr<const rustasr::Model> counted_model(std::shared_ptr<const rustas
 struct AddonData {
   Napi::FunctionReference session_ctor;
   Napi::FunctionReference model_ctor;
+  Napi::FunctionReference aligner_ctor;
 };
 
 }  // namespace
@@ -271,11 +274,109 @@ Napi::Value SessionWrap::Dispose(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------------------------------------------ Model
 
+// A forced aligner's state (rustasr::Aligner): align(samples, textIds) -> Promise<slot classes>; with RUSTASR_DEV
+// also classify(ids, audioEmbeds) for the golden stage checks. Like a session, one call at a time; dispose()
+// frees the state once a call in flight is done.
+class AlignerWrap : public Napi::ObjectWrap<AlignerWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeAligner",
+                       {InstanceMethod("align", &AlignerWrap::Align), InstanceMethod("dispose", &AlignerWrap::Dispose),
+#ifdef RUSTASR_DEV
+                        InstanceMethod("classify", &AlignerWrap::Classify),
+#endif
+                       });
+  }
+
+  explicit AlignerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AlignerWrap>(info) {}
+
+  void attach(std::shared_ptr<const rustasr::Model> model) {
+    auto* raw = new rustasr::Aligner(std::move(model));
+    ++g_live_aligners;
+    aligner_ = std::shared_ptr<rustasr::Aligner>(raw, [](rustasr::Aligner* a) {
+      delete a;
+      --g_live_aligners;
+    });
+  }
+
+ private:
+  std::shared_ptr<rustasr::Aligner> acquire(Napi::Env env) {
+    if (!aligner_) throw make_error(env, "INVALID_ARGUMENT", "the aligner has been disposed");
+    if (busy_->exchange(true)) throw make_error(env, "INVALID_ARGUMENT", "the aligner is busy with another call");
+    return aligner_;
+  }
+
+  static Napi::Value result(Napi::Env env, const rustasr::AlignerOutput& r) {
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Int32Array classes = Napi::Int32Array::New(env, r.classes.size());
+    if (!r.classes.empty()) std::memcpy(classes.Data(), r.classes.data(), r.classes.size() * sizeof(int32_t));
+    Napi::Int32Array positions = Napi::Int32Array::New(env, r.positions.size());
+    for (size_t i = 0; i < r.positions.size(); ++i) positions[i] = static_cast<int32_t>(r.positions[i]);
+    o.Set("classes", classes);
+    o.Set("positions", positions);
+    o.Set("nAudioTokens", Napi::Number::New(env, r.n_audio_tokens));
+    if (!r.logits.empty()) o.Set("logits", to_f32(env, r.logits));
+    if (!r.hidden.empty()) o.Set("hidden", to_f32(env, r.hidden));
+    return o;
+  }
+
+  // align(samples: Float32Array, textIds: Int32Array, wantLogits = false) -> { classes, positions, nAudioTokens, logits? }
+  Napi::Value Align(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto samples = std::make_shared<std::vector<float>>(from_f32(info[0], "samples"));
+    auto text = std::make_shared<std::vector<int32_t>>(from_i32(info[1], "textIds"));
+    const bool want_logits = info.Length() > 2 && info[2].ToBoolean().Value();
+    auto a = acquire(env);
+    auto out = std::make_shared<rustasr::AlignerOutput>();
+    auto busy = busy_;
+    return queue(
+        env, [a, samples, text, want_logits, out, busy] {
+          SessionWrap::Release r{busy};
+          *out = a->align(samples->data(), samples->size(), text->data(), static_cast<int64_t>(text->size()), want_logits);
+        },
+        [out](Napi::Env env) -> Napi::Value { return result(env, *out); });
+  }
+
+#ifdef RUSTASR_DEV
+  // Dev surface. classify(ids: Int32Array, audioEmbeds: Float32Array) -> { classes, positions, nAudioTokens,
+  // logits, hidden }: a whole input given, for the golden stage checks.
+  Napi::Value Classify(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto ids = std::make_shared<std::vector<int32_t>>(from_i32(info[0], "ids"));
+    auto embeds = std::make_shared<std::vector<float>>(from_f32(info[1], "audioEmbeds"));
+    auto a = acquire(env);
+    const size_t hidden = static_cast<size_t>(rustasr::model_info(a->model()).hidden_size);
+    if (embeds->size() % hidden != 0) {
+      *busy_ = false;
+      throw make_error(env, "INVALID_ARGUMENT", "audioEmbeds must hold a whole number of hidden_size rows");
+    }
+    auto out = std::make_shared<rustasr::AlignerOutput>();
+    auto busy = busy_;
+    return queue(
+        env, [a, ids, embeds, hidden, out, busy] {
+          SessionWrap::Release r{busy};
+          *out = a->classify(ids->data(), static_cast<int64_t>(ids->size()), embeds->data(),
+                             static_cast<int64_t>(embeds->size() / hidden), true, true);
+        },
+        [out](Napi::Env env) -> Napi::Value { return result(env, *out); });
+  }
+#endif
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    aligner_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<rustasr::Aligner> aligner_;
+  std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
+};
+
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("createSession", &ModelWrap::CreateSession),
+                        InstanceMethod("createAligner", &ModelWrap::CreateAligner),
                         InstanceMethod("dispose", &ModelWrap::Dispose)});
   }
 
@@ -318,7 +419,24 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("device", mi.device);
     o.Set("deviceName", mi.device_name);
     o.Set("deviceFallback", mi.device_fallback);
+    o.Set("kind", mi.kind);
+    o.Set("classifyNum", mi.classify_num);
+    o.Set("timestampTokenId", mi.timestamp_token_id);
+    o.Set("timestampSegmentTime", mi.timestamp_segment_time);
     return o;
+  }
+
+  // A forced aligner's state (INVALID_ARGUMENT for an ASR model).
+  Napi::Value CreateAligner(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    model(env);
+    Napi::Object obj = env.GetInstanceData<AddonData>()->aligner_ctor.New({});
+    try {
+      AlignerWrap::Unwrap(obj)->attach(model_);
+    } catch (const rustasr::Error& e) {
+      throw make_error(env, rustasr::error_code_name(e.code()), e.what());
+    }
+    return obj;
   }
 
   Napi::Value CreateSession(const Napi::CallbackInfo& info) {
@@ -418,12 +536,14 @@ Napi::Value Devices(const Napi::CallbackInfo& info) {
       });
 }
 
-// liveObjects() -> { models, sessions }: engine objects alive in this process (all threads): loaded models whose
-// weights are still held and sessions whose state is not yet freed (the server's /metrics, leak checks).
+// liveObjects() -> { models, sessions, aligners }: engine objects alive in this process (all threads): loaded
+// models whose weights are still held, sessions and aligners whose state is not yet freed (the server's
+// /metrics, leak checks).
 Napi::Value LiveObjects(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("models", Napi::Number::New(info.Env(), static_cast<double>(g_live_models.load())));
   o.Set("sessions", Napi::Number::New(info.Env(), static_cast<double>(g_live_sessions.load())));
+  o.Set("aligners", Napi::Number::New(info.Env(), static_cast<double>(g_live_aligners.load())));
   return o;
 }
 
@@ -431,6 +551,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->session_ctor = Napi::Persistent(SessionWrap::Init(env));
   data->model_ctor = Napi::Persistent(ModelWrap::Init(env));
+  data->aligner_ctor = Napi::Persistent(AlignerWrap::Init(env));
   env.SetInstanceData<AddonData>(data);  // deleted by N-API when the environment ends
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("devices", Napi::Function::New(env, Devices));

@@ -33,9 +33,10 @@ std::vector<float> from_f32(const Napi::Value& v, const char* what);
 
 // Live engine objects in this process (all environments): liveObjects(), for the server's /metrics and leak checks. A model
 // counts until its weights are released (its last handle or session is gone), a session until its state (KV
-// cache) is freed.
+// cache) is freed, an aligner until its state is freed.
 extern std::atomic<int64_t> g_live_models;
 extern std::atomic<int64_t> g_live_sessions;
+extern std::atomic<int64_t> g_live_aligners;
 
 class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
  public:

@@ -11,6 +11,9 @@
 //   argmax) and prefill_hidden_last, decode steps fed the golden ids vs decode_logits_subset and the
 //   greedy ids, and end to end wav -> 16 greedy ids (exact). The same model loaded with quant "int8" is
 //   checked against the int8 budget (prefill and decode logits within 2e-2 relative, decided greedy steps).
+// The forced-aligner cases of aligner/index.json (when present) run on the same kernels: golden ids + audio
+// embeddings -> slot logits / hidden rows (relative) and classes (exact), own mel -> audio embeddings, and
+// wav + text ids -> classes end to end (exact); with int8, the logits within the int8 budget.
 // Then broken inputs through the C++ API (missing / corrupt model directories, bad arguments) must fail
 // with the documented ErrorCode, and a few re-encoded checkpoints (F32 with a misaligned data section,
 // F16, two shards, tied embeddings) must load and agree with the golden logits.
@@ -441,6 +444,95 @@ void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Cas
   report(bad.empty(), tag + "greedy ids at " + std::to_string(n_decided) + " decided steps", bad);
 }
 
+// ---- forced-aligner cases (aligner/index.json) --------------------------------------------------------
+
+struct AlignerCase {
+  std::string name, model_dir, audio;
+  int64_t prompt_len = 0;
+};
+
+struct AlignerData {
+  JsonValue tolerances;  // aligner/index.json "tolerances"
+  std::shared_ptr<SafetensorsArchive> st;
+  std::vector<int64_t> input_ids, positions, classes;
+  std::vector<float> logits, hidden, embeds, wav;
+};
+
+AlignerData load_aligner_case(const std::string& root, const AlignerCase& c, const JsonValue& tolerances) {
+  AlignerData d;
+  d.tolerances = tolerances;
+  d.st = SafetensorsArchive::open(root + "/aligner/" + c.name + ".safetensors");
+  const SafetensorsArchive& a = *d.st;
+  d.input_ids = i64_tensor(a, "input_ids");
+  d.positions = i64_tensor(a, "timestamp_positions");
+  d.classes = i64_tensor(a, "argmax_classes");
+  d.logits = f32_tensor(a, "slot_logits");
+  d.hidden = f32_tensor(a, "slot_hidden");
+  d.embeds = f32_tensor(a, "audio_embeds");
+  d.wav = read_wav_pcm16(root + "/" + c.audio);
+  return d;
+}
+
+double aligner_tol(const AlignerData& d, const char* key, double def) {
+  return tol_of(d.tolerances, key, "max_abs_over_ref_maxabs", def);
+}
+
+// The ids after <|audio_end|>: the units and their <timestamp> pairs, as Aligner::align takes them.
+std::vector<int32_t> aligner_text_ids(const std::shared_ptr<const rustasr::Model>& model, const AlignerData& d) {
+  const rustasr::ModelInfo info = rustasr::model_info(*model);
+  std::vector<int32_t> ids = to_i32(d.input_ids);
+  const auto end = std::find(ids.begin(), ids.end(), info.audio_end_token_id);
+  return std::vector<int32_t>(end == ids.end() ? ids.end() : end + 1, ids.end());
+}
+
+void run_aligner_case(const std::shared_ptr<const rustasr::Model>& model, const AlignerCase& c, const AlignerData& d,
+                      const std::string& kernel) {
+  const std::string tag = c.name + " [" + kernel + "] ";
+  const rustasr::ModelInfo info = rustasr::model_info(*model);
+  report(info.kind == "forced_aligner" && info.classify_num > 0, tag + "kind forced_aligner",
+         info.kind + ", classify_num " + std::to_string(info.classify_num));
+  rustasr::Aligner al(model);
+  // 1. golden input ids + golden audio embeddings -> slot logits, hidden rows, classes.
+  const std::vector<int32_t> ids = to_i32(d.input_ids);
+  const int64_t n_audio = static_cast<int64_t>(d.embeds.size() / static_cast<size_t>(info.hidden_size));
+  rustasr::AlignerOutput r = al.classify(ids.data(), static_cast<int64_t>(ids.size()), d.embeds.data(), n_audio, true, true);
+  report(r.positions == d.positions, tag + "timestamp positions");
+  compare(tag + "slot_logits", r.logits, d.logits, aligner_tol(d, "slot_logits", 5e-5), true);
+  compare(tag + "slot_hidden", r.hidden, d.hidden, aligner_tol(d, "slot_hidden", 1e-4), true);
+  report(std::vector<int64_t>(r.classes.begin(), r.classes.end()) == d.classes, tag + "argmax classes (golden-fed)");
+  // 2. wav -> own mel -> own encoder: audio embeddings.
+  rustasr::Session s(model);
+  const std::vector<float> mel = s.mel(d.wav.data(), d.wav.size());
+  const rustasr::EncoderOutputs enc =
+      s.encode(mel.data(), static_cast<int64_t>(mel.size() / static_cast<size_t>(info.num_mel_bins)), false);
+  compare(tag + "audio_embeds (own mel)", enc.embeds, d.embeds, aligner_tol(d, "audio_embeds", 1e-4), true);
+  // 3. end to end: wav + text ids -> classes (exact); twice on one Aligner (reused buffers).
+  const std::vector<int32_t> text = aligner_text_ids(model, d);
+  for (int pass = 0; pass < 2; ++pass) {
+    rustasr::AlignerOutput e = al.align(d.wav.data(), d.wav.size(), text.data(), static_cast<int64_t>(text.size()));
+    report(std::vector<int64_t>(e.classes.begin(), e.classes.end()) == d.classes && e.positions == d.positions,
+           tag + "end-to-end classes" + (pass ? " (second call)" : ""));
+  }
+}
+
+// int8 aligner: the classifier logits within kInt8AlignerTol (its argmax margins are far smaller, so the
+// classes are not compared). The tiny aligner is harsher on int8 than the ASR models (its q/k norms are scaled x2.5 for sharp
+// attention, see the golden README): 0.05-0.08 measured, against <= 0.02 for the ASR cases. The SDK aligns
+// in BF16 unless asked otherwise (docs/guide.md).
+constexpr double kInt8AlignerTol = 0.1;
+
+void run_aligner_case_int8(const std::shared_ptr<const rustasr::Model>& model, const AlignerCase& c,
+                           const AlignerData& d, const std::string& kernel, double budget) {
+  const std::string tag = c.name + " [" + kernel + ", int8] ";
+  const rustasr::ModelInfo info = rustasr::model_info(*model);
+  rustasr::Aligner al(model);
+  const std::vector<int32_t> ids = to_i32(d.input_ids);
+  const int64_t n_audio = static_cast<int64_t>(d.embeds.size() / static_cast<size_t>(info.hidden_size));
+  rustasr::AlignerOutput r = al.classify(ids.data(), static_cast<int64_t>(ids.size()), d.embeds.data(), n_audio, true);
+  report(info.quant == "int8" && r.positions == d.positions, tag + "loads as int8, timestamp positions");
+  compare(tag + "slot_logits", r.logits, d.logits, budget, true);
+}
+
 // ---- checkpoint rewriting (for the broken-input and dtype checks) -------------------------------------
 
 struct Entry {
@@ -568,6 +660,58 @@ void prefill_agrees(const std::string& what, const std::shared_ptr<const rustasr
   compare(what, l, d.logits, tol, true);
   l = s.step(static_cast<int32_t>(d.generated.at(0)));
   report(rustasr::argmax(l.data(), static_cast<int64_t>(l.size())) == d.generated.at(1), what + " step argmax");
+}
+
+// Broken aligner inputs through the C++ API.
+void aligner_error_checks(const std::string& aligner_dir, const std::string& asr_dir, const AlignerData& d) {
+  rustasr::ModelParams mp;
+  auto asr = rustasr::load_model(asr_dir, mp);
+  expect_error("Aligner over an ASR model", ErrorCode::kInvalidArgument, [&] { rustasr::Aligner a(asr); }, "forced-aligner");
+  auto al_model = rustasr::load_model(aligner_dir, mp);
+  rustasr::Aligner al(al_model);
+  const rustasr::ModelInfo info = rustasr::model_info(*al_model);
+  const int64_t n_audio = static_cast<int64_t>(d.embeds.size() / static_cast<size_t>(info.hidden_size));
+  std::vector<int32_t> ids = to_i32(d.input_ids);
+  std::vector<int32_t> no_slots;
+  for (int32_t id : ids)
+    if (id != info.timestamp_token_id) no_slots.push_back(id);
+  expect_error("aligner input without <timestamp>", ErrorCode::kInvalidArgument, [&] {
+    al.classify(no_slots.data(), static_cast<int64_t>(no_slots.size()), d.embeds.data(), n_audio);
+  }, "timestamp");
+  expect_error("aligner pads != embeddings", ErrorCode::kInvalidArgument, [&] {
+    al.classify(ids.data(), static_cast<int64_t>(ids.size()), d.embeds.data(), n_audio - 1);
+  }, "audio pad");
+  std::vector<int32_t> bad = ids;
+  bad.back() = info.vocab_size;
+  expect_error("aligner id outside the vocabulary", ErrorCode::kInvalidArgument, [&] {
+    al.classify(bad.data(), static_cast<int64_t>(bad.size()), d.embeds.data(), n_audio);
+  }, "out of range");
+  expect_error("aligner text ids holding an audio pad", ErrorCode::kInvalidArgument, [&] {
+    const int32_t t[3] = {info.audio_token_id, info.timestamp_token_id, info.timestamp_token_id};
+    al.align(d.wav.data(), d.wav.size(), t, 3);
+  });
+  // config.json of the aligner without classify_num / timestamp fields.
+  TempDir tmp;
+  const std::string cfg = read_file(aligner_dir + "/config.json");
+  auto variant = [&](const std::string& from, const std::string& to) {
+    const size_t p = cfg.find(from);
+    if (p == std::string::npos) throw std::runtime_error("aligner config has no " + from);
+    const std::string dir = tmp.path + "/" + std::to_string(std::hash<std::string>()(from));
+    fs::create_directory(dir);
+    write_file(dir + "/config.json", std::string(cfg).replace(p, from.size(), to));
+    fs::create_symlink(aligner_dir + "/model.safetensors", dir + "/model.safetensors");
+    return dir;
+  };
+  expect_error("aligner config without classify_num", ErrorCode::kInvalidConfig,
+               [&] { rustasr::load_model(variant("\"classify_num\"", "\"classify_nuX\""), mp); }, "classify_num");
+  expect_error("aligner config without timestamp_token_id", ErrorCode::kInvalidConfig,
+               [&] { rustasr::load_model(variant("\"timestamp_token_id\"", "\"timestamp_token_iX\""), mp); },
+               "timestamp_token_id");
+  expect_error("aligner config with timestamp_segment_time 0", ErrorCode::kInvalidConfig,
+               [&] { rustasr::load_model(variant("\"timestamp_segment_time\": 80", "\"timestamp_segment_time\": 0"), mp); },
+               "timestamp_segment_time");
+  expect_error("aligner checkpoint read as ASR (model_type qwen3_asr): head shape", ErrorCode::kTensorShape,
+               [&] { rustasr::load_model(variant("\"qwen3_forced_aligner\"", "\"qwen3_asr\""), mp); }, "lm_head");
 }
 
 void error_checks(const std::string& model_src, const CaseData& d, const std::string& kernel, int threads) {
@@ -1214,7 +1358,28 @@ int main(int argc, char** argv) {
                        [](const Case& a, const Case& b) { return a.mel_frames < b.mel_frames; });
       if (cases.size() > 2) cases.resize(2);
     }
-    if (cases.empty()) throw std::runtime_error("no golden cases selected under " + o.root);
+    // Forced-aligner cases (aligner/index.json, when the golden set has them): the same selection rules.
+    std::vector<AlignerCase> acases;
+    JsonValue atol;
+    if (fs::exists(o.root + "/aligner/index.json")) {
+      const JsonValue aindex = rustasr::parse_json(read_file(o.root + "/aligner/index.json"));
+      if (const JsonValue* t = aindex.get("tolerances")) atol = *t;
+      for (const JsonValue& c : aindex.get("cases")->elements()) {
+        AlignerCase k;
+        k.name = c.get("case")->as_string();
+        k.model_dir = c.get("model_dir")->as_string();
+        k.audio = c.get("audio")->as_string();
+        k.prompt_len = c.get("prompt_len")->as_int64();
+        if (!o.cases.empty() && std::find(o.cases.begin(), o.cases.end(), k.name) == o.cases.end()) continue;
+        acases.push_back(k);
+      }
+      if (o.quick && o.cases.empty()) {
+        std::stable_sort(acases.begin(), acases.end(),
+                         [](const AlignerCase& a, const AlignerCase& b) { return a.prompt_len < b.prompt_len; });
+        if (acases.size() > 1) acases.resize(1);
+      }
+    }
+    if (cases.empty() && acases.empty()) throw std::runtime_error("no golden cases selected under " + o.root);
 
     std::vector<std::string> kernels;
     for (const std::string& k : o.kernels) {
@@ -1234,6 +1399,10 @@ int main(int argc, char** argv) {
 
     std::map<std::string, CaseData> data;
     for (const Case& c : cases) data.emplace(c.name, load_case(o.root, c));
+
+    std::map<std::string, AlignerData> adata;
+    for (const AlignerCase& c : acases) adata.emplace(c.name, load_aligner_case(o.root, c, atol));
+    std::printf("aligner cases: %zu\n", acases.size());
 
     for (const std::string& k : kernels) {
       std::map<std::string, std::shared_ptr<const rustasr::Model>> models;  // by model_dir
@@ -1270,6 +1439,28 @@ int main(int argc, char** argv) {
           report(false, c.name + " [" + k + ", int8]", std::string("exception: ") + e.what());
         }
       }
+      for (const AlignerCase& c : acases) {
+        for (const bool int8 : {false, true}) {
+          if (int8 && !o.int8) continue;
+          const std::string tag = c.name + " [" + k + (int8 ? ", int8]" : "]");
+          try {
+            auto& m = models[c.model_dir + (int8 ? "#int8" : "")];
+            if (!m) {
+              rustasr::ModelParams p;
+              p.threads = o.threads;
+              p.kernel = k;
+              p.device = o.device;
+              if (int8) p.quant = "int8";
+              m = rustasr::load_model(o.root + "/" + c.model_dir, p);
+              report(rustasr::model_info(*m).kernel == k || k == "auto", c.model_dir + " loads with kernel " + k + (int8 ? " (int8)" : ""));
+            }
+            if (int8) run_aligner_case_int8(m, c, adata.at(c.name), k, kInt8AlignerTol);
+            else run_aligner_case(m, c, adata.at(c.name), k);
+          } catch (const std::exception& e) {
+            report(false, tag, std::string("exception: ") + e.what());
+          }
+        }
+      }
     }
 
     if (o.device == "cuda" || o.device == "metal") {
@@ -1281,11 +1472,21 @@ int main(int argc, char** argv) {
     }
 
     if (o.errors) {
-      const Case& c = cases.front();
-      try {
-        error_checks(o.root + "/" + c.model_dir, data.at(c.name), o.quick ? "auto" : kernels.front(), o.threads);
-      } catch (const std::exception& e) {
-        report(false, "broken-input checks", std::string("exception: ") + e.what());
+      if (!cases.empty()) {
+        const Case& c = cases.front();
+        try {
+          error_checks(o.root + "/" + c.model_dir, data.at(c.name), o.quick ? "auto" : kernels.front(), o.threads);
+        } catch (const std::exception& e) {
+          report(false, "broken-input checks", std::string("exception: ") + e.what());
+        }
+        if (!acases.empty()) {
+          const AlignerCase& ac = acases.front();
+          try {
+            aligner_error_checks(o.root + "/" + ac.model_dir, o.root + "/" + c.model_dir, adata.at(ac.name));
+          } catch (const std::exception& e) {
+            report(false, "aligner broken-input checks", std::string("exception: ") + e.what());
+          }
+        }
       }
       // The model-free checks: each reports its own results; an exception fails it by name.
       const std::pair<const char*, void (*)()> standalone[] = {

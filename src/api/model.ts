@@ -6,6 +6,7 @@ export {
   checkDevice,
   DEVICES,
   DEVICE_FALLBACK_WARNING,
+  requireKind,
 } from '../core/model.js';
 export type {
   Device,
@@ -14,6 +15,7 @@ export type {
   KernelName,
   LoadModelOptions,
   ModelInfo,
+  ModelKind,
   Timings,
   TranscriptionResult,
 } from '../core/model.js';

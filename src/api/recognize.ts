@@ -27,7 +27,8 @@ function fileSource(path: string): Readable {
   );
 }
 
-function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio' } {
+/** The byte (or, for a Float32Array, audio-chunk) stream an AudioInput reads from. Throws INVALID_ARGUMENT. */
+export function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio' } {
   if (input instanceof Float32Array) {
     const chunk: AudioChunk = { samples: input, sampleRate: DEFAULT_TARGET_RATE };
     return { source: Readable.from([chunk], { objectMode: true }), input: 'audio' };

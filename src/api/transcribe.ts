@@ -7,7 +7,7 @@ import { resample } from '../stages/resample.js';
 import type { SegmentResult } from '../stages/tokens.js';
 import type { TranscriptionResult } from './model.js';
 import { recognize, type AudioInput } from './recognize.js';
-import type { RecognizeOptions } from './transcriber.js';
+import type { RecognizeOptions, Word } from './transcriber.js';
 
 export type { AudioInput } from './recognize.js';
 
@@ -22,6 +22,8 @@ export interface TranscribeResult extends TranscriptionResult {
   text: string;
   /** One entry per decoded segment (a single one unless the audio exceeded maxSegmentSeconds). */
   segments: SegmentResult[];
+  /** With `timestamps: 'word'`: every word with its time span in the input (seconds), in order. */
+  words?: Word[];
 }
 
 /**
@@ -50,11 +52,13 @@ export async function transcribe(input: AudioInput, opts: TranscribeOptions): Pr
   const tokens: number[] = [];
   for await (const t of stream) tokens.push(t.id);
   const segments = [...stream.segments];
-  return {
+  const result: TranscribeResult = {
     text: segments.map((s) => s.text).join(''),
     language: stream.language,
     tokens,
     timings: stream.timings,
     segments,
   };
+  if ((opts.timestamps ?? 'none') === 'word') result.words = segments.flatMap((s) => s.words ?? []);
+  return result;
 }

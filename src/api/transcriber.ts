@@ -3,13 +3,19 @@
 //   WavDecoder -> Resampler (16 kHz) -> Segmenter -> [native decode, pulled] -> Token objects
 import { pipeline, type Readable, type Writable } from 'node:stream';
 
-import { RustAsrError } from '../errors.js';
+import { RustAsrError, isRustAsrError } from '../errors.js';
 import { Resampler } from '../stages/resample.js';
 import { Segmenter, MAX_SEGMENT_SECONDS, type AudioSegment } from '../stages/segment.js';
-import { TokenStream, type TokenStreamOptions } from '../stages/tokens.js';
+import { TokenStream, type SegmentResult, type TokenStreamOptions } from '../stages/tokens.js';
 import { WavDecoder, type WavStreamFormat } from '../stages/wav-decode.js';
+import { pyRound3 } from '../text/aligner-text.js';
+import { pyStrip } from '../text/asr-output.js';
+import { MAX_ALIGN_SECONDS, alignSamples, alignerFor, alignerLanguage, loadOptionsOf, type AlignItem } from './align.js';
 import { LiveTranscriber, type ListenOptions } from './listen.js';
-import { checkDevice, loadModel, type LoadModelOptions, type Model } from './model.js';
+import { checkDevice, loadModel, requireKind, type LoadModelOptions, type Model } from './model.js';
+
+/** A word of the transcript with its time span in the input, in seconds (to the millisecond). */
+export type Word = AlignItem;
 
 export interface RecognizeOptions extends LoadModelOptions {
   /**
@@ -29,6 +35,26 @@ export interface RecognizeOptions extends LoadModelOptions {
   maxSegmentSeconds?: number;
   /** Tokens decoded ahead of the consumer (default 8). */
   highWaterMark?: number;
+  /**
+   * 'word': time every word with the forced aligner (`aligner`). Each segment is then at most
+   * `maxAlignSeconds` (180) long, as in the official pipeline; after a segment's last token its words are
+   * aligned and reported by a 'words' event, then in `SegmentResult.words`. Default 'none'.
+   */
+  timestamps?: 'none' | 'word';
+  /**
+   * With `timestamps: 'word'`: the forced aligner, a loaded Model (shared, not disposed), a directory or a hub
+   * id (loaded for this stream, in BF16, with the stream's device and thread options). Default
+   * 'Qwen/Qwen3-ForcedAligner-0.6B'.
+   */
+  aligner?: Model | string;
+  /** With `timestamps: 'word'`: the longest segment aligned in one pass, in seconds (default and most 180). */
+  maxAlignSeconds?: number;
+  /**
+   * Stop a segment's decoding early once its output is a runaway repetition the official clean-up removes
+   * anyway (default true): the cleaned text is the one decoding to maxNewTokens would give. `false` decodes
+   * to the end as before. See docs/guide.md, "Repetition".
+   */
+  repetitionGuard?: boolean;
 }
 
 export interface TranscriberOptions extends RecognizeOptions {
@@ -42,7 +68,16 @@ export interface TranscriberOptions extends RecognizeOptions {
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
   if (typeof opts.model === 'string') {
     const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages };
-    return { model: loadModel(opts.model, load), owns: true };
+    const model = loadModel(opts.model, load).then((m) => {
+      try {
+        requireKind(m, 'asr');
+      } catch (err) {
+        m.dispose();
+        throw err;
+      }
+      return m;
+    });
+    return { model, owns: true };
   }
   if (opts.model === undefined || opts.model === null || typeof (opts.model as Model).decode !== 'function') {
     return { model: Promise.reject(new RustAsrError('INVALID_OPTION', 'the model option must be a Model or a model directory')), owns: false };
@@ -51,6 +86,7 @@ function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns
   // A loaded model's device was chosen at load time: a request for another one fails rather than being ignored.
   return {
     model: Promise.resolve().then(() => {
+      requireKind(model, 'asr');
       const want = checkDevice(opts.device);
       if (want !== 'auto' && want !== model.device) {
         throw new RustAsrError('UNSUPPORTED_DEVICE', `device '${want}' was asked for, but the given model was loaded on '${model.device}'`);
@@ -61,6 +97,23 @@ function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns
   };
 }
 
+/** The aligner of a `timestamps: 'word'` stream, checked against the forced language. */
+function alignerOf(opts: RecognizeOptions): { aligner: Promise<Model>; owns: Promise<boolean> } | undefined {
+  const ts = opts.timestamps ?? 'none';
+  if (ts !== 'none' && ts !== 'word') {
+    const err = Promise.reject(new RustAsrError('INVALID_OPTION', `timestamps must be 'none' or 'word', got ${String(ts)}`));
+    return { aligner: err, owns: Promise.resolve(false) };
+  }
+  if (ts === 'none') return undefined;
+  // The aligner runs in BF16 (its timestamps are classes with narrow margins; quant applies to the ASR model).
+  const loaded = Promise.resolve().then(() => alignerFor(opts.aligner, { ...loadOptionsOf(opts), quant: undefined }));
+  const aligner = loaded.then(({ model }) => {
+    if (opts.language !== undefined && opts.language !== null && opts.language !== '') alignerLanguage(model, opts.language);
+    return model;
+  });
+  return { aligner, owns: loaded.then((l) => l.owns, () => false) };
+}
+
 /**
  * The streaming recogniser. Writable side: WAV bytes (or AudioChunks with `input: 'audio'`); readable
  * side: objectMode Tokens, async-iterable. Errors of any stage (INVALID_WAV, TRUNCATED_WAV, EMPTY_AUDIO,
@@ -68,17 +121,21 @@ function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns
  * RustAsrError, so they reach `pipeline()` and `for await` unchanged.
  *
  * Events: 'format' (WavStreamFormat) when the WAV data begins; 'language' (language, segment);
- * 'segment' (SegmentResult) when a segment is done. Properties: `language`, `segments`, `timings`.
+ * 'words' (words: Word[], segment: number) with `timestamps: 'word'`, after the segment's last token and
+ * before its 'segment' event; 'segment' (SegmentResult) when a segment is done. Properties: `language`,
+ * `segments`, `timings`.
  */
 export class Transcriber extends TokenStream {
   private readonly head: Writable;
   private readonly segmenter: Segmenter;
   private readonly segments$: AsyncIterator<unknown>;
   private wavFormat: WavStreamFormat | null = null;
+  private readonly aligner: Promise<Model> | undefined;
 
   constructor(opts: TranscriberOptions) {
     const input = opts.input ?? 'wav';
     const { model, owns } = modelFor(opts);
+    const align = alignerOf(opts);
     const base: TokenStreamOptions = {
       model,
       ownsModel: owns,
@@ -87,14 +144,32 @@ export class Transcriber extends TokenStream {
       maxNewTokens: opts.maxNewTokens,
       signal: opts.signal,
       highWaterMark: opts.highWaterMark,
+      repetitionGuard: opts.repetitionGuard,
     };
     super(base, { writableObjectMode: input === 'audio' });
     if (input !== 'wav' && input !== 'audio') {
       queueMicrotask(() => this.destroy(new RustAsrError('INVALID_OPTION', `input must be 'wav' or 'audio', got ${String(input)}`)));
     }
+    this.aligner = align?.aligner;
+    if (align) {
+      // A failed aligner (not found, wrong kind, unsupported language) fails the stream; an owned one is
+      // disposed with it.
+      align.aligner.catch((err: unknown) => queueMicrotask(() => this.destroy(err as Error)));
+      this.once('close', () => {
+        void align.owns.then((o) => (o ? align.aligner.then((m) => m.dispose(), () => {}) : undefined));
+      });
+    }
     let segmenter: Segmenter;
     try {
-      segmenter = new Segmenter({ maxSeconds: opts.maxSegmentSeconds ?? MAX_SEGMENT_SECONDS });
+      let maxSeconds = opts.maxSegmentSeconds ?? MAX_SEGMENT_SECONDS;
+      if (align) {
+        const a = opts.maxAlignSeconds ?? MAX_ALIGN_SECONDS;
+        if (!(Number.isFinite(a) && a > 0 && a <= MAX_ALIGN_SECONDS)) {
+          throw new RustAsrError('INVALID_OPTION', `maxAlignSeconds must be a number in (0, ${MAX_ALIGN_SECONDS}], got ${String(opts.maxAlignSeconds)}`);
+        }
+        if (Number.isFinite(maxSeconds)) maxSeconds = Math.min(maxSeconds, a);
+      }
+      segmenter = new Segmenter({ maxSeconds });
     } catch (err) {
       segmenter = new Segmenter();
       queueMicrotask(() => this.destroy(err as Error));
@@ -139,6 +214,25 @@ export class Transcriber extends TokenStream {
   protected async nextSegment(): Promise<AudioSegment | null> {
     const r = await this.segments$.next();
     return r.done ? null : (r.value as AudioSegment);
+  }
+
+  /** `timestamps: 'word'`: aligns the segment's text to its audio, shifts the times, emits 'words'. */
+  protected override async finishSegment(result: SegmentResult, audio: AudioSegment): Promise<void> {
+    if (!this.aligner) return;
+    const aligner = await this.aligner;
+    let words: Word[] = [];
+    if (pyStrip(result.text) !== '' && !this.destroyed) {
+      try {
+        const d = await alignSamples(aligner, audio.samples, result.text, result.language);
+        words = d.items.map((w) => ({ text: w.text, start: pyRound3(w.start + audio.start), end: pyRound3(w.end + audio.start) }));
+      } catch (err) {
+        // A transcript of punctuation only has no word to time.
+        if (!isRustAsrError(err, 'NO_ALIGNABLE_TEXT')) throw err;
+      }
+    }
+    if (this.destroyed) return;
+    result.words = words;
+    this.emit('words', words, result.index);
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {

@@ -7,12 +7,14 @@ import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import sade from 'sade';
 
+import { DEFAULT_ALIGNER } from '../api/align.js';
 import type { KernelName } from '../api/model.js';
 import { recognize, type AudioInput } from '../api/recognize.js';
 import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
+import { resolveModel } from '../model/resolve.js';
 import type { SegmentResult } from '../stages/tokens.js';
-import { formatCue } from '../text/subtitles.js';
+import { FALLBACK_CUE_SECONDS, formatCue, segmentCues } from '../text/subtitles.js';
 import { registerDevices } from './devices.js';
 import { registerListen } from './listen.js';
 import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, enumOpt, intOpt, numberOpt, stringOpt, UsageError } from './options.js';
@@ -41,7 +43,15 @@ export interface InferOptions {
   maxSegmentSeconds?: number;
   threads?: number;
   kernel?: KernelName;
+  /** 'word': word times from the forced aligner (json: `words`; srt/vtt: cues from them). */
+  timestamps?: 'none' | 'word';
+  /** The forced aligner: a directory or hub id (default Qwen/Qwen3-ForcedAligner-0.6B). */
+  aligner?: string;
+  /** WebVTT: word-level (karaoke) timing inside each cue. */
+  karaoke?: boolean;
 }
+
+const TIMESTAMPS = ['none', 'word'] as const;
 
 /** Option name (camelCase, as in --config) -> flag name. */
 const OPTION_FLAGS: Record<keyof InferOptions, string> = {
@@ -55,7 +65,15 @@ const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   maxSegmentSeconds: 'max-segment-seconds',
   threads: 'threads',
   kernel: 'kernel',
+  timestamps: 'timestamps',
+  aligner: 'aligner',
+  karaoke: 'karaoke',
 };
+
+function boolOpt(name: string, v: unknown): boolean | undefined {
+  if (v === undefined || typeof v === 'boolean') return v;
+  throw new UsageError(`--${name} takes no value, got ${String(v)}`);
+}
 
 /** Validates raw option values (from flags or JSON) into InferOptions; throws UsageError. */
 export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknown>>): InferOptions {
@@ -70,6 +88,9 @@ export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknow
     maxSegmentSeconds: numberOpt('max-segment-seconds', raw.maxSegmentSeconds),
     threads: intOpt('threads', raw.threads, 0),
     kernel: enumOpt('kernel', raw.kernel, KERNELS),
+    timestamps: enumOpt('timestamps', raw.timestamps, TIMESTAMPS),
+    aligner: stringOpt('aligner', raw.aligner),
+    karaoke: boolOpt('karaoke', raw.karaoke),
   };
   for (const k of Object.keys(o) as (keyof InferOptions)[]) if (o[k] === undefined) delete o[k];
   return o;
@@ -102,10 +123,36 @@ export async function readConfig(path: string): Promise<Partial<Record<keyof Inf
   return out;
 }
 
+/** What `infer` tells on stderr when subtitles get no word times (no aligner found). */
+export function noAlignerMessage(aligner: string, why: string): string {
+  return (
+    `rustasr: no word timestamps (${why}); subtitle cues follow pauses instead (at most ${FALLBACK_CUE_SECONDS} s, ` +
+    `times within a cue estimated).\n  For word-timed cues: rustasr pull ${aligner}, then --timestamps word` +
+    (aligner === DEFAULT_ALIGNER ? '' : ` --aligner ${aligner}`) +
+    '\n'
+  );
+}
+
+/**
+ * The aligner directory for `infer`, or undefined (with the reason) when none is available. Subtitles
+ * without --timestamps use one only when it is already on disk (a directory, or in the cache); an explicit
+ * --timestamps word resolves it (downloading a hub id).
+ */
+async function findAligner(o: InferOptions, explicit: boolean): Promise<{ dir?: string; why?: string }> {
+  const ref = o.aligner ?? DEFAULT_ALIGNER;
+  try {
+    return { dir: await resolveModel(ref, explicit ? {} : { offline: true }) };
+  } catch (err) {
+    if (err instanceof RustAsrError && (err.code === 'MODEL_NOT_FOUND' || err.code === 'DOWNLOAD_FAILED')) {
+      return { why: `${ref}: ${err.code === 'MODEL_NOT_FOUND' ? 'not found' : 'download failed'}` };
+    }
+    throw err;
+  }
+}
+
 async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
   if (s !== '' && !out.write(s)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
 }
-
 
 export interface InferIo {
   stdin: Readable | NodeJS.ReadableStream;
@@ -118,6 +165,15 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
   const format = o.format ?? 'text';
   const tty = io.stderr.isTTY === true;
   const input: AudioInput = file === '-' ? (io.stdin as NodeJS.ReadableStream) : file;
+  const subtitles = format === 'srt' || format === 'vtt';
+  // Word times: asked for, or for subtitles when an aligner is at hand; subtitles fall back to pause-based cues.
+  let aligner: string | undefined;
+  if (o.timestamps === 'word' || (subtitles && o.timestamps === undefined)) {
+    const found = await findAligner(o, o.timestamps === 'word');
+    if (found.dir !== undefined) aligner = found.dir;
+    else if (subtitles) await write(io.stderr, noAlignerMessage(o.aligner ?? DEFAULT_ALIGNER, found.why!));
+    else throw new RustAsrError('MODEL_NOT_FOUND', `--timestamps word needs a forced aligner (${found.why}); get one with: rustasr pull ${o.aligner ?? DEFAULT_ALIGNER}`);
+  }
   const opts: RecognizeOptions = {
     model: o.model ?? DEFAULT_MODEL,
     device: o.device,
@@ -127,28 +183,34 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
     language: o.language,
     context: o.context,
     maxNewTokens: o.maxNewTokens,
-    maxSegmentSeconds: o.maxSegmentSeconds,
+    // Without word times, subtitle cues are the segments: cut at pauses, at most 30 s.
+    maxSegmentSeconds: subtitles && aligner === undefined ? Math.min(o.maxSegmentSeconds ?? Infinity, FALLBACK_CUE_SECONDS) : o.maxSegmentSeconds,
   };
+  if (aligner !== undefined) {
+    opts.timestamps = 'word';
+    opts.aligner = aligner;
+  }
   const stream = recognize(input, opts);
-  const cues: Promise<void>[] = [];
+  // Output goes in segment order, each piece once its segment is done: the cleaned text (text), the cues
+  // (srt/vtt), all at the end (json).
+  const out: Promise<void>[] = [];
   let cueNo = 0;
   stream.on('segment', (seg: SegmentResult) => {
     if (tty) io.stderr.write(`[segment ${seg.index}: ${seg.start.toFixed(2)}-${seg.end.toFixed(2)} s, ${seg.tokens.length} tokens]\n`);
-    if ((format === 'srt' || format === 'vtt') && seg.text !== '') cues.push(write(io.stdout, formatCue(format, ++cueNo, seg)));
+    if (format === 'text') out.push(write(io.stdout, seg.text));
+    if (subtitles) out.push(write(io.stdout, segmentCues(seg).map((c) => formatCue(format, ++cueNo, c, o.karaoke === true)).join('')));
   });
   if (format === 'vtt') await write(io.stdout, 'WEBVTT\n\n');
   const tokens: number[] = [];
-  for await (const tok of stream) {
-    tokens.push(tok.id);
-    if (format === 'text') await write(io.stdout, tok.text);
-  }
-  await Promise.all(cues);
+  for await (const tok of stream) tokens.push(tok.id);
+  await Promise.all(out);
   const t = stream.timings;
   if (format === 'text') {
     await write(io.stdout, '\n');
   } else if (format === 'json') {
     const segments = stream.segments;
-    const result = { text: segments.map((s) => s.text).join(''), language: stream.language ?? null, tokens, timings: t, segments };
+    const result: Record<string, unknown> = { text: segments.map((s) => s.text).join(''), language: stream.language ?? null, tokens, timings: t, segments };
+    if (aligner !== undefined) result['words'] = segments.flatMap((s) => s.words ?? []);
     await write(io.stdout, JSON.stringify(result) + '\n');
   }
   if (tty) {
@@ -195,13 +257,17 @@ export async function main(argv: string[]): Promise<void> {
     .option('--config', 'JSON file with the same options (camelCase or flag names); flags override it')
     .option('--language', 'Force the language (e.g. English); default: detect')
     .option('--context', 'Context text given to the decoder (glossary, names)')
-    .option('--format', 'Output: text | json | srt | vtt (default text; srt/vtt: one cue per segment)')
+    .option('--format', 'Output: text | json | srt | vtt (default text; srt/vtt: cues from word times when an aligner is found, else from pauses)')
+    .option('--timestamps', 'none | word: word times from the forced aligner (json: "words"; default: word for srt/vtt when an aligner is on disk)')
+    .option('--aligner', `Forced aligner directory or hub id (default ${DEFAULT_ALIGNER})`)
+    .option('--karaoke', 'vtt: word-level timing inside each cue')
     .option('--max-new-tokens', 'Maximum number of generated tokens per segment (default 512)')
     .option('--max-segment-seconds', 'Longest segment decoded in one pass (default 1200)')
     .option('--threads', 'Number of CPU threads (default: all)')
     .option('--kernel', 'Force a CPU kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar (default auto)')
     .example('infer speech.wav --model ./Qwen3-ASR-0.6B')
     .example('infer - --model ./Qwen3-ASR-0.6B --format srt < speech.wav > speech.srt')
+    .example('infer talk.wav --format vtt --timestamps word --karaoke > talk.vtt')
     .action(async (file: string | undefined, flags: Flags) => {
       try {
         await infer(file, flags);
@@ -225,7 +291,7 @@ export async function main(argv: string[]): Promise<void> {
   try {
     ran = prog.parse(
       argv.map((a, i) => (i >= 2 && a === '-' ? STDIN_PLACEHOLDER : a)),
-      { unknown: (flag: string) => `Unknown option ${flag}` },
+      { unknown: (flag: string) => `Unknown option ${flag}`, boolean: ['karaoke'] },
     );
   } finally {
     process.exit = realExit;

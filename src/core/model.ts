@@ -5,9 +5,10 @@ import { performance } from 'node:perf_hooks';
 
 import { RustAsrError, fromNative } from '../errors.js';
 import { resolveModel } from '../model/resolve.js';
-import { native, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
+import { native, type NativeAligner, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { normalizeLanguage, parseAsrOutput, promptPieces } from '../text/prompt.js';
+import { RepetitionGuard } from '../text/repetition-guard.js';
 import { abortError } from './abort.js';
 
 export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
@@ -38,6 +39,21 @@ export function checkDevice(device: unknown): Device {
 
 /** Facts about a loaded model (from config.json and the backend in use). */
 export type ModelInfo = NativeModelInfo;
+
+/** What a checkpoint is for: speech recognition, or forced alignment (word timestamps). */
+export type ModelKind = 'asr' | 'forced_aligner';
+
+const KIND_NAMES: Record<ModelKind, string> = {
+  asr: 'a speech-recognition model (Qwen3-ASR)',
+  forced_aligner: 'a forced aligner (Qwen3-ForcedAligner)',
+};
+
+/** Throws WRONG_MODEL_KIND unless `model` is of `kind` (an aligner given as the ASR model, or the other way round). */
+export function requireKind(model: { kind: ModelKind; dir: string }, kind: ModelKind): void {
+  if (model.kind !== kind) {
+    throw new RustAsrError('WRONG_MODEL_KIND', `${model.dir} is ${KIND_NAMES[model.kind]}, but ${KIND_NAMES[kind]} is needed here`);
+  }
+}
 
 /** The Node warning emitted (once per load) when device 'auto' found a GPU but had to run on the CPU. */
 export const DEVICE_FALLBACK_WARNING = Object.freeze({ type: 'RustasrWarning', code: 'RUSTASR_DEVICE_FALLBACK' });
@@ -99,6 +115,13 @@ export interface DecodeOptions {
   maxNewTokens?: number;
   /** Stop decoding and reject with code ABORTED. */
   signal?: AbortSignal;
+  /**
+   * Stop a runaway repetition early (default true): once the tail of the output is a loop the official
+   * clean-up removes (20+ repeats of a 1-20 character pattern) and decoding it to maxNewTokens could not
+   * change the cleaned text, decoding stops (text/repetition-guard.ts). `false` decodes to EOS or
+   * maxNewTokens as before.
+   */
+  repetitionGuard?: boolean;
 }
 
 export interface Timings {
@@ -255,6 +278,22 @@ export class Model {
     return this.nativeModel.createSession();
   }
 
+  /** What the checkpoint is: 'asr' (Qwen3-ASR) or 'forced_aligner' (Qwen3-ForcedAligner, see align()). */
+  get kind(): ModelKind {
+    return this.info.kind;
+  }
+
+  /** A native forced-aligner state (one alignment's buffers). Internal: see align(). */
+  createAligner(): NativeAligner {
+    if (!this.nativeModel) throw new RustAsrError('INVALID_ARGUMENT', 'the model has been disposed');
+    requireKind(this, 'forced_aligner');
+    try {
+      return this.nativeModel.createAligner();
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
   /**
    * Transcribes 16 kHz mono float samples, yielding token ids as they are decoded, then returns the
    * full result. Greedy decoding; stops at an EOS id or after maxNewTokens. The segment crosses into the
@@ -264,6 +303,10 @@ export class Model {
     const maxNewTokens = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
       throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(maxNewTokens)}`);
+    }
+    requireKind(this, 'asr');
+    if (opts.repetitionGuard !== undefined && typeof opts.repetitionGuard !== 'boolean') {
+      throw new RustAsrError('INVALID_OPTION', `repetitionGuard must be a boolean, got ${String(opts.repetitionGuard)}`);
     }
     const language = opts.language === undefined ? undefined : normalizeLanguage(opts.language, this.info.supportLanguages);
     if (samples.length === 0) throw new RustAsrError('EMPTY_AUDIO', 'no audio samples');
@@ -292,11 +335,12 @@ export class Model {
       const t3 = performance.now();
       let next = st.id;
       const tokens: number[] = [];
+      const guard = opts.repetitionGuard === false ? undefined : repetitionGuardFor(tokenizer, maxNewTokens, language);
       for (;;) {
         if (this.eosIds.has(next)) break;
         tokens.push(next);
         yield next;
-        if (tokens.length >= maxNewTokens) break;
+        if (tokens.length >= maxNewTokens || guard?.push(next)) break;
         checkAbort();
         next = (await session.step(next)).id;
       }
@@ -338,6 +382,18 @@ export class Model {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** The early stop for runaway repetition of one decode: the final text's decoding and parsing must not change. */
+function repetitionGuardFor(tokenizer: AsrTokenizer, maxNewTokens: number, language: string | undefined): RepetitionGuard {
+  return new RepetitionGuard({
+    maxTokens: maxNewTokens,
+    decode: (ids) => tokenizer.decode(ids, { skipSpecial: true }),
+    clean: (raw) => {
+      const p = parseAsrOutput(raw, { forcedLanguage: language });
+      return `${p.language ?? ''}\u0000${p.text}`;
+    },
+  });
 }
 
 /**

@@ -43,6 +43,11 @@ export interface SegmentResult {
   /** Generated ids, EOS excluded. */
   tokens: number[];
   timings: Timings;
+  /**
+   * With `timestamps: 'word'`: the segment's words with their times in the input (seconds), from the forced
+   * aligner; [] for a segment without speech. Absent otherwise.
+   */
+  words?: { text: string; start: number; end: number }[];
 }
 
 /** Default number of tokens a token stream decodes ahead of its consumer. */
@@ -63,6 +68,8 @@ export interface TokenStreamOptions {
   signal?: AbortSignal;
   /** Tokens decoded ahead of the consumer (the readable highWaterMark; default 8). */
   highWaterMark?: number;
+  /** Stop runaway repetition early (default true; see DecodeOptions.repetitionGuard). */
+  repetitionGuard?: boolean;
 }
 
 /** Merges per-segment languages as the official pipeline does: consecutive duplicates dropped, ','-joined. */
@@ -105,6 +112,7 @@ export abstract class TokenStream extends Duplex {
   private forcedLanguage: string | undefined;
   private maxNewTokens: number | undefined;
   private current: AsyncGenerator<Token, SegmentResult> | undefined;
+  private currentAudio: AudioSegment | undefined;
   private pumping = false;
   private nextIndex = 0;
   private readonly internal = new AbortController();
@@ -133,6 +141,12 @@ export abstract class TokenStream extends Duplex {
 
   /** The next segment to decode, or null at the end of the input. */
   protected abstract nextSegment(): Promise<AudioSegment | null>;
+
+  /**
+   * Runs after a segment's last token and before its 'segment' event (the Transcriber aligns words here and
+   * adds them to `result`). The default does nothing.
+   */
+  protected async finishSegment(_result: SegmentResult, _audio: AudioSegment): Promise<void> {}
 
   /** The language(s) so far: forced, or detected per segment and merged ('Chinese,English'); undefined if none. */
   get language(): string | undefined {
@@ -198,11 +212,14 @@ export abstract class TokenStream extends Duplex {
           return null;
         }
         if (this.destroyed) return null;
+        this.currentAudio = seg;
         this.current = this.decodeSegment(model, seg);
       }
       const r = await this.current.next();
       if (!r.done) return r.value;
       this.current = undefined;
+      await this.finishSegment(r.value, this.currentAudio!);
+      if (this.destroyed) return null;
       this.segments.push(r.value);
       this.emit('segment', r.value);
     }
@@ -225,6 +242,7 @@ export abstract class TokenStream extends Duplex {
       context: this.opts.context,
       maxNewTokens: this.maxNewTokens,
       signal: this.internal.signal,
+      repetitionGuard: this.opts.repetitionGuard,
     });
     if (forced !== undefined) this.setLanguage(seg.index, forced);
     let held: Token | undefined;

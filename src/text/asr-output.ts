@@ -18,7 +18,7 @@ export const REPETITION_THRESHOLD = 20;
 export const REPETITION_MAX_PATTERN = 20;
 
 /** Python's str.isspace() code points. */
-function isPySpace(cp: number): boolean {
+export function isPySpace(cp: number): boolean {
   return (
     (cp >= 0x09 && cp <= 0x0d) ||
     (cp >= 0x1c && cp <= 0x20) ||

@@ -1,8 +1,9 @@
 // Incremental, UTF-8-safe detokenisation: token ids in, text out as soon as whole characters are known.
-// The `language X<asr_text>` header the model writes before the transcript is split off into `language`.
+// The `language X<asr_text>` header the model writes before the transcript is split off into `language`,
+// parsed by the official parse_asr_output (asr-output.ts), the same code the final text goes through.
+import { ASR_TEXT_TAG as ASR_TEXT, parseAsrOutputOfficial, pyStrip } from './asr-output.js';
 import type { AsrTokenizer } from './tokenizer.js';
 
-const ASR_TEXT = '<asr_text>';
 const HEADER_PREFIX = 'language ';
 /** Held text longer than this without `<asr_text>` is not a header (language names are short). */
 const MAX_HEADER_CHARS = 64;
@@ -97,20 +98,19 @@ export class StreamingDetokenizer {
     this.held += text;
     const at = this.held.indexOf(ASR_TEXT);
     if (at >= 0) {
-      const header = this.held.slice(0, at);
-      if (header.startsWith(HEADER_PREFIX)) {
-        const lang = header.slice(HEADER_PREFIX.length).trim();
-        this.language = lang && lang.toLowerCase() !== 'none' ? lang : undefined;
-      }
+      // The official parsing of the answer so far (header and tag): its language is the final text's.
+      const [lang] = parseAsrOutputOfficial(this.held.slice(0, at + ASR_TEXT.length));
+      this.language = lang === '' ? undefined : lang;
       const out = this.held.slice(at + ASR_TEXT.length);
       this.held = '';
       this.headerDone = true;
       return out;
     }
-    // Still possibly a header: keep holding while the text could grow into `language ...<asr_text>`.
+    // Still possibly a header: keep holding while the text could grow into `language ...<asr_text>` (as the
+    // official parsing reads it: leading whitespace stripped, `language` in any case).
+    const head = pyStrip(this.held).toLowerCase();
     const couldBeHeader =
-      HEADER_PREFIX.startsWith(this.held) ||
-      (this.held.startsWith(HEADER_PREFIX) && !this.held.includes('\n') && this.held.length <= MAX_HEADER_CHARS);
+      this.held.length <= MAX_HEADER_CHARS && (HEADER_PREFIX.startsWith(head) || head.startsWith(HEADER_PREFIX));
     if (couldBeHeader) return '';
     this.headerDone = true;
     const out = this.held;

@@ -306,3 +306,65 @@ export async function loadCase(name: string): Promise<GoldenCase> {
     ids: (t) => file().i64Numbers(t),
   };
 }
+
+// ------------------------------------------------------------------------------------- aligner cases
+
+/** One case of aligner/<case>.json (Qwen3-ForcedAligner, computed with the official code). */
+export interface AlignerCaseJson {
+  case: string;
+  model_dir: string;
+  audio: string;
+  text: string;
+  language: string;
+  word_units: string[];
+  aligner_input_text_before_audio_expansion: string;
+  input_ids: number[];
+  audio_pad_start: number;
+  audio_pad_count: number;
+  timestamp_positions: number[];
+  argmax_classes: number[];
+  timestamps_ms_raw: number[];
+  timestamps_ms_fixed: number[];
+  items: { text: string; start_time: number; end_time: number }[];
+  [key: string]: unknown;
+}
+
+export interface AlignerCase {
+  name: string;
+  json: AlignerCaseJson;
+  modelDir: string;
+  audioPath: string;
+  /** Tolerances of aligner/index.json. */
+  tolerances: Record<string, unknown>;
+  f32(name: string): Float32Array;
+  ids(name: string): number[];
+}
+
+function alignerIndex(): { cases: { case: string }[]; tolerances: Record<string, unknown> } {
+  return JSON.parse(readFileSync(resolve(goldenRoot(), 'aligner', 'index.json'), 'utf8')) as {
+    cases: { case: string }[];
+    tolerances: Record<string, unknown>;
+  };
+}
+
+/** The case names of aligner/index.json, in file order. */
+export function listAlignerCases(): string[] {
+  return alignerIndex().cases.map((c) => c.case);
+}
+
+/** Loads aligner/<name>.json; tensors come from aligner/<name>.safetensors on first use. */
+export async function loadAlignerCase(name: string): Promise<AlignerCase> {
+  const root = goldenRoot();
+  const json = JSON.parse(await readFile(resolve(root, 'aligner', `${name}.json`), 'utf8')) as AlignerCaseJson;
+  let st: Safetensors | undefined;
+  const file = (): Safetensors => (st ??= Safetensors.openSync(resolve(root, 'aligner', `${name}.safetensors`)));
+  return {
+    name,
+    json,
+    modelDir: resolve(root, json.model_dir),
+    audioPath: resolve(root, json.audio),
+    tolerances: alignerIndex().tolerances,
+    f32: (t) => file().f32(t),
+    ids: (t) => file().i64Numbers(t),
+  };
+}

@@ -105,6 +105,12 @@ struct ModelInfo {
   // pages: dropped, read again in 2 MiB pages), "uncached" (read in 2 MiB pages when used, where the kernel
   // can), "unsupported" (this file system or kernel maps it in 4 KiB pages), "unknown" (no PAGEMAP_SCAN).
   std::string large_pages;
+  // "asr" (Qwen3-ASR) or "forced_aligner" (Qwen3-ForcedAligner: see Aligner). The three fields after it are
+  // the aligner's (0 for "asr"): lm_head classes, the <timestamp> token, milliseconds per class.
+  std::string kind;
+  int classify_num = 0;
+  int timestamp_token_id = 0;
+  double timestamp_segment_time = 0;
 };
 
 // One device kind as probed on this machine (see probe_devices()).
@@ -227,6 +233,49 @@ class Session {
   std::shared_ptr<const Model> model_;
   std::unique_ptr<State> state_;
   int64_t pos_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Forced alignment (Qwen3-ForcedAligner checkpoints, ModelInfo::kind "forced_aligner").
+//
+// The aligner is the ASR architecture with a classifier head: one non-autoregressive pass of the causal
+// decoder over `<|audio_start|> pads <|audio_end|> unit <timestamp><timestamp> unit ...`, read at every
+// <timestamp> position (the position itself, no shift). Class c there means c * timestamp_segment_time ms.
+
+struct AlignerOutput {
+  std::vector<int64_t> positions;  // [S] indices i with ids[i] == timestamp_token_id, ascending
+  std::vector<int32_t> classes;    // [S] argmax of each slot's logits (first on ties, as torch.argmax)
+  std::vector<float> logits;       // [S, classify_num] when asked for, else empty
+  std::vector<float> hidden;       // [S, hidden_size] final-RMSNorm rows at the slots when asked for
+  int n_audio_tokens = 0;          // audio pads of the input
+};
+
+class Aligner {
+ public:
+  // Throws kInvalidArgument unless `model` is a forced aligner.
+  explicit Aligner(std::shared_ptr<const Model> model);
+  ~Aligner();
+  Aligner(const Aligner&) = delete;
+  Aligner& operator=(const Aligner&) = delete;
+
+  // The one pass over a whole input: `ids[i] == audio_token_id` rows are replaced, in order, by
+  // `audio_embeds` ([n_audio, hidden_size]). kInvalidArgument: an empty input, an id outside the
+  // vocabulary, a pad count other than n_audio, no <timestamp> token.
+  AlignerOutput classify(const int32_t* ids, int64_t n, const float* audio_embeds, int64_t n_audio,
+                         bool keep_logits = false, bool keep_hidden = false);
+
+  // 16 kHz mono samples -> mel -> encoder -> `<|audio_start|>` + one pad per audio token + `<|audio_end|>`
+  // + text_ids (the units and their <timestamp> pairs, as the tokenizer encodes them) -> classify.
+  AlignerOutput align(const float* samples, size_t n, const int32_t* text_ids, int64_t n_text,
+                      bool keep_logits = false);
+
+  const Model& model() const { return *model_; }
+
+ private:
+  struct State;
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<Session> session_;  // mel and encoder
+  std::unique_ptr<State> state_;
 };
 
 // Opens a model directory (config.json + model.safetensors or a sharded index) and validates every tensor.

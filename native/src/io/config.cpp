@@ -187,6 +187,18 @@ ModelConfig parse_config(const std::string& text, const std::string& label) {
     }
   }
 
+  // ---- forced aligner (the official modeling code: `"forced_aligner" in thinker_config.model_type`)
+  if (thinker.string("model_type", "").find("forced_aligner") != std::string::npos) {
+    c.kind = ModelKind::kForcedAligner;
+    c.aligner.classify_num = thinker.positive("classify_num");
+    c.aligner.timestamp_token_id = top.non_negative("timestamp_token_id");
+    c.aligner.timestamp_segment_time = top.positive_number("timestamp_segment_time");
+    if (c.aligner.timestamp_token_id >= t.vocab_size) {
+      top.fail("timestamp_token_id", std::to_string(c.aligner.timestamp_token_id) +
+                                         " is outside the vocabulary (vocab_size " + std::to_string(t.vocab_size) + ")");
+    }
+  }
+
   // ---- consistency
   auto s = [](int64_t v) { return std::to_string(v); };
   if (a.activation_function != "gelu") {

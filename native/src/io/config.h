@@ -37,7 +37,21 @@ struct TextConfig {
   std::string hidden_act;          // "silu"
 };
 
+// What a checkpoint is for: speech recognition (Qwen3-ASR, lm_head over the vocabulary) or forced
+// alignment (Qwen3-ForcedAligner: thinker_config.model_type contains "forced_aligner", as the official
+// modeling code tests; lm_head is a classify_num-way classifier read at the <timestamp> positions).
+enum class ModelKind { kAsr, kForcedAligner };
+
+// The forced aligner's fields (ModelKind::kForcedAligner only; zero otherwise).
+struct AlignerConfig {
+  int classify_num = 0;                 // thinker_config.classify_num: lm_head rows (timestamp classes)
+  int timestamp_token_id = 0;           // top level: the <timestamp> slot token (151705)
+  double timestamp_segment_time = 0;    // top level: milliseconds per class (80)
+};
+
 struct ModelConfig {
+  ModelKind kind = ModelKind::kAsr;
+  AlignerConfig aligner;
   AudioConfig audio;
   TextConfig text;
   int audio_token_id = 0;          // <|audio_pad|>
@@ -50,6 +64,8 @@ struct ModelConfig {
 // "config.json: thinker_config.text_config.hidden_size: expected a positive integer".
 // Also checks consistency: heads divide d_model, num_attention_heads % num_key_value_heads == 0,
 // n_window == 50, n_window_infer a positive multiple of 100, num_mel_bins divisible by 8, output_dim == hidden_size.
+// A forced aligner also needs a positive thinker_config.classify_num, a top-level timestamp_token_id inside the
+// vocabulary and a positive timestamp_segment_time.
 ModelConfig parse_model_config(const std::string& json_text);
 ModelConfig load_model_config(const std::string& path);  // kModelNotFound if the file is absent
 

@@ -159,6 +159,10 @@ ModelInfo model_info(const Model& m) {
   i.min_samples = static_cast<int64_t>(m.mel().min_samples());
   i.window_samples = (m.attention_window() / m.tokens_per_chunk()) * m.chunk_frames() * m.mel().params().hop;
   i.large_pages = m.weights().large_pages;
+  i.kind = c.kind == ModelKind::kForcedAligner ? "forced_aligner" : "asr";
+  i.classify_num = c.aligner.classify_num;
+  i.timestamp_token_id = c.aligner.timestamp_token_id;
+  i.timestamp_segment_time = c.aligner.timestamp_segment_time;
   return i;
 }
 

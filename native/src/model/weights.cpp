@@ -171,8 +171,11 @@ ModelWeights load_model_weights(const std::string& dir, const ModelConfig& confi
   w.final_norm = b.vec(mp + "norm.weight", hidden);
 
   // lm_head: required when untied; when tied, a present lm_head is validated and used, else alias embeddings.
+  // A forced aligner's head is a classifier of its own ([classify_num, hidden]), never tied.
   const std::string lm = "thinker.lm_head.weight";
-  if (!tc.tie_word_embeddings || b.has(lm)) {
+  if (config.kind == ModelKind::kForcedAligner) {
+    w.lm_head = b.mat(lm, config.aligner.classify_num, hidden);
+  } else if (!tc.tie_word_embeddings || b.has(lm)) {
     w.lm_head = b.mat(lm, vocab, hidden);
   } else {
     w.lm_head = w.embed_tokens;
