@@ -284,6 +284,8 @@ class RealtimeSession {
       this.configured(null); // nothing was sent: nothing to decode
     }
     if (this.live && !this.live.destroyed && !this.live.writableEnded) this.live.end();
+    // Nothing more is taken: read on (later audio is dropped) so the close handshake is not stuck behind it.
+    this.resume();
   }
 
   private pause(): void {
@@ -372,6 +374,7 @@ class RealtimeSession {
     if (gone || failure) ctx.metrics.errors.inc({ code: gone ? 'client_closed' : failure!.code });
     if (ws.readyState !== WebSocket.OPEN) return;
     this.closing = true;
+    this.resume(); // the client's close frame may wait behind audio the paused socket has not read
     // A client that does not answer the close frame (or reads nothing) is cut off after a while.
     const cutOff = setTimeout(() => ws.terminate(), CLOSE_TIMEOUT_MS);
     cutOff.unref();
