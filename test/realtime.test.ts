@@ -7,7 +7,7 @@
 // Loopback only; every wait bounded.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
@@ -168,10 +168,10 @@ describe('GET /v1/realtime: audio in, live events out', () => {
     await clean(s);
   });
 
-  it('a declared rate (PCM16 at 8 kHz), an ISO language code and exact mode: the events of listen() with the same options', async () => {
+  it('a declared rate (PCM16 at 8 kHz, samples straddling frames), an ISO language code and exact mode: the events of listen() with the same options', async () => {
     const s = await start();
     const ref = await reference(EN5_8K, { language: 'English', exact: true });
-    const { messages, close } = await session(s, { language: 'en', exact: true, input: { format: 'pcm16', sampleRate: 8000 } }, pcmOf(en5At8k), 1600);
+    const { messages, close } = await session(s, { language: 'en', exact: true, input: { format: 'pcm16', sampleRate: 8000 } }, pcmOf(en5At8k), 1601);
     expect(close.code).toBe(1000);
     expect(messages[0]).toMatchObject({ type: 'ready', input: { format: 'pcm16', sampleRate: 8000, channels: 1 } });
     expect(strip(messages.slice(1))).toEqual(strip(ref as unknown as Record<string, unknown>[]));
@@ -182,7 +182,13 @@ describe('GET /v1/realtime: audio in, live events out', () => {
   it('WAV bytes in frames that split the header give the events of listen() on the file', async () => {
     const s = await start();
     const ref = await reference(EN5);
-    const { messages, close } = await session(s, { input: 'wav' }, en5Wav, 1000);
+    const c = await open(s);
+    c.ws.send(JSON.stringify({ type: 'config', input: 'wav' }));
+    sendFrames(c.ws, en5Wav.subarray(0, 100), 7); // the 44-byte header in pieces
+    sendFrames(c.ws, en5Wav.subarray(100), 1001); // odd sizes: samples straddle frames
+    c.ws.send(JSON.stringify({ type: 'end' }));
+    const close = await c.closed;
+    const messages = c.messages;
     expect(close.code).toBe(1000);
     expect(messages[0]).toMatchObject({ type: 'ready', input: { format: 'wav' } });
     expect(strip(messages.slice(1))).toEqual(strip(ref as unknown as Record<string, unknown>[]));
@@ -243,6 +249,21 @@ describe('GET /v1/realtime: errors', () => {
     const t = (await get(`${s.url}/metrics`)).body;
     expect(metric(t, 'rustasr_http_requests_total{route="realtime",status="400"}')).toBe(10);
     expect(metric(t, 'rustasr_errors_total{code="invalid_option"}')).toBe(1);
+    await clean(s);
+  });
+
+  it('a malformed handshake is refused with 400 invalid_handshake', async () => {
+    const s = await start();
+    const raw = await new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(new URL(s.url).port), '127.0.0.1');
+      let out = '';
+      sock.on('data', (d) => (out += d.toString()));
+      sock.on('end', () => resolve(out));
+      sock.on('error', reject);
+      sock.write('GET /v1/realtime HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    });
+    expect(raw.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)).error.code).toBe('invalid_handshake');
     await clean(s);
   });
 
