@@ -195,11 +195,19 @@ describe('GET /v1/realtime: audio in, live events out', () => {
     await clean(s);
   });
 
-  it('end before any audio: no events, close 1000; the --max-new-tokens cap applies per step', async () => {
+  it('end before any audio: no events, close 1000; messages after end are ignored; the --max-new-tokens cap applies per step', async () => {
     const s = await start({ maxNewTokens: 4 });
     const empty = await session(s, undefined, Buffer.alloc(0), 1);
     expect([empty.messages, empty.close.code]).toEqual([[], 1000]);
-    const { messages } = await session(s, { maxNewTokens: 100 }, pcmOf(en5Wav), 3200);
+    const c = await open(s);
+    c.ws.send(JSON.stringify({ type: 'config', maxNewTokens: 100 }));
+    sendFrames(c.ws, pcmOf(en5Wav), 3200);
+    c.ws.send(JSON.stringify({ type: 'end' }));
+    // Anything after end is ignored: it cannot cost the session its final.
+    c.ws.send('not json');
+    c.ws.send(pcmOf(en5Wav).subarray(0, 3200));
+    expect((await c.closed).code).toBe(1000);
+    const messages = c.messages;
     const ref = await reference(EN5, { maxNewTokens: 4 });
     expect(strip(messages.slice(1))).toEqual(strip(ref as unknown as Record<string, unknown>[]));
     for (const m of messages.slice(1)) if (m['step'] !== undefined) expect((m['step'] as { generated: number }).generated).toBeLessThanOrEqual(4);

@@ -218,12 +218,12 @@ class RealtimeSession {
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
-    if (this.stop.signal.aborted) return;
+    // After end (or the drain) every message is dropped: nothing a client sends then can cost it its final.
+    if (this.stop.signal.aborted || this.inputEnded) return;
     if (!isBinary) {
       this.onText(data.toString('utf8'));
       return;
     }
-    if (this.inputEnded) return; // after end (or the drain): dropped
     if (this.config === undefined) this.setConfig({});
     if (this.stop.signal.aborted) return;
     const live = this.live;
@@ -252,7 +252,7 @@ class RealtimeSession {
     }
     const m = msg as Record<string, unknown>;
     if (m['type'] === 'config') {
-      if (this.config !== undefined || this.inputEnded) {
+      if (this.config !== undefined) {
         this.fail(new HttpError(400, 'invalid_request', 'the config message must be the first message, and only one', 'type'));
         return;
       }
