@@ -59,6 +59,10 @@ describe('examples/deploy/docker-compose.yml', () => {
     const nginx = String(obj(obj(d['configs'])['nginx'])['content']);
     expect(nginx).toMatch(/server asr:8080/);
     expect(nginx).toMatch(/proxy_pass http:\/\/asr;/);
+    // The WebSocket route passes the Upgrade handshake on (`$$` is Compose's escape for a literal `$`).
+    const realtime = /location = \/v1\/realtime \{([^}]*)\}/.exec(nginx)?.[1] ?? '';
+    expect(realtime).toMatch(/proxy_set_header Upgrade \$\$http_upgrade;/);
+    expect(realtime).toMatch(/proxy_set_header Connection "upgrade";/);
     const worker = obj(s['worker']);
     checkArgs(worker['command']);
     expect(worker['command']).toEqual(expect.arrayContaining(['--redis', 'redis://redis:6379']));

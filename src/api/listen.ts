@@ -85,7 +85,8 @@ function checkRawFormat(f: RawAudioFormat): void {
 /**
  * Live recognition as a Duplex: write audio (WAV bytes by default), read LiveEvents (objectMode,
  * async-iterable). Errors (bad input, bad options, abort: code ABORTED) destroy the stream with their
- * RustAsrError; the native session is freed when the stream closes.
+ * RustAsrError; the native session is freed when the stream closes. 'ready' is emitted once the model is
+ * loaded and the options are accepted (before any event).
  */
 export class LiveTranscriber extends Duplex {
   private readonly queue: LiveEvent[] = [];
@@ -192,6 +193,8 @@ export class LiveTranscriber extends Duplex {
     await model.ready();
     if (this.destroyed) return model;
     this.recognizer = new LiveRecognizer(model, o, (e) => this.enqueue(e));
+    // The model is loaded and the options are accepted: audio written from now on is decoded.
+    this.emit('ready');
     return model;
   }
 
@@ -243,6 +246,11 @@ export class LiveTranscriber extends Duplex {
   private fail(err: unknown): void {
     if (this.destroyed) return;
     this.destroy(err instanceof Error ? err : new RustAsrError('INTERNAL', String(err)));
+  }
+
+  /** Stream time in seconds of the audio decoded so far (given to the recogniser, at the model's rate). */
+  get audioSeconds(): number {
+    return this.recognizer?.seconds ?? 0;
   }
 
   /** Events waiting for the consumer (partials coalesced). */

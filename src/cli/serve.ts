@@ -81,7 +81,7 @@ async function runServe(flags: Flags): Promise<void> {
 export function registerServe(prog: Sade): Sade {
   prog
     .command('serve')
-    .describe('Serve the OpenAI audio transcription API (POST /v1/audio/transcriptions) over HTTP; see docs/server.md.')
+    .describe('Serve the OpenAI audio transcription API (POST /v1/audio/transcriptions) and live recognition (WebSocket GET /v1/realtime) over HTTP; see docs/server.md.')
     .option('--model, -m', `Model directory or Hugging Face repo id (default ${DEFAULT_MODEL})`)
     .option('--model-id', 'The id /v1/models lists and `model` fields name (default: the base name of --model)')
     .option('--host', 'Address to bind (default 127.0.0.1; 0.0.0.0 for every interface)')
@@ -90,8 +90,8 @@ export function registerServe(prog: Sade): Sade {
     .option('--device-index', 'Which GPU (CUDA device ordinal, default 0)')
     .option('--quant', 'Decoder weights: bf16 | int8 (default bf16)')
     .option('--threads', 'Number of CPU threads (default: all)')
-    .option('--max-new-tokens', 'Maximum number of generated tokens per segment (default 512)')
-    .option('--max-concurrent', 'Transcriptions decoded at once (default 2)')
+    .option('--max-new-tokens', 'Maximum number of generated tokens per segment (default 512; caps a realtime step too)')
+    .option('--max-concurrent', 'Transcriptions and realtime sessions decoded at once (default 2)')
     .option('--max-queue', 'Requests that may wait beyond --max-concurrent before 429 (default 16)')
     .option('--api-key', 'Require Authorization: Bearer <key> (default: $RUSTASR_API_KEY, else none)')
     .option('--max-upload-mb', 'Largest audio upload in MiB (default 25)')

@@ -14,6 +14,10 @@ export class ServerMetrics {
   readonly rtf: Histogram;
   readonly tokensPerSecond: Histogram;
   readonly requestSeconds: Histogram<'route'>;
+  /** WebSocket realtime sessions open now (handshake done, not yet closed). */
+  readonly realtimeSessions: Gauge;
+  /** Seconds of audio decoded by realtime sessions (also counted in audioSeconds). */
+  readonly realtimeAudioSeconds: Counter;
 
   constructor(gate: Gate) {
     const registers = [this.registry];
@@ -49,6 +53,16 @@ export class ServerMetrics {
       help: 'Time from request to the end of the response, by route',
       labelNames: ['route'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    });
+    this.realtimeSessions = new Gauge({
+      name: 'rustasr_realtime_sessions',
+      help: 'WebSocket realtime sessions open now (GET /v1/realtime)',
+      registers,
+    });
+    this.realtimeAudioSeconds = new Counter({
+      name: 'rustasr_realtime_audio_seconds_total',
+      help: 'Seconds of audio decoded by realtime sessions (included in rustasr_audio_seconds_total)',
       registers,
     });
     new Gauge({

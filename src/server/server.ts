@@ -29,9 +29,9 @@ export interface ServeOptions {
   host?: string;
   /** Port (default 8080; 0 picks a free one). */
   port?: number;
-  /** Most tokens generated per segment (default: the SDK's 512). */
+  /** Most tokens generated per segment (default: the SDK's 512); also caps a realtime session's tokens per step. */
   maxNewTokens?: number;
-  /** Transcriptions decoded at once (default 2). */
+  /** Transcriptions and realtime sessions decoded at once (default 2). */
   maxConcurrent?: number;
   /** Admitted requests that may wait for a slot (uploading or queued) beyond maxConcurrent; more get 429 (default 16). */
   maxQueue?: number;
