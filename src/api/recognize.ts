@@ -3,24 +3,28 @@ import { createReadStream } from 'node:fs';
 import { Readable, pipeline } from 'node:stream';
 
 import { RustAsrError } from '../errors.js';
+import { notUtf8Hint } from '../model/files.js';
 import { DEFAULT_TARGET_RATE } from '../stages/resample.js';
 import type { AudioChunk } from '../stages/wav-decode.js';
 import { Transcriber, type RecognizeOptions } from './transcriber.js';
 
 /**
- * Audio to recognise: a WAV file path, WAV file bytes (Buffer / Uint8Array), a stream or async iterable of
- * WAV bytes, or 16 kHz mono float samples (Float32Array).
+ * Audio to recognise: a WAV file path (a string, or a `file:` URL, which can name a file whose name is not
+ * valid UTF-8: `pathToFileURL` or percent-encoded bytes), WAV file bytes (Buffer / Uint8Array), a stream or
+ * async iterable of WAV bytes, or 16 kHz mono float samples (Float32Array).
  */
-export type AudioInput = string | Uint8Array | Float32Array | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
+export type AudioInput = string | URL | Uint8Array | Float32Array | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
 /** A stream of a file's bytes whose open/read errors become RustAsrError IO_ERROR. */
-function fileSource(path: string): Readable {
+function fileSource(path: string | URL): Readable {
+  const shown = typeof path === 'string' ? path : path.href;
   return Readable.from(
     (async function* () {
       try {
         for await (const chunk of createReadStream(path)) yield chunk as Buffer;
       } catch (err) {
-        throw new RustAsrError('IO_ERROR', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+        const hint = typeof path === 'string' ? notUtf8Hint(path) : '';
+        throw new RustAsrError('IO_ERROR', `cannot read ${shown}: ${(err as Error).message}${hint}`, { cause: err });
       }
     })(),
     { objectMode: false },
@@ -33,6 +37,10 @@ function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio
     return { source: Readable.from([chunk], { objectMode: true }), input: 'audio' };
   }
   if (typeof input === 'string') return { source: fileSource(input), input: 'wav' };
+  if (input instanceof URL) {
+    if (input.protocol !== 'file:') throw new RustAsrError('INVALID_ARGUMENT', `an audio URL must be a file: URL, got ${input.protocol}`);
+    return { source: fileSource(input), input: 'wav' };
+  }
   if (input instanceof Uint8Array) {
     const buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
     return { source: Readable.from([buf], { objectMode: false }), input: 'wav' };
@@ -44,7 +52,7 @@ function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio
   if (input !== null && typeof input === 'object' && typeof (input as NodeJS.ReadableStream).pipe === 'function') {
     return { source: new Readable({ objectMode: false }).wrap(input as NodeJS.ReadableStream), input: 'wav' };
   }
-  throw new RustAsrError('INVALID_ARGUMENT', 'audio input must be a path, WAV bytes, a readable stream of WAV bytes or a Float32Array');
+  throw new RustAsrError('INVALID_ARGUMENT', 'audio input must be a path, a file: URL, WAV bytes, a readable stream of WAV bytes or a Float32Array');
 }
 
 /**

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 
 import { decodeWav } from '../audio/wav.js';
 import { RustAsrError } from '../errors.js';
+import { notUtf8Hint } from '../model/files.js';
 import { resample } from '../stages/resample.js';
 import type { SegmentResult } from '../stages/tokens.js';
 import type { TranscriptionResult } from './model.js';
@@ -25,17 +26,19 @@ export interface TranscribeResult extends TranscriptionResult {
 }
 
 /**
- * Reads a WAV path / buffer (or takes 16 kHz mono samples) and returns mono float samples at the model's rate
+ * Reads a WAV path (string or file: URL) / buffer (or takes 16 kHz mono samples) and returns mono float samples at the model's rate
  * (windowed-sinc resampling from any other rate).
  */
-export async function loadAudio(input: string | Uint8Array | Float32Array, sampleRate: number): Promise<Float32Array> {
+export async function loadAudio(input: string | URL | Uint8Array | Float32Array, sampleRate: number): Promise<Float32Array> {
   if (input instanceof Float32Array) return input;
   let bytes: Uint8Array;
-  if (typeof input === 'string') {
+  if (typeof input === 'string' || input instanceof URL) {
     try {
       bytes = await readFile(input);
     } catch (err) {
-      throw new RustAsrError('IO_ERROR', `cannot read ${input}: ${(err as Error).message}`, { cause: err });
+      const shown = typeof input === 'string' ? input : input.href;
+      const hint = typeof input === 'string' ? notUtf8Hint(input) : '';
+      throw new RustAsrError('IO_ERROR', `cannot read ${shown}: ${(err as Error).message}${hint}`, { cause: err });
     }
   } else {
     bytes = input;

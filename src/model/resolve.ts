@@ -12,6 +12,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { RustAsrError } from '../errors.js';
+import { notUtf8Hint, showPath } from './files.js';
 import {
   LOCK_SUFFIX,
   PARTIAL_SUFFIX,
@@ -88,7 +89,7 @@ function isLocalSpec(s: string): boolean {
   return s.startsWith('.') || s.startsWith('/') || s.startsWith('~') || s.startsWith('\\') || /^[A-Za-z]:[\\/]/.test(s);
 }
 
-async function isDirectory(p: string): Promise<boolean> {
+async function isDirectory(p: string | Buffer): Promise<boolean> {
   try {
     return (await stat(p)).isDirectory();
   } catch {
@@ -117,16 +118,25 @@ function normalizeEndpoint(raw: string): string {
  *   <cache>/models/<owner>--<name>/<revision> when complete (no network at all), else it is downloaded.
  * Offline (opts.offline, RUSTASR_OFFLINE=1, HF_HUB_OFFLINE=1), a model missing from the cache is MODEL_NOT_FOUND.
  */
-export async function resolveModel(idOrDir: string, opts: ResolveModelOptions = {}): Promise<string> {
+export async function resolveModel(idOrDir: string, opts?: ResolveModelOptions): Promise<string>;
+export async function resolveModel(idOrDir: string | Buffer, opts?: ResolveModelOptions): Promise<string | Buffer>;
+export async function resolveModel(idOrDir: string | Buffer, opts: ResolveModelOptions = {}): Promise<string | Buffer> {
+  if (Buffer.isBuffer(idOrDir)) {
+    // The bytes of a local directory's path (a name that is not valid UTF-8): used as they are.
+    if (idOrDir.length === 0 || idOrDir.includes(0)) throw new RustAsrError('INVALID_OPTION', 'a model directory Buffer must be non-empty, without NUL bytes');
+    if (await isDirectory(idOrDir)) return idOrDir;
+    throw new RustAsrError('MODEL_NOT_FOUND', `model directory not found: ${showPath(idOrDir)}`);
+  }
   if (typeof idOrDir !== 'string' || idOrDir.trim() === '') {
     throw new RustAsrError('INVALID_OPTION', 'a model directory or Hugging Face repo id is required');
   }
+  if (idOrDir.includes('\0')) throw new RustAsrError('INVALID_OPTION', 'a model directory or repo id must not contain a NUL character');
   // stat the path as given (not lexically normalised: 'x/..' is not a directory when x does not exist).
   const expanded = expandHome(idOrDir);
   if (isLocalSpec(idOrDir) || (await isDirectory(expanded))) {
     const localPath = resolvePath(expanded);
     if (await isDirectory(expanded)) return localPath;
-    throw new RustAsrError('MODEL_NOT_FOUND', `model directory not found: ${localPath}`);
+    throw new RustAsrError('MODEL_NOT_FOUND', `model directory not found: ${localPath}${notUtf8Hint(idOrDir)}`);
   }
   const repo = parseRepoId(idOrDir);
   const revision = validateRevision(opts.revision ?? DEFAULT_REVISION);
