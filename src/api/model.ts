@@ -165,13 +165,23 @@ async function readEosIds(dir: string | Buffer): Promise<number[]> {
   return ids as number[];
 }
 
-/** Files the tokenizer is built from; they are checked (present, regular files) at load, parsed in the background. */
-const TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'tokenizer_config.json'];
+/**
+ * Files the tokenizer is built from, with their size caps. They are checked at load (present, regular files
+ * under the cap: a FIFO is IO_ERROR and a huge file INVALID_TOKENIZER at once), parsed in the background.
+ */
+const TOKENIZER_FILES: readonly [string, number][] = [
+  ['vocab.json', FILE_LIMITS.tokenizer],
+  ['merges.txt', FILE_LIMITS.tokenizer],
+  ['tokenizer_config.json', FILE_LIMITS.json],
+];
 
 async function checkTokenizerFiles(dir: string | Buffer): Promise<void> {
-  for (const name of TOKENIZER_FILES) {
+  for (const [name, cap] of TOKENIZER_FILES) {
     const file = childPath(dir, name);
-    await statRegularFile(file, { missing: { code: 'MODEL_NOT_FOUND', message: `tokenizer file not found: ${showPath(file)}` } });
+    const st = await statRegularFile(file, { missing: { code: 'MODEL_NOT_FOUND', message: `tokenizer file not found: ${showPath(file)}` } });
+    if (st && st.size > cap) {
+      throw new RustAsrError('INVALID_TOKENIZER', `${showPath(file)}: ${st.size} bytes is over the ${cap}-byte limit for ${name}`);
+    }
   }
 }
 

@@ -9,22 +9,20 @@ import type { AudioChunk } from '../stages/wav-decode.js';
 import { Transcriber, type RecognizeOptions } from './transcriber.js';
 
 /**
- * Audio to recognise: a WAV file path (a string, or a `file:` URL, which can name a file whose name is not
- * valid UTF-8: `pathToFileURL` or percent-encoded bytes), WAV file bytes (Buffer / Uint8Array), a stream or
- * async iterable of WAV bytes, or 16 kHz mono float samples (Float32Array).
+ * Audio to recognise: a WAV file path, WAV file bytes (Buffer / Uint8Array), a stream or async iterable of
+ * WAV bytes, or 16 kHz mono float samples (Float32Array). A file whose name is not valid UTF-8 (which a JS
+ * string cannot hold) is given as a stream: `fs.createReadStream(pathBuffer)`.
  */
-export type AudioInput = string | URL | Uint8Array | Float32Array | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
+export type AudioInput = string | Uint8Array | Float32Array | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
 /** A stream of a file's bytes whose open/read errors become RustAsrError IO_ERROR. */
-function fileSource(path: string | URL): Readable {
-  const shown = typeof path === 'string' ? path : path.href;
+function fileSource(path: string): Readable {
   return Readable.from(
     (async function* () {
       try {
         for await (const chunk of createReadStream(path)) yield chunk as Buffer;
       } catch (err) {
-        const hint = typeof path === 'string' ? notUtf8Hint(path) : '';
-        throw new RustAsrError('IO_ERROR', `cannot read ${shown}: ${(err as Error).message}${hint}`, { cause: err });
+        throw new RustAsrError('IO_ERROR', `cannot read ${path}: ${(err as Error).message}${notUtf8Hint(path)}`, { cause: err });
       }
     })(),
     { objectMode: false },
@@ -37,10 +35,6 @@ function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio
     return { source: Readable.from([chunk], { objectMode: true }), input: 'audio' };
   }
   if (typeof input === 'string') return { source: fileSource(input), input: 'wav' };
-  if (input instanceof URL) {
-    if (input.protocol !== 'file:') throw new RustAsrError('INVALID_ARGUMENT', `an audio URL must be a file: URL, got ${input.protocol}`);
-    return { source: fileSource(input), input: 'wav' };
-  }
   if (input instanceof Uint8Array) {
     const buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
     return { source: Readable.from([buf], { objectMode: false }), input: 'wav' };
@@ -52,7 +46,7 @@ function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio
   if (input !== null && typeof input === 'object' && typeof (input as NodeJS.ReadableStream).pipe === 'function') {
     return { source: new Readable({ objectMode: false }).wrap(input as NodeJS.ReadableStream), input: 'wav' };
   }
-  throw new RustAsrError('INVALID_ARGUMENT', 'audio input must be a path, a file: URL, WAV bytes, a readable stream of WAV bytes or a Float32Array');
+  throw new RustAsrError('INVALID_ARGUMENT', 'audio input must be a path, WAV bytes, a readable stream of WAV bytes or a Float32Array');
 }
 
 /**

@@ -26,19 +26,17 @@ export interface TranscribeResult extends TranscriptionResult {
 }
 
 /**
- * Reads a WAV path (string or file: URL) / buffer (or takes 16 kHz mono samples) and returns mono float samples at the model's rate
+ * Reads a WAV path / buffer (or takes 16 kHz mono samples) and returns mono float samples at the model's rate
  * (windowed-sinc resampling from any other rate).
  */
-export async function loadAudio(input: string | URL | Uint8Array | Float32Array, sampleRate: number): Promise<Float32Array> {
+export async function loadAudio(input: string | Uint8Array | Float32Array, sampleRate: number): Promise<Float32Array> {
   if (input instanceof Float32Array) return input;
   let bytes: Uint8Array;
-  if (typeof input === 'string' || input instanceof URL) {
+  if (typeof input === 'string') {
     try {
       bytes = await readFile(input);
     } catch (err) {
-      const shown = typeof input === 'string' ? input : input.href;
-      const hint = typeof input === 'string' ? notUtf8Hint(input) : '';
-      throw new RustAsrError('IO_ERROR', `cannot read ${shown}: ${(err as Error).message}${hint}`, { cause: err });
+      throw new RustAsrError('IO_ERROR', `cannot read ${input}: ${(err as Error).message}${notUtf8Hint(input)}`, { cause: err });
     }
   } else {
     bytes = input;

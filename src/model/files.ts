@@ -52,7 +52,7 @@ export function showPath(p: string | Buffer): string {
 export function notUtf8Hint(p: string): string {
   return p.includes('\uFFFD')
     ? ' (the name holds U+FFFD: a file name whose bytes are not valid UTF-8 was decoded lossily, e.g. from the command line; ' +
-        'rename it, or pass the path as a Buffer (model directories) or a file: URL (audio) in the API)'
+        'rename it, or in the API pass the path as a Buffer (a model directory) or fs.createReadStream(Buffer) (audio))'
     : '';
 }
 
