@@ -248,6 +248,10 @@ describe('config.json dimensions are checked before anything is sized by them', 
   });
 });
 
+it('threads above 4096 is INVALID_OPTION before any thread starts', async () => {
+  for (const threads of [4097, 2 ** 31 - 1]) expect((await loadError(source, { threads })).code).toBe('INVALID_OPTION');
+});
+
 describe('overlapping tensors', () => {
   it('data_offsets that overlap another tensor are CORRUPT_WEIGHTS naming both', async () => {
     const dir = copyModel((d) => {

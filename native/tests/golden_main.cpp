@@ -868,6 +868,9 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
     p = mp;
     p.threads = -1;
     expect_error("threads -1", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });
+    p.threads = 2147483647;  // refused before any thread starts (it used to exhaust the OS's threads)
+    expect_error("threads 2147483647", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); },
+                 "at most");
     p = mp;
     p.quant = "int4";
     expect_error("quant int4", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });

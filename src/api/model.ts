@@ -49,7 +49,7 @@ export interface LoadModelOptions {
   device?: Device;
   /** Which GPU (CUDA device ordinal; default 0). Ignored on the CPU. */
   deviceIndex?: number;
-  /** Worker threads for the native kernels (default: all hardware threads). */
+  /** Worker threads for the native kernels (default: all hardware threads; at most 4096). */
   threads?: number;
   /** Force a CPU matrix-vector kernel (default 'auto': the best this CPU supports). */
   kernel?: KernelName;
@@ -95,6 +95,8 @@ export interface LoadModelOptions {
 }
 
 const LOAD_ABORTED = 'model load aborted';
+/** Largest `threads` (the engine's thread pool refuses more: a huge count would exhaust the OS's threads). */
+const MAX_THREADS = 4096;
 
 function checkSignal(signal: unknown): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
@@ -266,8 +268,8 @@ export class Model {
       throw new RustAsrError('INVALID_OPTION', 'the model directory must not contain a NUL byte');
     }
     checkSignal(opts.signal);
-    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0)) {
-      throw new RustAsrError('INVALID_OPTION', `threads must be a non-negative integer, got ${String(opts.threads)}`);
+    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0 || opts.threads > MAX_THREADS)) {
+      throw new RustAsrError('INVALID_OPTION', `threads must be an integer in 0 .. ${MAX_THREADS}, got ${String(opts.threads)}`);
     }
     if (opts.cacheDir !== undefined && opts.cacheDir !== false && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) {
       throw new RustAsrError('INVALID_OPTION', `cacheDir must be a non-empty string or false, got ${String(opts.cacheDir)}`);

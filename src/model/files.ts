@@ -12,17 +12,19 @@ import { RustAsrError, type RustAsrErrorCode } from '../errors.js';
 const MiB = 1024 * 1024;
 
 /**
- * Size caps of the metadata files, far above the real ones (config.json ~7 KB, vocab.json ~2.7 MB,
- * merges.txt ~1.7 MB, tokenizer_config.json ~12 KB, the index of a sharded checkpoint ~60 KB). The native
- * engine applies the same caps to config.json, preprocessor_config.json and the index (native/src/io/file.h).
+ * Size caps of the metadata files, well above the real ones (config.json ~7 KB, vocab.json 2.7 MB,
+ * merges.txt 1.7 MB, tokenizer_config.json ~12 KB, the index of a sharded checkpoint ~60 KB) and low enough
+ * to bound memory: building the tokenizer from a 16 MiB vocab.json peaks near 0.6 GB (the real one: 0.2 GB;
+ * 32 MiB took 1.1 GB). The native engine applies the same caps to config.json, preprocessor_config.json and
+ * the index (native/src/io/file.h).
  */
 export const FILE_LIMITS = Object.freeze({
   /** config.json, preprocessor_config.json, generation_config.json, tokenizer_config.json, chat_template.json. */
   json: 16 * MiB,
   /** vocab.json, merges.txt. */
-  tokenizer: 64 * MiB,
+  tokenizer: 16 * MiB,
   /** model.safetensors.index.json. */
-  index: 64 * MiB,
+  index: 16 * MiB,
   /** The cache's manifest. */
   manifest: 16 * MiB,
   /** A cache lock file ({pid, host, since}). */

@@ -89,7 +89,7 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpGetRe
     chain.push({ url: current, status, headers: res.headers });
     const location = res.headers.location;
     if (REDIRECTS.has(status) && location !== undefined) {
-      res.resume(); // discard the redirect body
+      discardBody(res);
       if (hop >= opts.maxRedirects) {
         throw new RustAsrError('DOWNLOAD_FAILED', `GET ${url.href}: more than ${opts.maxRedirects} redirects`);
       }
@@ -167,6 +167,17 @@ export async function readBody(res: http.IncomingMessage, maxBytes: number, sign
     guard?.stop();
   }
   return Buffer.concat(parts);
+}
+
+/**
+ * Discards a response body we do not read (a redirect, an error page). A short one (announced at most 64 KiB)
+ * is drained, so that the connection can be reused; anything else is cut off: a hostile server could
+ * otherwise stream an endless body in the background.
+ */
+export function discardBody(res: http.IncomingMessage): void {
+  const len = header(res.headers, 'content-length');
+  if (len !== undefined && /^\d+$/.test(len) && Number(len) <= 64 * 1024) res.resume();
+  else res.destroy();
 }
 
 /** A header's single value (first of a repeated header). */

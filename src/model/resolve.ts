@@ -35,7 +35,7 @@ import {
   type Verification,
 } from './cache.js';
 import { FILE_LIMITS, notUtf8Hint, readRegularFile, showPath } from './files.js';
-import { RETRYABLE, SpeedGuard, abortedError, header, httpGet, readBody, retryable, type HopInfo, type SpeedRule } from './http.js';
+import { RETRYABLE, SpeedGuard, abortedError, discardBody, header, httpGet, readBody, retryable, type HopInfo, type SpeedRule } from './http.js';
 
 export interface DownloadProgress {
   /** File name inside the model directory. */
@@ -81,8 +81,8 @@ export interface ResolveModelOptions {
   deadlineMs?: number;
   /**
    * Largest accepted weights file (*.safetensors) when the hub announces no size for it (default 32 GiB).
-   * Files with an announced size are held to it; the other files have fixed caps (16 MiB for JSON,
-   * 64 MiB for vocab.json, merges.txt and the index; docs/errors.md).
+   * Files with an announced size are held to it; the other files have a fixed 16 MiB cap
+   * (docs/errors.md).
    */
   maxWeightsBytes?: number;
 }
@@ -380,7 +380,7 @@ async function fetchListing(ctx: Ctx): Promise<Map<string, Expected> | undefined
       maxRedirects: MAX_REDIRECTS,
     });
     if (r.status !== 200) {
-      r.res.resume();
+      discardBody(r.res);
       return undefined;
     }
     body = await readBody(r.res, MAX_LISTING_BYTES, ctx.signal, speedRule(ctx));
@@ -630,13 +630,13 @@ async function fetchOnce(ctx: Ctx, file: string, known: Expected, resumeAllowed:
     const status = r.status;
     if (status === 416 && offset > 0) {
       // The partial is at least as long as the file: start over.
-      r.res.resume();
+      discardBody(r.res);
       await rm(partial, { force: true });
       offset = 0;
       continue;
     }
     if (status === 401 || status === 403 || status === 404) {
-      r.res.resume();
+      discardBody(r.res);
       const code = header(r.res.headers, 'x-error-code');
       const msg = header(r.res.headers, 'x-error-message');
       throw new NotFound(
@@ -646,7 +646,7 @@ async function fetchOnce(ctx: Ctx, file: string, known: Expected, resumeAllowed:
       );
     }
     if (status !== 200 && status !== 206) {
-      r.res.resume();
+      discardBody(r.res);
       const err = new RustAsrError('DOWNLOAD_FAILED', `${ctx.repo.id}@${ctx.revision}: ${file}: HTTP ${status} from ${r.url.origin}`);
       throw status >= 500 || status === 408 || status === 429 ? retryable(err) : err;
     }

@@ -83,7 +83,7 @@ const BYTE_LEVEL_DECODE = byteLevelDecoderTable();
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 
-/** vocab.json and merges.txt may be tens of MB; the other tokenizer files are small JSON. */
+/** Size caps of the tokenizer files (model/files.ts). */
 const TOKENIZER_FILE_LIMITS: Readonly<Record<string, number>> = {
   'vocab.json': FILE_LIMITS.tokenizer,
   'merges.txt': FILE_LIMITS.tokenizer,
@@ -331,8 +331,8 @@ class QwenTokenizer implements AsrTokenizer {
 
 /**
  * Loads the tokenizer of a Qwen3-ASR checkpoint directory (vocab.json, merges.txt, tokenizer_config.json).
- * Missing files raise RustAsrError 'MODEL_NOT_FOUND'; malformed ones, or ones over their size cap (64 MiB
- * for vocab.json and merges.txt, 16 MiB for tokenizer_config.json), 'INVALID_TOKENIZER'; a FIFO, device or
+ * Missing files raise RustAsrError 'MODEL_NOT_FOUND'; malformed ones, or ones over their 16 MiB size cap,
+ * 'INVALID_TOKENIZER'; a FIFO, device or
  * directory in their place 'IO_ERROR' (nothing blocks on it). `modelDir` may be a Buffer (a path that is not
  * valid UTF-8).
  */

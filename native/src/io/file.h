@@ -20,7 +20,7 @@ namespace rustasr {
 // Caps on the metadata files of a model directory (docs/errors.md). The real files are far smaller:
 // config.json ~7 KB, preprocessor_config.json ~0.4 KB, the index of a sharded 1.7B checkpoint ~60 KB.
 constexpr size_t kMaxConfigBytes = size_t(16) << 20;       // config.json, preprocessor_config.json: 16 MiB
-constexpr size_t kMaxIndexBytes = size_t(64) << 20;        // model.safetensors.index.json: 64 MiB
+constexpr size_t kMaxIndexBytes = size_t(16) << 20;        // model.safetensors.index.json: 16 MiB
 
 // "a FIFO", "a directory", "a character device", ... for a st_mode that is not a regular file.
 std::string file_kind(unsigned mode);
