@@ -14,6 +14,8 @@
         "native/src/io/safetensors.cpp",
         "native/src/io/large_pages.cpp",
         "native/src/io/config.cpp",
+        "native/src/io/file.cpp",
+        "native/src/io/preprocessor.cpp",
         "native/src/audio/mel.cpp",
         "native/src/model/weights.cpp",
         "native/src/model/model.cpp",

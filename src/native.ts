@@ -153,7 +153,8 @@ export interface NativeModel {
 
 export interface NativeBinding {
   loadModel(
-    dir: string,
+    /** A path, or a Buffer of its bytes (names that are not valid UTF-8). */
+    dir: string | Buffer,
     opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; lowMemory?: boolean; largePages?: boolean; device?: string; deviceIndex?: number },
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */

@@ -460,8 +460,18 @@ namespace {
 
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) throw make_error(env, "INVALID_ARGUMENT", "model directory must be a string");
-  const std::string dir = info[0].As<Napi::String>().Utf8Value();
+  // A string, or a Buffer holding the path's bytes (a name that is not valid UTF-8).
+  std::string dir;
+  if (info[0].IsString()) {
+    dir = info[0].As<Napi::String>().Utf8Value();
+  } else if (info[0].IsBuffer()) {
+    Napi::Buffer<char> b = info[0].As<Napi::Buffer<char>>();
+    dir.assign(b.Data(), b.Length());
+  } else {
+    throw make_error(env, "INVALID_ARGUMENT", "model directory must be a string or a Buffer");
+  }
+  if (dir.empty() || dir.find('\0') != std::string::npos)
+    throw make_error(env, "INVALID_ARGUMENT", "model directory must be non-empty and hold no NUL byte");
   rustasr::ModelParams params;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Object o = info[1].As<Napi::Object>();
@@ -489,6 +499,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         params.int8_cache = false;
       } else if (c.IsString()) {
         params.cache_dir = c.As<Napi::String>().Utf8Value();
+        if (params.cache_dir.find('\0') != std::string::npos)
+          throw make_error(env, "INVALID_ARGUMENT", "cacheDir must hold no NUL byte");
       } else {
         throw make_error(env, "INVALID_ARGUMENT", "cacheDir must be a string or false");
       }

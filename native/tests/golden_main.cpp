@@ -47,6 +47,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/probe.h"
+#include "io/file.h"
 #include "io/large_pages.h"
 #include "io/safetensors.h"
 #include "util/json.h"
@@ -794,6 +795,101 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
     expect_error("malformed preprocessor_config.json", ErrorCode::kInvalidConfig, load(dir));
   }
 
+  // ---- hostile model directories (issue 18): nothing blocks, nothing large is read or allocated.
+  {
+    // A FIFO in place of each file the engine reads: kIo at once (a plain open() would block forever).
+    for (const char* name : {"config.json", "model.safetensors", "model.safetensors.index.json",
+                             "preprocessor_config.json"}) {
+      const std::string dir = make_dir(nullptr, nullptr);
+      fs::remove(dir + "/" + name);
+      if (::mkfifo((dir + "/" + name).c_str(), 0600) != 0) {
+        report(false, std::string("mkfifo ") + name, std::strerror(errno));
+        continue;
+      }
+      expect_error(std::string("FIFO ") + name, ErrorCode::kIo, load(dir), "(a FIFO)");
+    }
+    // A symlink to a character device: kIo, nothing read.
+    for (const char* name : {"config.json", "preprocessor_config.json", "model.safetensors.index.json"}) {
+      const std::string dir = make_dir(nullptr, nullptr);
+      fs::remove(dir + "/" + name);
+      fs::create_symlink("/dev/zero", dir + "/" + name);
+      expect_error(std::string(name) + " -> /dev/zero", ErrorCode::kIo, load(dir), "(a character device)");
+    }
+    // Over the size caps (sparse files: refused from their size, never read).
+    const std::pair<const char*, std::pair<size_t, ErrorCode>> caps[] = {
+        {"config.json", {rustasr::kMaxConfigBytes, ErrorCode::kInvalidConfig}},
+        {"preprocessor_config.json", {rustasr::kMaxConfigBytes, ErrorCode::kInvalidConfig}},
+        {"model.safetensors.index.json", {rustasr::kMaxIndexBytes, ErrorCode::kCorruptWeights}}};
+    for (const auto& c : caps) {
+      const std::string dir = make_dir(nullptr, nullptr);
+      write_file(dir + "/" + c.first, "");
+      if (::truncate((dir + "/" + c.first).c_str(), static_cast<off_t>(c.second.first + 1)) != 0) {
+        report(false, std::string("truncate ") + c.first, std::strerror(errno));
+        continue;
+      }
+      expect_error(std::string(c.first) + " over its cap", c.second.second, load(dir), "-byte limit");
+    }
+    // preprocessor_config.json: only the official processor's values.
+    const std::pair<const char*, const char*> pre_bad[] = {
+        {"{\"n_fft\": 20014}", "n_fft"},         {"{\"n_fft\": 268435456}", "n_fft"},
+        {"{\"hop_length\": 1}", "hop_length"},   {"{\"sampling_rate\": 2}", "sampling_rate"},
+        {"{\"n_fft\": \"400\"}", "n_fft"},      {"{\"hop_length\": 160.5}", "hop_length"},
+        {"[400]", "object"}};
+    for (const auto& b : pre_bad) {
+      const std::string dir = make_dir(nullptr, nullptr);
+      write_file(dir + "/preprocessor_config.json", b.first);
+      expect_error(std::string("preprocessor_config.json ") + b.first, ErrorCode::kInvalidConfig, load(dir), b.second);
+    }
+    {
+      const std::string dir = make_dir(nullptr, nullptr);
+      write_file(dir + "/preprocessor_config.json",
+                 "{\"n_fft\": 400.0, \"hop_length\": 160, \"sampling_rate\": 16000, \"feature_size\": 128.0}");
+      try {
+        auto m = rustasr::load_model(dir, mp);
+        const rustasr::ModelInfo mi = rustasr::model_info(*m);
+        report(mi.sample_rate == 16000 && mi.hop_length == 160, "preprocessor_config.json with integral floats loads");
+      } catch (const std::exception& e) {
+        report(false, "preprocessor_config.json with integral floats loads", e.what());
+      }
+    }
+    // Layer counts and dimensions: checked against the tensors and bounds before anything is allocated.
+    const std::string enc_layers = "\"encoder_layers\": " + std::to_string(rustasr::model_info(
+                                                                 *rustasr::load_model(model_src, mp)).encoder_layers);
+    expect_error("encoder_layers 1000000", ErrorCode::kInvalidConfig,
+                 load(with_config(replace_first(cfg, enc_layers, "\"encoder_layers\": 1000000"))), "encoder_layers");
+    expect_error("encoder_layers 2147483647", ErrorCode::kInvalidConfig,
+                 load(with_config(replace_first(cfg, enc_layers, "\"encoder_layers\": 2147483647"))), "limit");
+    expect_error("encoder_layers 4e6", ErrorCode::kInvalidConfig,
+                 load(with_config(replace_first(cfg, enc_layers, "\"encoder_layers\": 4e6"))), "encoder_layers");
+    {
+      // One layer more than the weights hold (the text decoder's num_hidden_layers is the last one).
+      const size_t p = cfg.rfind("\"num_hidden_layers\": ");
+      const size_t v = p + std::strlen("\"num_hidden_layers\": ");
+      const int n = std::atoi(cfg.c_str() + v);
+      std::string c = cfg;
+      c.replace(v, std::to_string(n).size(), std::to_string(n + 1));
+      expect_error("num_hidden_layers one more than the weights", ErrorCode::kInvalidConfig, load(with_config(c)),
+                   "but the weights hold " + std::to_string(n));
+    }
+    {
+      // An integral float is that integer: hidden_size 64.0 loads like 64.
+      const size_t p = cfg.rfind("\"hidden_size\": ");
+      const size_t v = p + std::strlen("\"hidden_size\": ");
+      const std::string n = std::to_string(std::atoi(cfg.c_str() + v));
+      std::string c = cfg;
+      c.replace(v, n.size(), n + ".0");
+      try {
+        rustasr::load_model(with_config(c), mp);
+        report(true, "hidden_size written as " + n + ".0 loads");
+      } catch (const std::exception& e) {
+        report(false, "hidden_size written as " + n + ".0 loads", e.what());
+      }
+      c = cfg;
+      c.replace(v, n.size(), n + ".5");
+      expect_error("hidden_size " + n + ".5", ErrorCode::kInvalidConfig, load(with_config(c)), "(not an integer)");
+    }
+  }
+
   // ---- model.safetensors
   expect_error("4-byte weights file", ErrorCode::kCorruptWeights, load(with_weights("abcd")));
   expect_error("header length beyond the file", ErrorCode::kCorruptWeights, load(with_weights([&] {
@@ -832,6 +928,12 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
   {
     std::string b = serialize(base, 0, ",\"" + base[0].name + "\":{}");
     expect_error("duplicate tensor name in header", ErrorCode::kCorruptWeights, load(with_weights(b)));
+  }
+  {
+    // The second tensor's bytes moved onto the first's (same span length, inside the data section).
+    std::vector<Entry> es = base;
+    es[1].offsets = "0," + std::to_string(es[1].bytes.size());
+    expect_error("overlapping data_offsets", ErrorCode::kCorruptWeights, load(with_weights(serialize(es))), "overlap");
   }
   {
     const std::string name = "thinker.model.layers.1.mlp.up_proj.weight";
@@ -977,6 +1079,9 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
     p = mp;
     p.threads = -1;
     expect_error("threads -1", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });
+    p.threads = 2147483647;  // refused before any thread starts (it used to exhaust the OS's threads)
+    expect_error("threads 2147483647", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); },
+                 "at most");
     p = mp;
     p.quant = "int4";
     expect_error("quant int4", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });

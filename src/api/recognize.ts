@@ -3,13 +3,15 @@ import { createReadStream } from 'node:fs';
 import { Readable, pipeline } from 'node:stream';
 
 import { RustAsrError } from '../errors.js';
+import { notUtf8Hint } from '../model/files.js';
 import { DEFAULT_TARGET_RATE } from '../stages/resample.js';
 import type { AudioChunk } from '../stages/wav-decode.js';
 import { Transcriber, type RecognizeOptions } from './transcriber.js';
 
 /**
  * Audio to recognise: a WAV file path, WAV file bytes (Buffer / Uint8Array), a stream or async iterable of
- * WAV bytes, or 16 kHz mono float samples (Float32Array).
+ * WAV bytes, or 16 kHz mono float samples (Float32Array). A file whose name is not valid UTF-8 (which a JS
+ * string cannot hold) is given as a stream: `fs.createReadStream(pathBuffer)`.
  */
 export type AudioInput = string | Uint8Array | Float32Array | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
@@ -20,7 +22,7 @@ function fileSource(path: string): Readable {
       try {
         for await (const chunk of createReadStream(path)) yield chunk as Buffer;
       } catch (err) {
-        throw new RustAsrError('IO_ERROR', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+        throw new RustAsrError('IO_ERROR', `cannot read ${path}: ${(err as Error).message}${notUtf8Hint(path)}`, { cause: err });
       }
     })(),
     { objectMode: false },

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 
 import { decodeWav } from '../audio/wav.js';
 import { RustAsrError } from '../errors.js';
+import { notUtf8Hint } from '../model/files.js';
 import { resample } from '../stages/resample.js';
 import type { SegmentResult } from '../stages/tokens.js';
 import type { TranscriptionResult } from './model.js';
@@ -37,7 +38,7 @@ export async function loadAudio(input: string | Uint8Array | Float32Array, sampl
     try {
       bytes = await readFile(input);
     } catch (err) {
-      throw new RustAsrError('IO_ERROR', `cannot read ${input}: ${(err as Error).message}`, { cause: err });
+      throw new RustAsrError('IO_ERROR', `cannot read ${input}: ${(err as Error).message}${notUtf8Hint(input)}`, { cause: err });
     }
   } else {
     bytes = input;

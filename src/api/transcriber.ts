@@ -4,6 +4,7 @@
 import { pipeline, type Readable, type Writable } from 'node:stream';
 
 import { RustAsrError, isRustAsrError } from '../errors.js';
+import { checkContext } from '../text/prompt.js';
 import { Resampler } from '../stages/resample.js';
 import { Segmenter, MAX_SEGMENT_SECONDS, type AudioSegment } from '../stages/segment.js';
 import { TokenStream, type SegmentResult, type TokenStreamOptions } from '../stages/tokens.js';
@@ -25,7 +26,7 @@ export interface RecognizeOptions extends LoadModelOptions {
   model: Model | string;
   /** Force the language (one of the model's support_languages, any case); omit to detect it. */
   language?: string;
-  /** System-prompt context (glossary, names) given to the decoder. */
+  /** System-prompt context (glossary, names) given to the decoder; at most 10,000 characters (MAX_CONTEXT_CHARS). */
   context?: string;
   /** Most tokens generated per segment (default 512). */
   maxNewTokens?: number;
@@ -67,7 +68,7 @@ export interface TranscriberOptions extends RecognizeOptions {
 
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
   if (typeof opts.model === 'string') {
-    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages };
+    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages, signal: opts.signal };
     const model = loadModel(opts.model, load).then((m) => {
       try {
         requireKind(m, 'asr');
@@ -134,8 +135,16 @@ export class Transcriber extends TokenStream {
 
   constructor(opts: TranscriberOptions) {
     const input = opts.input ?? 'wav';
-    const { model, owns } = modelFor(opts);
-    const align = alignerOf(opts);
+    // Options that need no model fail before one is loaded (the context is checked again at each prompt).
+    let early: Error | undefined;
+    try {
+      checkContext(opts.context);
+    } catch (err) {
+      early = err as Error;
+    }
+    const { model, owns } = early === undefined ? modelFor(opts) : { model: Promise.reject(early), owns: false };
+    if (early !== undefined) (model as Promise<Model>).catch(() => undefined);
+    const align = early === undefined ? alignerOf(opts) : undefined;
     const base: TokenStreamOptions = {
       model,
       ownsModel: owns,
@@ -159,6 +168,7 @@ export class Transcriber extends TokenStream {
         void align.owns.then((o) => (o ? align.aligner.then((m) => m.dispose(), () => {}) : undefined));
       });
     }
+    if (early !== undefined) queueMicrotask(() => this.destroy(early));
     let segmenter: Segmenter;
     try {
       let maxSeconds = opts.maxSegmentSeconds ?? MAX_SEGMENT_SECONDS;

@@ -3,7 +3,6 @@
 // Exit codes: 0 success, 1 runtime error (bad audio, missing model, unsupported device, ...), 2 bad usage
 // (unknown or malformed flags, bad --config file, missing --model or file).
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import sade from 'sade';
 
@@ -13,6 +12,8 @@ import { recognize, type AudioInput } from '../api/recognize.js';
 import type { RecognizeOptions } from '../api/transcriber.js';
 import { RustAsrError } from '../errors.js';
 import { resolveModel } from '../model/resolve.js';
+import { notUtf8Hint, readRegularFile } from '../model/files.js';
+import { checkContext } from '../text/prompt.js';
 import type { SegmentResult } from '../stages/tokens.js';
 import { FALLBACK_CUE_SECONDS, formatCue, segmentCues } from '../text/subtitles.js';
 import { registerDevices } from './devices.js';
@@ -93,14 +94,31 @@ export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknow
     karaoke: boolOpt('karaoke', raw.karaoke),
   };
   for (const k of Object.keys(o) as (keyof InferOptions)[]) if (o[k] === undefined) delete o[k];
+  if (o.context !== undefined) {
+    try {
+      checkContext(o.context);
+    } catch (err) {
+      throw new UsageError(`--context: ${(err as Error).message}`);
+    }
+  }
   return o;
 }
+
+/** Largest --config file. */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 
 /** Reads a --config JSON file: an object whose keys are InferOptions names (camelCase) or flag names. */
 export async function readConfig(path: string): Promise<Partial<Record<keyof InferOptions, unknown>>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // A regular file of at most 1 MiB (a FIFO or /dev/zero fails at once instead of blocking or filling memory).
+    const bytes = await readRegularFile(path, {
+      maxBytes: MAX_CONFIG_FILE_BYTES,
+      label: '--config',
+      tooLargeCode: 'INVALID_OPTION',
+      missing: { code: 'INVALID_OPTION', message: `no such file${notUtf8Hint(path)}` },
+    });
+    text = (bytes as Buffer).toString('utf8');
   } catch (err) {
     throw new UsageError(`cannot read --config ${path}: ${(err as Error).message}`);
   }
@@ -256,7 +274,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--device-index', 'Which GPU (CUDA device ordinal, default 0)')
     .option('--config', 'JSON file with the same options (camelCase or flag names); flags override it')
     .option('--language', 'Force the language (e.g. English); default: detect')
-    .option('--context', 'Context text given to the decoder (glossary, names)')
+    .option('--context', 'Context text given to the decoder (glossary, names; at most 10,000 characters)')
     .option('--format', 'Output: text | json | srt | vtt (default text; srt/vtt: cues from word times when an aligner is found, else from pauses)')
     .option('--timestamps', 'none | word: word times from the forced aligner (json: "words"; default: word for srt/vtt when an aligner is on disk)')
     .option('--aligner', `Forced aligner directory or hub id (default ${DEFAULT_ALIGNER})`)

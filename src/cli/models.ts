@@ -15,6 +15,8 @@ export interface RunPullOptions {
   cacheDir?: string;
   endpoint?: string;
   offline?: boolean;
+  /** Overall deadline in seconds (`--timeout`); none by default. */
+  timeoutSeconds?: number;
   signal?: AbortSignal;
   /** The model directory is printed here (default: process.stdout); null for silence. */
   out?: NodeJS.WritableStream | null;
@@ -78,6 +80,9 @@ export function pullProgressPrinter(log: NodeJS.WritableStream): { onProgress: (
 /** Resolves (downloading if needed) `opts.id` and prints the model directory. */
 export async function runPull(opts: RunPullOptions): Promise<string> {
   if (!opts.id) usage('pull: a model id (owner/name) is required');
+  if (opts.timeoutSeconds !== undefined && !(opts.timeoutSeconds > 0 && opts.timeoutSeconds * 1000 <= 2 ** 31 - 1)) {
+    usage(`pull: --timeout must be a positive number of seconds (at most ${Math.floor((2 ** 31 - 1) / 1000)}), got ${String(opts.timeoutSeconds)}`);
+  }
   const log = opts.log === undefined ? process.stderr : opts.log;
   const out = opts.out === undefined ? process.stdout : opts.out;
   const printer = log ? pullProgressPrinter(log) : undefined;
@@ -87,6 +92,7 @@ export async function runPull(opts: RunPullOptions): Promise<string> {
       cacheDir: opts.cacheDir,
       endpoint: opts.endpoint,
       offline: opts.offline,
+      deadlineMs: opts.timeoutSeconds === undefined ? undefined : Math.round(opts.timeoutSeconds * 1000),
       signal: opts.signal,
       onProgress: printer?.onProgress,
     });
@@ -111,7 +117,7 @@ export async function runList(opts: RunListOptions = {}): Promise<CachedModel[]>
     out.write('no cached models\n');
     return models;
   }
-  const rows = models.map((m) => [m.id, m.revision, formatBytes(m.bytes), m.complete ? 'complete' : 'incomplete', m.dir]);
+  const rows = models.map((m) => [m.id, m.revision, formatBytes(m.bytes), m.complete ? (m.verified ? 'complete' : 'complete (unverified)') : 'incomplete', m.dir]);
   const head = ['ID', 'REVISION', 'SIZE', 'STATUS', 'DIR'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   for (const r of [head, ...rows]) {
@@ -126,6 +132,7 @@ interface PullFlags {
   'cache-dir'?: unknown;
   endpoint?: unknown;
   offline?: unknown;
+  timeout?: unknown;
 }
 
 interface ListFlags {
@@ -150,13 +157,21 @@ export function registerModelCommands(prog: Sade): Sade {
     .option('--cache-dir', 'Cache root (default: $RUSTASR_CACHE_DIR or ~/.cache/rustasr)')
     .option('--endpoint', 'Hub URL (default: $HF_ENDPOINT or https://huggingface.co)')
     .option('--offline', 'Use only the cache', false)
+    .option('--timeout', 'Give up after this many seconds in all (default: no deadline; a transfer slower than 1 kB/s fails anyway)')
     .example('pull Qwen/Qwen3-ASR-0.6B')
+    .example('pull Qwen/Qwen3-ASR-0.6B --timeout 3600')
     .action(async (id: string, flags: PullFlags) => {
       try {
-        for (const f of ['revision', 'cache-dir', 'endpoint'] as const) {
+        for (const f of ['revision', 'cache-dir', 'endpoint', 'timeout'] as const) {
           if (flags[f] === true || flags[f] === '') usage(`--${f} needs a value`);
         }
+        let timeoutSeconds: number | undefined;
+        if (flags.timeout !== undefined) {
+          timeoutSeconds = typeof flags.timeout === 'number' ? flags.timeout : Number(String(flags.timeout).trim() || NaN);
+          if (!(timeoutSeconds > 0)) usage(`--timeout must be a positive number of seconds, got ${String(flags.timeout)}`);
+        }
         await runPull({
+          timeoutSeconds,
           id: String(id),
           revision: str(flags.revision),
           cacheDir: str(flags['cache-dir']),

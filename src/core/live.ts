@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { RustAsrError } from '../errors.js';
 import type { NativeSession, NativeStartResult } from '../native.js';
 import { parseAsrOutputOfficial } from '../text/asr-output.js';
-import { normalizeLanguage, promptPieces, type PromptPieces } from '../text/prompt.js';
+import { checkContext, normalizeLanguage, promptPieces, type PromptPieces } from '../text/prompt.js';
 import type { AsrTokenizer } from '../text/tokenizer.js';
 import { Endpointer, type EndpointEvent, type EndpointOptions } from '../audio/endpoint.js';
 import { abortError } from './abort.js';
@@ -555,7 +555,7 @@ export class LiveRecognizer {
       const n = positiveInt(mnt, 'maxNewTokens');
       budget = () => n;
     }
-    if (o.context !== undefined && typeof o.context !== 'string') throw new RustAsrError('INVALID_OPTION', 'context must be a string');
+    checkContext(o.context);
     this.pastText = o.pastText ?? false;
     if (typeof this.pastText !== 'boolean') throw new RustAsrError('INVALID_OPTION', 'pastText must be a boolean');
     this.sampleRate = model.info.sampleRate;

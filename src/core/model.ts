@@ -1,9 +1,8 @@
 // Model: the loaded, shareable engine (weights, tokenizer) and the greedy transcription loop over it.
-import { access, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { RustAsrError, fromNative } from '../errors.js';
+import { childPath, FILE_LIMITS, readRegularFile, showPath, statRegularFile } from '../model/files.js';
 import { resolveModel } from '../model/resolve.js';
 import { native, type NativeAligner, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
@@ -66,7 +65,7 @@ export interface LoadModelOptions {
   device?: Device;
   /** Which GPU (CUDA device ordinal; default 0). Ignored on the CPU. */
   deviceIndex?: number;
-  /** Worker threads for the native kernels (default: all hardware threads). */
+  /** Worker threads for the native kernels (default: all hardware threads; at most 4096). */
   threads?: number;
   /** Force a CPU matrix-vector kernel (default 'auto': the best this CPU supports). */
   kernel?: KernelName;
@@ -104,6 +103,21 @@ export interface LoadModelOptions {
    * `false`: no advice, no page-cache drop.
    */
   largePages?: boolean;
+  /**
+   * Aborts the load (and a hub download it waits for) with ABORTED. A native load already running
+   * finishes on its worker thread and is freed.
+   */
+  signal?: AbortSignal;
+}
+
+const LOAD_ABORTED = 'model load aborted';
+/** Largest `threads` (the engine's thread pool refuses more: a huge count would exhaust the OS's threads). */
+const MAX_THREADS = 4096;
+
+function checkSignal(signal: unknown): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new RustAsrError('INVALID_OPTION', 'signal must be an AbortSignal');
+  }
 }
 
 export interface DecodeOptions {
@@ -145,30 +159,85 @@ export interface TranscriptionResult {
 
 const DEFAULT_MAX_NEW_TOKENS = 512;
 
-async function readEosIds(dir: string): Promise<number[]> {
+const DEFAULT_EOS_IDS = [151643, 151645]; // <|endoftext|>, <|im_end|>
+
+/**
+ * The EOS ids of generation_config.json (optional: absent, or without eos_token_id, gives the Qwen3
+ * defaults). Read as a regular file under FILE_LIMITS.json; malformed JSON or a bad eos_token_id is
+ * INVALID_CONFIG (a broken file is reported, not silently replaced by defaults).
+ */
+async function readEosIds(dir: string | Buffer): Promise<number[]> {
+  const file = childPath(dir, 'generation_config.json');
+  const bytes = await readRegularFile(file, { maxBytes: FILE_LIMITS.json, label: 'generation_config.json', tooLargeCode: 'INVALID_CONFIG' });
+  if (bytes === undefined) return DEFAULT_EOS_IDS;
+  let gen: unknown;
   try {
-    const gen = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8')) as { eos_token_id?: number | number[] };
-    const eos = gen.eos_token_id;
-    if (Array.isArray(eos)) return eos;
-    if (typeof eos === 'number') return [eos];
-  } catch {
-    // generation_config.json is optional; fall through to the Qwen3 defaults.
+    gen = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw new RustAsrError('INVALID_CONFIG', `${showPath(file)}: not valid JSON: ${(err as Error).message}`, { cause: err });
   }
-  return [151643, 151645]; // <|endoftext|>, <|im_end|>
+  if (gen === null || typeof gen !== 'object' || Array.isArray(gen)) {
+    throw new RustAsrError('INVALID_CONFIG', `${showPath(file)}: expected a JSON object`);
+  }
+  const eos = (gen as { eos_token_id?: unknown }).eos_token_id;
+  if (eos === undefined || eos === null) return DEFAULT_EOS_IDS;
+  const ids = Array.isArray(eos) ? eos : [eos];
+  if (ids.length === 0 || !ids.every((id) => Number.isSafeInteger(id) && (id as number) >= 0)) {
+    throw new RustAsrError('INVALID_CONFIG', `${showPath(file)}: eos_token_id must be a non-negative integer or a non-empty array of them`);
+  }
+  return ids as number[];
 }
 
-/** Files the tokenizer is built from; their presence is checked at load, their parsing runs in the background. */
-const TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'tokenizer_config.json'];
+/**
+ * Files the tokenizer is built from, with their size caps. They are checked at load (present, regular files
+ * under the cap: a FIFO is IO_ERROR and a huge file INVALID_TOKENIZER at once), parsed in the background.
+ */
+const TOKENIZER_FILES: readonly [string, number][] = [
+  ['vocab.json', FILE_LIMITS.tokenizer],
+  ['merges.txt', FILE_LIMITS.tokenizer],
+  ['tokenizer_config.json', FILE_LIMITS.json],
+];
 
-async function checkTokenizerFiles(dir: string): Promise<void> {
-  for (const name of TOKENIZER_FILES) {
-    const file = join(dir, name);
-    try {
-      await access(file);
-    } catch (err) {
-      throw new RustAsrError('MODEL_NOT_FOUND', `tokenizer file not found: ${file}`, { cause: err });
+async function checkTokenizerFiles(dir: string | Buffer): Promise<void> {
+  for (const [name, cap] of TOKENIZER_FILES) {
+    const file = childPath(dir, name);
+    const st = await statRegularFile(file, { missing: { code: 'MODEL_NOT_FOUND', message: `tokenizer file not found: ${showPath(file)}` } });
+    if (st && st.size > cap) {
+      throw new RustAsrError('INVALID_TOKENIZER', `${showPath(file)}: ${st.size} bytes is over the ${cap}-byte limit for ${name}`);
     }
   }
+}
+
+/** Rejects with ABORTED when `signal` fires first; a value that arrives after that is handed to `late`. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string, late: (v: T) => void): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const onAbort = () => {
+      if (done) return;
+      done = true;
+      reject(abortError(signal.reason, what));
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        if (done) late(v);
+        else {
+          done = true;
+          resolve(v);
+        }
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        if (!done) {
+          done = true;
+          reject(err as Error);
+        }
+      },
+    );
+  });
 }
 
 export class Model {
@@ -205,12 +274,23 @@ export class Model {
     return this;
   }
 
-  /** Loads a model directory (config.json, safetensors, tokenizer files). Weights are memory-mapped. */
-  static async load(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+  /**
+   * Loads a model directory (config.json, safetensors, tokenizer files). Weights are memory-mapped. `dir`
+   * may be a Buffer holding the path's bytes (a name that is not valid UTF-8). With `opts.signal`, an
+   * abort rejects at once with ABORTED; a native load already running finishes on its worker thread and is
+   * freed (nothing in a model directory can block it: FIFOs and devices are refused before being opened).
+   */
+  static async load(dir: string | Buffer, opts: LoadModelOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device);
-    if (typeof dir !== 'string' || dir === '') throw new RustAsrError('INVALID_OPTION', 'the model directory must be a non-empty string');
-    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0)) {
-      throw new RustAsrError('INVALID_OPTION', `threads must be a non-negative integer, got ${String(opts.threads)}`);
+    if (!((typeof dir === 'string' || Buffer.isBuffer(dir)) && dir.length > 0)) {
+      throw new RustAsrError('INVALID_OPTION', 'the model directory must be a non-empty string or Buffer');
+    }
+    if (typeof dir === 'string' ? dir.includes('\0') : dir.includes(0)) {
+      throw new RustAsrError('INVALID_OPTION', 'the model directory must not contain a NUL byte');
+    }
+    checkSignal(opts.signal);
+    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0 || opts.threads > MAX_THREADS)) {
+      throw new RustAsrError('INVALID_OPTION', `threads must be an integer in 0 .. ${MAX_THREADS}, got ${String(opts.threads)}`);
     }
     if (opts.cacheDir !== undefined && opts.cacheDir !== false && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) {
       throw new RustAsrError('INVALID_OPTION', `cacheDir must be a non-empty string or false, got ${String(opts.cacheDir)}`);
@@ -224,9 +304,11 @@ export class Model {
     if (opts.deviceIndex !== undefined && (!Number.isInteger(opts.deviceIndex) || opts.deviceIndex < 0)) {
       throw new RustAsrError('INVALID_OPTION', `deviceIndex must be a non-negative integer, got ${String(opts.deviceIndex)}`);
     }
+    const signal = opts.signal;
+    if (signal?.aborted) throw abortError(signal.reason, LOAD_ABORTED);
     let nm: NativeModel;
     try {
-      nm = await native().loadModel(dir, {
+      const loading = native().loadModel(dir, {
         threads: opts.threads,
         kernel: opts.kernel,
         quant: opts.quant,
@@ -236,13 +318,14 @@ export class Model {
         device,
         deviceIndex: opts.deviceIndex,
       });
+      nm = await untilAborted(loading, signal, LOAD_ABORTED, (late) => late.dispose());
     } catch (err) {
       throw fromNative(err);
     }
     let model: Model;
     try {
-      const [, eos] = await Promise.all([checkTokenizerFiles(dir), readEosIds(dir)]);
-      model = new Model(nm, dir, nm.info(), loadTokenizer(dir), new Set(eos));
+      const [, eos] = await untilAborted(Promise.all([checkTokenizerFiles(dir), readEosIds(dir)]), signal, LOAD_ABORTED, () => undefined);
+      model = new Model(nm, showPath(dir), nm.info(), loadTokenizer(dir), new Set(eos));
     } catch (err) {
       nm.dispose();
       throw err;
@@ -401,12 +484,18 @@ function repetitionGuardFor(tokenizer: AsrTokenizer, maxNewTokens: number, langu
  * or '~') as it is, otherwise a Hugging Face repo id resolved through the download cache (see
  * docs/models.md). Every API that takes a model name goes through here.
  */
-export async function resolveModelDir(idOrDir: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
+export async function resolveModelDir(idOrDir: string, opts?: { signal?: AbortSignal }): Promise<string>;
+export async function resolveModelDir(idOrDir: string | Buffer, opts?: { signal?: AbortSignal }): Promise<string | Buffer>;
+export async function resolveModelDir(idOrDir: string | Buffer, opts: { signal?: AbortSignal } = {}): Promise<string | Buffer> {
   return resolveModel(idOrDir, { signal: opts.signal });
 }
 
-/** Loads a model from a directory or a Hugging Face repo id (downloaded once into the cache). */
-export async function loadModel(dirOrId: string, opts: LoadModelOptions = {}): Promise<Model> {
+/**
+ * Loads a model from a directory or a Hugging Face repo id (downloaded once into the cache). A Buffer is a
+ * local directory's path bytes. `opts.signal` aborts the download, the wait for it, and the load.
+ */
+export async function loadModel(dirOrId: string | Buffer, opts: LoadModelOptions = {}): Promise<Model> {
   checkDevice(opts.device); // an unknown device name fails before any download
-  return Model.load(await resolveModelDir(dirOrId), opts);
+  checkSignal(opts.signal);
+  return Model.load(await resolveModelDir(dirOrId, { signal: opts.signal }), opts);
 }

@@ -1,10 +1,13 @@
 // The model cache: its location, the layout models/<owner>--<name>/<revision>/<file>, repo id and file name
 // validation, the completion manifest and the cross-process lock.
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { hostname, homedir } from 'node:os';
-import { open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { lstat, lutimes, mkdir, open, rename, rm } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 
 import { RustAsrError } from '../errors.js';
+import { FILE_LIMITS, fileKind, readRegularFile } from './files.js';
 
 /** Name of the manifest written into a revision directory once every file is downloaded and verified. */
 export const MANIFEST_FILE = '.rustasr-manifest.json';
@@ -109,11 +112,24 @@ export function revisionDir(cacheRoot: string, repo: RepoId, revision: string): 
 
 // ------------------------------------------------------------------------------------------ manifest
 
+/**
+ * How a downloaded file was checked: against the sha256 or the git blob sha1 the hub announced, against its
+ * announced size only, or not at all (the hub announced neither: the file was only bounded by its cap).
+ */
+export type Verification = 'sha256' | 'git-sha1' | 'size' | 'none';
+
 export interface ManifestFile {
   name: string;
   size: number;
   /** sha256 of the file, when it was verified or computed during the download. */
   sha256?: string;
+  /** How the file was checked (absent in manifests written before this field existed). */
+  verified?: Verification;
+}
+
+/** True when the file's bytes were checked against a hash the hub announced. */
+export function hashVerified(f: ManifestFile): boolean {
+  return f.verified === 'sha256' || f.verified === 'git-sha1';
 }
 
 export interface Manifest {
@@ -129,7 +145,15 @@ export interface Manifest {
 
 export async function readManifest(dir: string): Promise<Manifest | undefined> {
   try {
-    const m = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as Partial<Manifest>;
+    // A regular file under its cap, never through a symlink (a FIFO or a link to /dev/zero is "no manifest").
+    const bytes = await readRegularFile(join(dir, MANIFEST_FILE), {
+      maxBytes: FILE_LIMITS.manifest,
+      label: MANIFEST_FILE,
+      tooLargeCode: 'IO_ERROR',
+      noFollow: true,
+    });
+    if (bytes === undefined) return undefined;
+    const m = JSON.parse(bytes.toString('utf8')) as Partial<Manifest>;
     if (m.version !== 1 || !Array.isArray(m.files) || typeof m.id !== 'string' || typeof m.revision !== 'string') return undefined;
     for (const f of m.files as unknown[]) {
       const e = f as Partial<ManifestFile> | null;
@@ -141,13 +165,16 @@ export async function readManifest(dir: string): Promise<Manifest | undefined> {
   }
 }
 
-/** The manifest when every file it lists is present with its recorded size (no hashing), else undefined. */
+/**
+ * The manifest when every file it lists is present, a regular file (not a symlink) with its recorded size
+ * (no hashing), else undefined.
+ */
 export async function completeManifest(dir: string): Promise<Manifest | undefined> {
   const m = await readManifest(dir);
   if (!m) return undefined;
   for (const f of m.files) {
     try {
-      const st = await stat(join(dir, f.name));
+      const st = await lstat(join(dir, f.name));
       if (!st.isFile() || st.size !== f.size) return undefined;
     } catch {
       return undefined;
@@ -156,16 +183,93 @@ export async function completeManifest(dir: string): Promise<Manifest | undefine
   return m;
 }
 
+/** open() flags of a file the cache creates: exclusive (never an existing file or a planted symlink). */
+export const CREATE_EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** A fresh, unguessable temporary name in `dir` for `base`. */
+export function privateTempName(dir: string, base: string): string {
+  return join(dir, `${base}.${process.pid}.${randomBytes(8).toString('hex')}.tmp`);
+}
+
 export async function writeManifest(dir: string, m: Manifest): Promise<void> {
-  const tmp = join(dir, `${MANIFEST_FILE}.${process.pid}.tmp`);
-  await writeFile(tmp, JSON.stringify(m, null, 2) + '\n');
-  await syncFile(tmp);
+  // Created exclusively under a private name (no symlink or file planted in the cache is ever written
+  // through), flushed, then renamed into place.
+  const tmp = privateTempName(dir, MANIFEST_FILE);
+  const fh = await open(tmp, CREATE_EXCLUSIVE, 0o644);
+  try {
+    await fh.writeFile(JSON.stringify(m, null, 2) + '\n');
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
   await rename(tmp, join(dir, MANIFEST_FILE));
   await syncDir(dir);
 }
 
+/**
+ * Creates the cache's directories down to `dir` (a path under `root`): the root as the user named it (it
+ * may be a symlink), then every component below it, each of which must be a real directory. A symlink (or
+ * anything else) in their place is never followed: IO_ERROR, nothing is written.
+ */
+export async function makeCacheDirs(root: string, dir: string): Promise<void> {
+  const rel = relative(root, dir);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new RustAsrError('INTERNAL', `${dir} is not under the cache root ${root}`);
+  try {
+    await mkdir(root, { recursive: true });
+  } catch (err) {
+    throw new RustAsrError('IO_ERROR', `cannot create ${root}: ${(err as Error).message}`, { cause: err });
+  }
+  let cur = root;
+  for (const part of rel.split(sep)) {
+    cur = join(cur, part);
+    try {
+      await mkdir(cur);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new RustAsrError('IO_ERROR', `cannot create ${cur}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    await checkCacheDir(cur);
+  }
+}
+
+/** IO_ERROR unless `p` is a real directory (lstat: a symlink is refused, not followed). */
+async function checkCacheDir(p: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(p);
+  } catch (err) {
+    throw new RustAsrError('IO_ERROR', `cannot stat ${p}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!st.isDirectory() || st.isSymbolicLink()) {
+    throw new RustAsrError('IO_ERROR', `refusing to use ${p}: it is ${fileKind(st)}, not a directory (the cache never follows symbolic links below its root)`);
+  }
+}
+
+/**
+ * True when every component of `dir` below `root` exists as a real directory; false when one is missing;
+ * IO_ERROR when one is a symlink or not a directory.
+ */
+export async function cacheDirsExist(root: string, dir: string): Promise<boolean> {
+  let cur = root;
+  for (const part of relative(root, dir).split(sep)) {
+    cur = join(cur, part);
+    try {
+      await lstat(cur);
+    } catch {
+      return false;
+    }
+    await checkCacheDir(cur);
+  }
+  return true;
+}
+
+/** fsyncs a file given by path (opened without following a symlink). */
 export async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     await fh.sync();
   } finally {
@@ -207,10 +311,17 @@ async function lockIsStale(path: string): Promise<boolean> {
   let mtimeMs: number;
   let text: string;
   try {
-    mtimeMs = (await stat(path)).mtimeMs;
-    text = await readFile(path, 'utf8');
-  } catch {
-    return false; // vanished: the next open('wx') will tell
+    const st = await lstat(path);
+    // Only a regular file is a lock; a symlink, FIFO or directory planted in its place is broken at once
+    // (moved aside, never followed or read).
+    if (!st.isFile()) return true;
+    mtimeMs = st.mtimeMs;
+    const bytes = await readRegularFile(path, { maxBytes: FILE_LIMITS.lock, label: 'a lock file', tooLargeCode: 'IO_ERROR', noFollow: true });
+    if (bytes === undefined) return false; // vanished: the next open('wx') will tell
+    text = bytes.toString('utf8');
+  } catch (err) {
+    // Over the cap or swapped for something else while we looked: not a lock of ours.
+    return err instanceof RustAsrError;
   }
   if (Date.now() - mtimeMs > LOCK_STALE_MS) return true;
   try {
@@ -248,7 +359,7 @@ export { sleep };
 export async function acquireLock(path: string, signal?: AbortSignal): Promise<() => Promise<void>> {
   for (;;) {
     try {
-      const fh = await open(path, 'wx');
+      const fh = await open(path, CREATE_EXCLUSIVE, 0o644);
       try {
         await fh.writeFile(JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() }));
       } finally {
@@ -256,7 +367,7 @@ export async function acquireLock(path: string, signal?: AbortSignal): Promise<(
       }
       const timer = setInterval(() => {
         const now = new Date();
-        utimes(path, now, now).catch(() => undefined);
+        lutimes(path, now, now).catch(() => undefined); // never touches what a planted symlink points to
       }, LOCK_REFRESH_MS);
       timer.unref();
       return async () => {
@@ -270,7 +381,7 @@ export async function acquireLock(path: string, signal?: AbortSignal): Promise<(
     }
     if (await lockIsStale(path)) {
       // Move it aside atomically so that only one waiter breaks a given stale lock.
-      const aside = `${path}.stale.${process.pid}.${Date.now()}`;
+      const aside = `${path}.stale.${process.pid}.${randomBytes(6).toString('hex')}`;
       try {
         await rename(path, aside);
         await rm(aside, { force: true });

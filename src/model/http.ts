@@ -1,4 +1,5 @@
-// Minimal HTTP(S) GET with redirects, an idle timeout and abort support, on node:http / node:https only.
+// Minimal HTTP(S) GET with redirects, an idle timeout, a deadline on the response head, a minimum-speed
+// rule and abort support, on node:http / node:https only.
 import * as http from 'node:http';
 import * as https from 'node:https';
 
@@ -51,7 +52,16 @@ function requestOnce(url: URL, headers: Record<string, string>, opts: HttpGetOpt
       return;
     }
     const mod = url.protocol === 'https:' ? https : http;
-    const req = mod.request(url, { method: 'GET', headers, signal: opts.signal }, resolve);
+    // The whole response head must arrive within timeoutMs: the idle timeout below alone never trips on a
+    // server that trickles its headers a byte at a time.
+    const headDeadline = setTimeout(() => {
+      req.destroy(retryable(new RustAsrError('DOWNLOAD_FAILED', `${url.origin}: no complete response headers within ${opts.timeoutMs} ms`)));
+    }, opts.timeoutMs);
+    const req = mod.request(url, { method: 'GET', headers, signal: opts.signal }, (res) => {
+      clearTimeout(headDeadline);
+      resolve(res);
+    });
+    req.on('close', () => clearTimeout(headDeadline));
     req.setTimeout(opts.timeoutMs, () => {
       req.destroy(retryable(new RustAsrError('DOWNLOAD_FAILED', `${url.origin}: no data for ${opts.timeoutMs} ms`)));
     });
@@ -79,7 +89,7 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpGetRe
     chain.push({ url: current, status, headers: res.headers });
     const location = res.headers.location;
     if (REDIRECTS.has(status) && location !== undefined) {
-      res.resume(); // discard the redirect body
+      discardBody(res);
       if (hop >= opts.maxRedirects) {
         throw new RustAsrError('DOWNLOAD_FAILED', `GET ${url.href}: more than ${opts.maxRedirects} redirects`);
       }
@@ -94,12 +104,54 @@ export async function httpGet(url: URL, opts: HttpGetOptions): Promise<HttpGetRe
   }
 }
 
-/** Reads a whole (small) response body, refusing more than maxBytes. */
-export async function readBody(res: http.IncomingMessage, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+/** The minimum-speed rule: at least minBytesPerSecond on average over every window of windowMs. */
+export interface SpeedRule {
+  /** 0 disables the rule. */
+  minBytesPerSecond: number;
+  windowMs: number;
+}
+
+/**
+ * Watches a transfer: count bytes with add(); when a window of rule.windowMs ends with fewer than
+ * minBytesPerSecond * windowMs / 1000 bytes, onSlow is called once with a description. The idle timeout
+ * alone never trips on a server that sends a byte now and then. stop() when the transfer ends.
+ */
+export class SpeedGuard {
+  private bytes = 0;
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  constructor(rule: SpeedRule, onSlow: (why: string) => void) {
+    if (!(rule.minBytesPerSecond > 0)) return;
+    const need = Math.ceil((rule.minBytesPerSecond * rule.windowMs) / 1000);
+    this.timer = setInterval(() => {
+      if (this.bytes < need) {
+        this.stop();
+        onSlow(`${this.bytes} bytes in ${rule.windowMs} ms, below the minimum speed of ${rule.minBytesPerSecond} bytes/s`);
+      }
+      this.bytes = 0;
+    }, rule.windowMs);
+    this.timer.unref();
+  }
+
+  add(n: number): void {
+    this.bytes += n;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}
+
+/** Reads a whole (small) response body, refusing more than maxBytes and transfers slower than `speed`. */
+export async function readBody(res: http.IncomingMessage, maxBytes: number, signal?: AbortSignal, speed?: SpeedRule): Promise<Buffer> {
   const parts: Buffer[] = [];
   let n = 0;
+  const guard = speed
+    ? new SpeedGuard(speed, (why) => res.destroy(retryable(new RustAsrError('DOWNLOAD_FAILED', `reading response: too slow (${why})`))))
+    : undefined;
   try {
     for await (const chunk of res as AsyncIterable<Buffer>) {
+      guard?.add(chunk.length);
       n += chunk.length;
       if (n > maxBytes) {
         res.destroy();
@@ -111,8 +163,21 @@ export async function readBody(res: http.IncomingMessage, maxBytes: number, sign
     if (signal?.aborted) throw abortedError();
     if (err instanceof RustAsrError) throw err;
     throw retryable(new RustAsrError('DOWNLOAD_FAILED', `reading response: ${(err as Error).message}`, { cause: err }));
+  } finally {
+    guard?.stop();
   }
   return Buffer.concat(parts);
+}
+
+/**
+ * Discards a response body we do not read (a redirect, an error page). A short one (announced at most 64 KiB)
+ * is drained, so that the connection can be reused; anything else is cut off: a hostile server could
+ * otherwise stream an endless body in the background.
+ */
+export function discardBody(res: http.IncomingMessage): void {
+  const len = header(res.headers, 'content-length');
+  if (len !== undefined && /^\d+$/.test(len) && Number(len) <= 64 * 1024) res.resume();
+  else res.destroy();
 }
 
 /** A header's single value (first of a repeated header). */

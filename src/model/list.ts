@@ -2,7 +2,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { completeManifest, readManifest, resolveCacheDir, type CacheDirOptions } from './cache.js';
+import { completeManifest, hashVerified, readManifest, resolveCacheDir, type CacheDirOptions } from './cache.js';
 
 export interface CachedModel {
   /** Hugging Face repo id, owner/name. */
@@ -14,6 +14,12 @@ export interface CachedModel {
   bytes: number;
   /** True when the download finished: the manifest is there and every file it lists has its size. */
   complete: boolean;
+  /**
+   * True when every file of a complete download was checked against a hash the hub announced (sha256 or
+   * git blob sha1); false when some file was checked by size only or not at all (see the manifest's
+   * `verified` per file), and for incomplete downloads.
+   */
+  verified: boolean;
   /** The commit the revision resolved to at download time, when known. */
   commit?: string;
 }
@@ -64,6 +70,7 @@ export async function listCachedModels(opts: CacheDirOptions = {}): Promise<Cach
         dir,
         bytes,
         complete,
+        verified: complete && manifest !== undefined && manifest.files.every(hashVerified),
         ...(manifest?.commit !== undefined ? { commit: manifest.commit } : {}),
       });
     }

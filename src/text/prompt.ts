@@ -75,7 +75,10 @@ export function normalizeLanguage(name: string, supported: readonly string[] = S
 }
 
 export interface PromptOptions {
-  /** System-message text (glossary, hints). Default ''. Inserted verbatim, as the official template does. */
+  /**
+   * System-message text (glossary, hints). Default ''. Inserted verbatim, as the official template does.
+   * At most MAX_CONTEXT_CHARS (10,000) UTF-16 code units.
+   */
   context?: string;
   /** Force the transcript language (any case of a supported name); omit for automatic language detection. */
   language?: string;
@@ -96,6 +99,30 @@ export interface Prompt {
   text: string;
   /** The normalised forced language, if any. */
   language?: string;
+}
+
+/**
+ * Longest accepted `context`, in UTF-16 code units (characters, for most scripts). The context is prefilled
+ * with the audio, so its cost grows with its length (a 120 KB context took 18 s); 10,000 characters is
+ * ~2,500-10,000 tokens, under the 15,600 audio tokens of a 20-minute segment, and far above a glossary.
+ */
+export const MAX_CONTEXT_CHARS = 10_000;
+
+/**
+ * Checks a `context` option: a string (undefined counts as '') of at most MAX_CONTEXT_CHARS code units,
+ * without <|audio_pad|>. Throws INVALID_OPTION otherwise; returns the context.
+ */
+export function checkContext(context: unknown): string {
+  if (context === undefined) return '';
+  if (typeof context !== 'string') throw new RustAsrError('INVALID_OPTION', 'context must be a string');
+  if (context.length > MAX_CONTEXT_CHARS) {
+    throw new RustAsrError('INVALID_OPTION', `context is ${context.length} characters long; the limit is ${MAX_CONTEXT_CHARS}`);
+  }
+  if (context.includes(AUDIO_PAD)) {
+    // The processor would expand it as audio: the prompt could no longer match the audio embeddings.
+    throw new RustAsrError('INVALID_OPTION', `context must not contain ${AUDIO_PAD}`);
+  }
+  return context;
 }
 
 function requireId(tok: AsrTokenizer, token: string): number {
@@ -134,12 +161,7 @@ export interface PromptPieces {
 
 /** The exact official Qwen3-ASR prompt for one audio item, as the ids before and after the audio pads. */
 export function promptPieces(tok: AsrTokenizer, opts: PromptPieceOptions = {}): PromptPieces {
-  const context = opts.context ?? '';
-  if (typeof context !== 'string') throw new RustAsrError('INVALID_OPTION', 'context must be a string');
-  if (context.includes(AUDIO_PAD)) {
-    // The processor would expand it as audio: the prompt could no longer match the audio embeddings.
-    throw new RustAsrError('INVALID_OPTION', `context must not contain ${AUDIO_PAD}`);
-  }
+  const context = checkContext(opts.context);
   const prefix = opts.prefixText ?? '';
   if (prefix.includes(AUDIO_PAD)) throw new RustAsrError('INVALID_OPTION', `the text prefix must not contain ${AUDIO_PAD}`);
   const language =

@@ -8,10 +8,9 @@
 // that ids outside the vocabulary (unused embedding rows a model may still generate) never throw and
 // incomplete UTF-8 sequences can be handled incrementally.
 
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { RustAsrError } from '../errors.js';
+import { FILE_LIMITS, childPath, readRegularFile, showPath } from '../model/files.js';
 
 /** The pre-tokenizer regex of Qwen2's tokenizer.json (Oniguruma syntax, translated by the library). */
 export const QWEN2_PRETOKENIZE_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
@@ -84,17 +83,22 @@ const BYTE_LEVEL_DECODE = byteLevelDecoderTable();
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 
-async function readModelFile(dir: string, name: string): Promise<string> {
-  const file = join(dir, name);
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new RustAsrError('MODEL_NOT_FOUND', `tokenizer file not found: ${file}`, { cause: err });
-    }
-    throw new RustAsrError('IO_ERROR', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
-  }
+/** Size caps of the tokenizer files (model/files.ts). */
+const TOKENIZER_FILE_LIMITS: Readonly<Record<string, number>> = {
+  'vocab.json': FILE_LIMITS.tokenizer,
+  'merges.txt': FILE_LIMITS.tokenizer,
+};
+
+async function readModelFile(dir: string | Buffer, name: string): Promise<string> {
+  const file = childPath(dir, name);
+  // A regular file under its cap (a FIFO, a device or a huge file is an error at once, see model/files.ts).
+  const bytes = await readRegularFile(file, {
+    maxBytes: TOKENIZER_FILE_LIMITS[name] ?? FILE_LIMITS.json,
+    label: name,
+    tooLargeCode: 'INVALID_TOKENIZER',
+    missing: { code: 'MODEL_NOT_FOUND', message: `tokenizer file not found: ${showPath(file)}` },
+  });
+  return (bytes as Buffer).toString('utf8');
 }
 
 function invalid(file: string, what: string, cause?: unknown): RustAsrError {
@@ -327,9 +331,12 @@ class QwenTokenizer implements AsrTokenizer {
 
 /**
  * Loads the tokenizer of a Qwen3-ASR checkpoint directory (vocab.json, merges.txt, tokenizer_config.json).
- * Missing files raise RustAsrError 'MODEL_NOT_FOUND'; malformed ones 'INVALID_TOKENIZER'.
+ * Missing files raise RustAsrError 'MODEL_NOT_FOUND'; malformed ones, or ones over their 16 MiB size cap,
+ * 'INVALID_TOKENIZER'; a FIFO, device or
+ * directory in their place 'IO_ERROR' (nothing blocks on it). `modelDir` may be a Buffer (a path that is not
+ * valid UTF-8).
  */
-export async function loadTokenizer(modelDir: string): Promise<AsrTokenizer> {
+export async function loadTokenizer(modelDir: string | Buffer): Promise<AsrTokenizer> {
   const [vocabText, mergesText, configText] = await Promise.all([
     readModelFile(modelDir, 'vocab.json'),
     readModelFile(modelDir, 'merges.txt'),

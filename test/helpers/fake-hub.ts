@@ -7,6 +7,8 @@
 //       X-Repo-Commit; the CDN serves the bytes with Range support (206 + Content-Range);
 //     - other files: 200 with ETag "<git blob sha1>" and Content-Length;
 //     - unknown repo: 401 X-Error-Code RepoNotFound; unknown file: 404 X-Error-Code EntryNotFound.
+// Hostile behaviours (FakeHubBehaviour): dropped connections, corrupted bytes, Range ignored, files with no
+// size or hash at all, trickled bodies, trickled response heads.
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -26,6 +28,15 @@ export interface FakeHubBehaviour {
   corrupt: Set<string>;
   /** CDN: ignore Range headers (always 200 with the whole file). */
   ignoreRange: boolean;
+  /**
+   * Files served with no size and no hash anywhere: absent from the listing, and served by the hub itself
+   * (no redirect) chunked, without Content-Length, ETag or X-Linked-* headers.
+   */
+  noSize: Set<string>;
+  /** Files whose body is sent `bytes` at a time every `everyMs` ms (a slow or hostile server). */
+  trickle: Map<string, { bytes: number; everyMs: number }>;
+  /** Files whose response head is sent one byte every `everyMs` ms (it never ends within a test). */
+  trickleHead: Map<string, { everyMs: number }>;
 }
 
 export interface FakeHub {
@@ -69,7 +80,30 @@ export async function startFakeHub(): Promise<FakeHub> {
   const repos = new Map<string, Map<string, Blob>>();
   const byHash = new Map<string, { name: string; blob: Blob }>();
   const requests: HubRequest[] = [];
-  const behaviour: FakeHubBehaviour = { api: true, dropAfter: new Map(), corrupt: new Set(), ignoreRange: false };
+  const behaviour: FakeHubBehaviour = {
+    api: true,
+    dropAfter: new Map(),
+    corrupt: new Set(),
+    ignoreRange: false,
+    noSize: new Set(),
+    trickle: new Map(),
+    trickleHead: new Map(),
+  };
+
+  /** Writes `body` a few bytes at a time (behaviour.trickle). */
+  const trickleBody = (res: http.ServerResponse, body: Buffer, t: { bytes: number; everyMs: number }) => {
+    let pos = 0;
+    const timer = setInterval(() => {
+      if (pos >= body.length) {
+        clearInterval(timer);
+        res.end();
+        return;
+      }
+      res.write(body.subarray(pos, pos + t.bytes));
+      pos += t.bytes;
+    }, t.everyMs);
+    res.on('close', () => clearInterval(timer));
+  };
 
   const serveBody = (req: http.IncomingMessage, res: http.ServerResponse, name: string, blob: Blob, extra: Record<string, string>) => {
     const data = behaviour.corrupt.has(name) ? flipped(blob.data) : blob.data;
@@ -87,8 +121,17 @@ export async function startFakeHub(): Promise<FakeHub> {
       headers['content-range'] = `bytes ${start}-${data.length - 1}/${data.length}`;
     }
     const body = data.subarray(start);
-    headers['content-length'] = String(body.length);
+    if (behaviour.noSize.has(name)) {
+      for (const h of ['etag', 'x-linked-size', 'x-linked-etag']) delete headers[h];
+    } else {
+      headers['content-length'] = String(body.length);
+    }
     res.writeHead(status, headers);
+    const slow = behaviour.trickle.get(name);
+    if (slow) {
+      trickleBody(res, body, slow);
+      return;
+    }
     const drop = behaviour.dropAfter.get(name);
     if (drop && drop.times > 0) {
       drop.times--;
@@ -109,7 +152,7 @@ export async function startFakeHub(): Promise<FakeHub> {
         res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
         return;
       }
-      const siblings = [...files].map(([rfilename, b]) => ({
+      const siblings = [...files].filter(([rfilename]) => !behaviour.noSize.has(rfilename)).map(([rfilename, b]) => ({
         rfilename,
         size: b.data.length,
         blobId: b.lfs ? 'f'.repeat(40) : b.gitSha1,
@@ -139,7 +182,24 @@ export async function startFakeHub(): Promise<FakeHub> {
         res.writeHead(404, { 'x-error-code': 'EntryNotFound', 'x-error-message': 'Entry not found' }).end();
         return;
       }
-      if (blob.lfs) {
+      const head = behaviour.trickleHead.get(name);
+      if (head) {
+        // Take the socket over and trickle a response head that never completes.
+        const socket = res.socket;
+        const text = Buffer.from('HTTP/1.1 200 OK\r\n' + 'x-slow: ' + 'a'.repeat(100_000) + '\r\n\r\n');
+        let pos = 0;
+        const timer = setInterval(() => {
+          if (!socket || socket.destroyed || pos >= text.length) {
+            clearInterval(timer);
+            return;
+          }
+          socket.write(text.subarray(pos, pos + 1));
+          pos++;
+        }, head.everyMs);
+        socket?.on('close', () => clearInterval(timer));
+        return;
+      }
+      if (blob.lfs && !behaviour.noSize.has(name)) {
         res
           .writeHead(302, {
             location: `/cdn/${blob.sha256}?expires=1`,
@@ -152,7 +212,7 @@ export async function startFakeHub(): Promise<FakeHub> {
           .end();
         return;
       }
-      serveBody(req, res, name, blob, { etag: `"${blob.gitSha1}"`, 'x-repo-commit': COMMIT });
+      serveBody(req, res, name, blob, { etag: `"${blob.lfs ? blob.sha256 : blob.gitSha1}"`, 'x-repo-commit': COMMIT });
       return;
     }
     res.writeHead(404).end();

@@ -1,21 +1,36 @@
 #include "config.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
 #include "../util/json.h"
+#include "file.h"
 #include "rustasr/engine.h"
 
 namespace rustasr {
 
 namespace {
+
+// A float as JSON would write it, always with a '.' or an exponent: 64.0, 64.5, 1e+300.
+std::string float_str(double x) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  std::string s(buf);
+  // Shortest form that reads back as the same double.
+  for (int prec = 1; prec < 17; ++prec) {
+    std::snprintf(buf, sizeof buf, "%.*g", prec, x);
+    if (std::strtod(buf, nullptr) == x) {
+      s = buf;
+      break;
+    }
+  }
+  if (s.find_first_of(".eEni") == std::string::npos) s += ".0";
+  return s;
+}
 
 // Reads fields of one JSON object, producing "LABEL: a.b.field: problem" errors.
 class FieldReader {
@@ -30,24 +45,43 @@ class FieldReader {
 
   const JsonValue* get(const std::string& field) const { return obj_ ? obj_->get(field) : nullptr; }
 
-  // A JSON integer in [min, INT_MAX].
-  int integer(const std::string& field, int64_t min, const char* what) const {
+  // A JSON integer in [min, max]. An integral float ("64.0", "1e3") counts as that integer; a fractional one
+  // is refused as "got 64.5 (not an integer)".
+  int integer(const std::string& field, int64_t min, const char* what, int64_t max = INT_MAX) const {
     const JsonValue* v = get(field);
     if (!v) fail(field, std::string("missing (expected ") + what + ")");
-    if (!v->is_integer() || v->as_int64() < min || v->as_int64() > INT_MAX) {
-      fail(field, std::string("expected ") + what + ", got " + describe(*v));
+    int64_t n = 0;
+    if (v->is_integer()) {
+      n = v->as_int64();
+    } else if (v->is_number() && std::isfinite(v->as_number()) && v->as_number() == std::floor(v->as_number()) &&
+               std::fabs(v->as_number()) <= 9007199254740992.0) {
+      n = static_cast<int64_t>(v->as_number());
+    } else {
+      fail(field, std::string("expected ") + what + ", got " + describe(*v) +
+                      (v->is_number() && std::isfinite(v->as_number()) ? " (not an integer)" : ""));
     }
-    return static_cast<int>(v->as_int64());
+    if (n < min || n > max) {
+      fail(field, std::string("expected ") + what + ", got " + describe(*v) +
+                      (n > max && max < INT_MAX ? " (the limit is " + std::to_string(max) + ")" : ""));
+    }
+    return static_cast<int>(n);
   }
-  int positive(const std::string& field) const { return integer(field, 1, "a positive integer"); }
+  int positive(const std::string& field, int64_t max = INT_MAX) const {
+    return integer(field, 1, "a positive integer", max);
+  }
   int non_negative(const std::string& field) const { return integer(field, 0, "a non-negative integer"); }
 
-  // A finite number > 0.
-  double positive_number(const std::string& field) const {
+  // A finite number in (0, max].
+  double positive_number(const std::string& field, double max) const {
     const JsonValue* v = get(field);
     if (!v) fail(field, "missing (expected a positive number)");
     if (!v->is_number() || !(v->as_number() > 0) || !std::isfinite(v->as_number())) {
       fail(field, "expected a positive number, got " + describe(*v));
+    }
+    if (v->as_number() > max) {
+      std::ostringstream os;
+      os << max;
+      fail(field, "expected a positive number, got " + describe(*v) + " (the limit is " + os.str() + ")");
     }
     return v->as_number();
   }
@@ -76,7 +110,7 @@ class FieldReader {
       case JsonType::kNumber: {
         std::ostringstream os;
         if (v.is_integer()) os << v.as_int64();
-        else os << v.as_number();
+        else os << float_str(v.as_number());
         return os.str();
       }
       case JsonType::kString: {
@@ -96,6 +130,8 @@ class FieldReader {
 };
 
 ModelConfig parse_config(const std::string& text, const std::string& label) {
+  static_assert(kMaxWidth <= INT_MAX && kMaxLayers <= INT_MAX && kMaxVocab <= INT_MAX && kMaxPositions <= INT_MAX,
+                "bounds fit in int");
   JsonValue root;
   try {
     root = parse_json(text);
@@ -116,27 +152,27 @@ ModelConfig parse_config(const std::string& text, const std::string& label) {
 
   // ---- audio encoder
   AudioConfig& a = c.audio;
-  a.num_mel_bins = audio.positive("num_mel_bins");
-  a.d_model = audio.positive("d_model");
-  a.encoder_layers = audio.positive("encoder_layers");
-  a.encoder_attention_heads = audio.positive("encoder_attention_heads");
-  a.encoder_ffn_dim = audio.positive("encoder_ffn_dim");
-  a.downsample_hidden_size = audio.positive("downsample_hidden_size");
-  a.output_dim = audio.positive("output_dim");
+  a.num_mel_bins = audio.positive("num_mel_bins", kMaxWidth);
+  a.d_model = audio.positive("d_model", kMaxWidth);
+  a.encoder_layers = audio.positive("encoder_layers", kMaxLayers);
+  a.encoder_attention_heads = audio.positive("encoder_attention_heads", kMaxWidth);
+  a.encoder_ffn_dim = audio.positive("encoder_ffn_dim", kMaxWidth);
+  a.downsample_hidden_size = audio.positive("downsample_hidden_size", kMaxWidth);
+  a.output_dim = audio.positive("output_dim", kMaxWidth);
   a.n_window = audio.positive("n_window");
-  a.n_window_infer = audio.positive("n_window_infer");
-  a.max_source_positions = audio.positive("max_source_positions");
+  a.n_window_infer = audio.positive("n_window_infer", kMaxPositions);
+  a.max_source_positions = audio.positive("max_source_positions", kMaxPositions);
   a.activation_function = audio.string("activation_function", "gelu");
 
   // ---- text decoder
   TextConfig& t = c.text;
-  t.hidden_size = text_cfg.positive("hidden_size");
-  t.num_hidden_layers = text_cfg.positive("num_hidden_layers");
-  t.num_attention_heads = text_cfg.positive("num_attention_heads");
-  t.num_key_value_heads = text_cfg.positive("num_key_value_heads");
+  t.hidden_size = text_cfg.positive("hidden_size", kMaxWidth);
+  t.num_hidden_layers = text_cfg.positive("num_hidden_layers", kMaxLayers);
+  t.num_attention_heads = text_cfg.positive("num_attention_heads", kMaxWidth);
+  t.num_key_value_heads = text_cfg.positive("num_key_value_heads", kMaxWidth);
   const bool explicit_head_dim = text_cfg.get("head_dim") != nullptr && !text_cfg.get("head_dim")->is_null();
   if (explicit_head_dim) {
-    t.head_dim = text_cfg.positive("head_dim");
+    t.head_dim = text_cfg.positive("head_dim", kMaxWidth);
   } else {
     if (t.hidden_size % t.num_attention_heads != 0) {
       text_cfg.fail("head_dim", "absent and hidden_size (" + std::to_string(t.hidden_size) +
@@ -145,15 +181,15 @@ ModelConfig parse_config(const std::string& text, const std::string& label) {
     }
     t.head_dim = t.hidden_size / t.num_attention_heads;
   }
-  t.intermediate_size = text_cfg.positive("intermediate_size");
-  t.vocab_size = text_cfg.positive("vocab_size");
-  t.max_position_embeddings = text_cfg.positive("max_position_embeddings");
-  t.rms_norm_eps = text_cfg.positive_number("rms_norm_eps");
+  t.intermediate_size = text_cfg.positive("intermediate_size", kMaxWidth);
+  t.vocab_size = text_cfg.positive("vocab_size", kMaxVocab);
+  t.max_position_embeddings = text_cfg.positive("max_position_embeddings", kMaxPositions);
+  t.rms_norm_eps = text_cfg.positive_number("rms_norm_eps", 1.0);
   // rope_theta: classic location, or the newer transformers "rope_parameters": {"rope_theta": ...}.
   if (!text_cfg.get("rope_theta") && text_cfg.get("rope_parameters") && text_cfg.get("rope_parameters")->is_object()) {
-    t.rope_theta = text_cfg.object("rope_parameters").positive_number("rope_theta");
+    t.rope_theta = text_cfg.object("rope_parameters").positive_number("rope_theta", kMaxRopeTheta);
   } else {
-    t.rope_theta = text_cfg.positive_number("rope_theta");
+    t.rope_theta = text_cfg.positive_number("rope_theta", kMaxRopeTheta);
   }
   t.hidden_act = text_cfg.string("hidden_act", "silu");
 
@@ -190,9 +226,9 @@ ModelConfig parse_config(const std::string& text, const std::string& label) {
   // ---- forced aligner (the official modeling code: `"forced_aligner" in thinker_config.model_type`)
   if (thinker.string("model_type", "").find("forced_aligner") != std::string::npos) {
     c.kind = ModelKind::kForcedAligner;
-    c.aligner.classify_num = thinker.positive("classify_num");
+    c.aligner.classify_num = thinker.positive("classify_num", 1 << 20);
     c.aligner.timestamp_token_id = top.non_negative("timestamp_token_id");
-    c.aligner.timestamp_segment_time = top.positive_number("timestamp_segment_time");
+    c.aligner.timestamp_segment_time = top.positive_number("timestamp_segment_time", 60000.0);
     if (c.aligner.timestamp_token_id >= t.vocab_size) {
       top.fail("timestamp_token_id", std::to_string(c.aligner.timestamp_token_id) +
                                          " is outside the vocabulary (vocab_size " + std::to_string(t.vocab_size) + ")");
@@ -208,6 +244,10 @@ ModelConfig parse_config(const std::string& text, const std::string& label) {
     text_cfg.fail("hidden_act", "unsupported \"" + t.hidden_act + "\" (only \"silu\")");
   }
   if (a.num_mel_bins % 8 != 0) audio.fail("num_mel_bins", s(a.num_mel_bins) + " is not divisible by 8");
+  if (a.num_mel_bins != kMelBins) {
+    audio.fail("num_mel_bins", "the engine supports " + s(kMelBins) + " mel bins (the official processor's), got " +
+                                   s(a.num_mel_bins));
+  }
   if (a.d_model % a.encoder_attention_heads != 0) {
     audio.fail("encoder_attention_heads",
                s(a.encoder_attention_heads) + " does not divide d_model (" + s(a.d_model) + ")");
@@ -243,40 +283,9 @@ ModelConfig parse_config(const std::string& text, const std::string& label) {
 ModelConfig parse_model_config(const std::string& json_text) { return parse_config(json_text, "config.json"); }
 
 ModelConfig load_model_config(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR) throw Error(ErrorCode::kModelNotFound, "config file not found: " + path);
-    throw Error(ErrorCode::kIo, "cannot open " + path + ": " + std::strerror(err));
-  }
-  std::string text;
-  struct stat st;
-  int err = 0;
-  if (::fstat(fd, &st) != 0) {
-    err = errno;
-  } else if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(ErrorCode::kIo, path + " is not a regular file");
-  } else {
-    char buf[65536];
-    for (;;) {
-      ssize_t r = ::read(fd, buf, sizeof buf);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) {
-        err = errno;
-        break;
-      }
-      if (r == 0) break;
-      text.append(buf, static_cast<size_t>(r));
-      if (text.size() > (64u << 20)) {
-        ::close(fd);
-        throw Error(ErrorCode::kInvalidConfig, path + ": file is unreasonably large for a config");
-      }
-    }
-  }
-  ::close(fd);
-  if (err != 0) throw Error(ErrorCode::kIo, "cannot read " + path + ": " + std::strerror(err));
-  return parse_config(text, path);
+  OpenOptions o;
+  o.missing_message = "config file not found: " + path;
+  return parse_config(read_small_file(path, kMaxConfigBytes, ErrorCode::kInvalidConfig, "config.json", o), path);
 }
 
 }  // namespace rustasr

@@ -60,13 +60,26 @@ struct ModelConfig {
   std::vector<std::string> support_languages;
 };
 
+// Sane bounds on config.json's numbers, checked before anything is sized by them (the weights then pin
+// every width to the tensors present). The official checkpoints are far inside them: 0.6B has d_model
+// 896, hidden_size 1024, 18 + 28 layers, vocab 151936; 1.7B d_model 1024, hidden 2048, 24 + 28 layers.
+constexpr int64_t kMaxWidth = 131072;         // widths, head counts, head_dim, ffn sizes
+constexpr int64_t kMaxLayers = 1024;          // encoder_layers, num_hidden_layers
+constexpr int64_t kMaxVocab = 16777216;       // vocab_size (2^24)
+constexpr int64_t kMaxPositions = 16777216;   // max_position_embeddings, max_source_positions, n_window_infer
+constexpr double kMaxRopeTheta = 1e12;        // rope_theta; rms_norm_eps is at most 1
+constexpr int kMelBins = 128;                 // num_mel_bins: the official processor's 128 mel bins
+
 // Parses config.json text. Throws Error(kInvalidConfig) naming the first bad or missing field, e.g.
 // "config.json: thinker_config.text_config.hidden_size: expected a positive integer".
 // Also checks consistency: heads divide d_model, num_attention_heads % num_key_value_heads == 0,
-// n_window == 50, n_window_infer a positive multiple of 100, num_mel_bins divisible by 8, output_dim == hidden_size.
+// n_window == 50, n_window_infer a positive multiple of 100, num_mel_bins == 128, output_dim == hidden_size.
+// Integers may be written as integral floats (64.0); every number must lie inside the bounds above.
 // A forced aligner also needs a positive thinker_config.classify_num, a top-level timestamp_token_id inside the
 // vocabulary and a positive timestamp_segment_time.
 ModelConfig parse_model_config(const std::string& json_text);
-ModelConfig load_model_config(const std::string& path);  // kModelNotFound if the file is absent
+// Reads and parses `path`: kModelNotFound if absent, kIo if it is not a regular file (a FIFO, a device),
+// kInvalidConfig if it is over kMaxConfigBytes.
+ModelConfig load_model_config(const std::string& path);
 
 }  // namespace rustasr

@@ -1,5 +1,6 @@
 #include "safetensors.h"
 
+#include "file.h"
 #include "large_pages.h"
 
 #ifdef _WIN32
@@ -87,21 +88,13 @@ std::shared_ptr<SafetensorsArchive> SafetensorsArchive::open(const std::string& 
   std::shared_ptr<SafetensorsArchive> a(new SafetensorsArchive());
   a->path_ = path;
 
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR) {
-      throw Error(ErrorCode::kModelNotFound, "file not found: " + path);
-    }
-    throw Error(ErrorCode::kIo, "cannot open " + path + ": " + std::strerror(err));
-  }
+  const int fd = open_regular_file(path, nullptr);  // a FIFO or device is kIo at once (io/file.h)
   FdGuard guard{fd};
 
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     throw Error(ErrorCode::kIo, "cannot stat " + path + ": " + std::strerror(errno));
   }
-  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::kIo, path + " is not a regular file");
   if (st.st_size < 8) {
     corrupt(path, "file is " + std::to_string(st.st_size) + " bytes, too small for a safetensors header");
   }
@@ -236,6 +229,28 @@ void SafetensorsArchive::parse_header() {
     by_name_.emplace(name, tensors_.size());  // the JSON parser rejects duplicate keys
     tensors_.push_back(std::move(t));
   }
+
+  // No two tensors may share bytes (the format has no aliases: the reference implementation requires the
+  // regions to tile the data section). Empty tensors occupy nothing.
+  std::vector<const TensorInfo*> by_offset;
+  by_offset.reserve(tensors_.size());
+  for (const TensorInfo& t : tensors_)
+    if (t.nbytes > 0) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return a->data != b->data ? a->data < b->data : a->nbytes < b->nbytes;
+  });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorInfo& prev = *by_offset[i - 1];
+    const TensorInfo& cur = *by_offset[i];
+    if (cur.data < prev.data + prev.nbytes) {
+      auto range = [&](const TensorInfo& t) {
+        const size_t b = static_cast<size_t>(t.data - data);
+        return "[" + std::to_string(b) + ", " + std::to_string(b + t.nbytes) + "]";
+      };
+      corrupt(path_, "tensors " + prev.name + " " + range(prev) + " and " + cur.name + " " + range(cur) +
+                         " overlap (data_offsets must not share bytes)");
+    }
+  }
 }
 
 const TensorInfo* SafetensorsArchive::find(const std::string& name) const {
@@ -319,26 +334,8 @@ TensorSource TensorSource::open_single(const std::string& path) {
 }
 
 TensorSource TensorSource::open_index(const std::string& index_path) {
-  // Read the whole index file.
-  int fd = ::open(index_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR) throw Error(ErrorCode::kModelNotFound, "file not found: " + index_path);
-    throw Error(ErrorCode::kIo, "cannot open " + index_path + ": " + std::strerror(err));
-  }
-  FdGuard guard{fd};
-  std::string text;
-  char buf[65536];
-  for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::kIo, "cannot read " + index_path + ": " + std::strerror(errno));
-    }
-    if (r == 0) break;
-    text.append(buf, static_cast<size_t>(r));
-    if (text.size() > kMaxHeaderBytes) corrupt(index_path, "index file is unreasonably large");
-  }
+  const std::string text =
+      read_small_file(index_path, kMaxIndexBytes, ErrorCode::kCorruptWeights, "a safetensors index");
 
   JsonValue root;
   try {

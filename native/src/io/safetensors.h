@@ -11,8 +11,9 @@
 //   * for known dtypes, end - begin == product(shape) * dtype size (overflow-checked).
 // A dtype string the format does not know is accepted at open (its byte size cannot be checked, only the
 // offsets' bounds); it and known-but-unusable dtypes (I64, F64, U8, F8_*, ...) are reported as
-// kUnsupportedDtype, by name, when a caller asks for the tensor as a Weight. Tensor regions are not required
-// to be contiguous or non-overlapping (reads are always inside the mapping, so this is harmless).
+// kUnsupportedDtype, by name, when a caller asks for the tensor as a Weight. Non-empty tensor regions must
+// not overlap (not even as exact aliases, which the format does not have); gaps between them are accepted.
+// The file must be a regular file (a FIFO or device is kIo before it is read, io/file.h).
 //
 // Alignment: the mapping is page-aligned but a tensor may start at any byte offset (e.g. a BF16 tensor with
 // an odd element count before an F32 tensor). aligned_data() returns a pointer aligned to the dtype size,
@@ -115,7 +116,7 @@ class TensorSource {
  public:
   static TensorSource open_single(const std::string& safetensors_path);
 
-  // Opens every shard named in the index once. Shard names must be plain file names in the index's
+  // Opens every shard named in the index once. The index is read with a kMaxIndexBytes cap (io/file.h). Shard names must be plain file names in the index's
   // directory: empty names, "." / "..", names containing '/', '\\', ".." or NUL are rejected with
   // kCorruptWeights (the index is part of the checkpoint). A malformed index or missing "weight_map" ->
   // kCorruptWeights; a missing shard file -> kModelNotFound; an index entry whose shard lacks the tensor ->
@@ -131,6 +132,15 @@ class TensorSource {
 
   const std::vector<std::shared_ptr<SafetensorsArchive>>& archives() const { return archives_; }
   size_t tensor_count() const;  // visible tensors
+  // Calls f(name) for every visible tensor.
+  template <typename F>
+  void for_each_name(F&& f) const {
+    if (sharded_) {
+      for (const auto& e : weight_map_) f(e.first);
+    } else if (!archives_.empty()) {
+      for (const TensorInfo& t : archives_[0]->tensors()) f(t.name);
+    }
+  }
 
  private:
   std::vector<std::shared_ptr<SafetensorsArchive>> archives_;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "../io/config.h"
+#include "../io/preprocessor.h"
 #include "../util/json.h"
 
 namespace rustasr {
@@ -40,46 +41,6 @@ int64_t Model::audio_tokens(int64_t frames) const {
 // Loading.
 
 namespace {
-
-bool file_exists(const std::string& path) {
-  std::ifstream f(path);
-  return f.good();
-}
-
-// preprocessor_config.json is optional: its absence means the Whisper defaults the official processor uses.
-MelParams load_mel_params(const std::string& dir, int n_mels) {
-  MelParams p;
-  p.n_mels = n_mels;
-  const std::string path = dir + "/preprocessor_config.json";
-  if (!file_exists(path)) return p;
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  JsonValue root;
-  try {
-    root = parse_json(ss.str());
-  } catch (const JsonParseError& e) {
-    throw Error(ErrorCode::kInvalidConfig, "preprocessor_config.json: " + std::string(e.what()));
-  }
-  if (!root.is_object()) throw Error(ErrorCode::kInvalidConfig, "preprocessor_config.json: expected an object");
-  auto int_field = [&](const char* key, int& dst) {
-    const JsonValue* v = root.get(key);
-    if (!v) return;
-    if (!v->is_number() || v->as_number() <= 0 || v->as_number() != std::floor(v->as_number()))
-      throw Error(ErrorCode::kInvalidConfig, std::string("preprocessor_config.json: ") + key +
-                                                 ": expected a positive integer");
-    dst = static_cast<int>(v->as_number());
-  };
-  int feature_size = n_mels;
-  int_field("feature_size", feature_size);
-  if (feature_size != n_mels)
-    throw Error(ErrorCode::kInvalidConfig, "preprocessor_config.json: feature_size " + std::to_string(feature_size) +
-                                               " differs from audio_config.num_mel_bins " + std::to_string(n_mels));
-  int_field("n_fft", p.n_fft);
-  int_field("hop_length", p.hop);
-  int_field("sampling_rate", p.sample_rate);
-  return p;
-}
 
 // Every weight view of the model, for Backend::prepare_weight. Empty (absent optional) weights are skipped.
 template <typename F>

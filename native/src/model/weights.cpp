@@ -79,6 +79,31 @@ class Binder {
   const TensorSource& src_;
 };
 
+// 1 + the highest i among the visible tensors named `prefix`i.*, 0 when there is none.
+int64_t layers_present(const TensorSource& src, const std::string& prefix) {
+  int64_t n = 0;
+  src.for_each_name([&](const std::string& name) {
+    if (name.compare(0, prefix.size(), prefix) != 0) return;
+    int64_t i = 0;
+    size_t p = prefix.size(), digits = 0;
+    while (p < name.size() && name[p] >= '0' && name[p] <= '9' && digits < 9) i = i * 10 + (name[p++] - '0'), ++digits;
+    if (digits > 0 && p < name.size() && name[p] == '.') n = std::max(n, i + 1);
+  });
+  return n;
+}
+
+// A layer count of config.json must not exceed the layers the checkpoint holds: checked before anything
+// is allocated per layer (a config claiming a million layers fails here, not after 1.5 GB of bookkeeping).
+void check_layers(const TensorSource& src, const std::string& prefix, int64_t want, const char* field) {
+  const int64_t have = layers_present(src, prefix);
+  if (want > have) {
+    throw Error(ErrorCode::kInvalidConfig,
+                std::string("config.json: ") + field + " is " + std::to_string(want) + ", but the weights hold " +
+                    (have == 0 ? std::string("no such layers") : std::to_string(have) + " (" + prefix + "0 .. " +
+                                                                      prefix + std::to_string(have - 1) + ")"));
+  }
+}
+
 }  // namespace
 
 ModelWeights load_model_weights(const std::string& dir, const ModelConfig& config) {
@@ -93,6 +118,11 @@ ModelWeights load_model_weights(const std::string& dir, const ModelConfig& confi
   } else {
     throw Error(ErrorCode::kModelNotFound, "no model.safetensors or model.safetensors.index.json in " + dir);
   }
+
+  check_layers(src, "thinker.audio_tower.layers.", config.audio.encoder_layers,
+               "thinker_config.audio_config.encoder_layers");
+  check_layers(src, "thinker.model.layers.", config.text.num_hidden_layers,
+               "thinker_config.text_config.num_hidden_layers");
 
   const Binder b(src);
   ModelWeights w;
@@ -489,7 +519,9 @@ struct Fd {
 // implies; false (nothing changed) otherwise.
 bool map_cache(ModelWeights& w, const CachePlan& plan, const std::string& path) {
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Never a FIFO (O_NONBLOCK: the open cannot block; fstat below refuses it) nor a symlink planted in the
+  // cache (O_NOFOLLOW): either is treated as a stale entry, replaced by the rename of a fresh file.
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY);
   if (f.fd < 0) return false;
   struct stat st;
   if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != plan.file_size)
@@ -525,8 +557,10 @@ bool make_dirs(const std::string& dir) {
     const std::string part = dir.substr(0, i);
     if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return false;
   }
+  // The last component (the cache's int8/ directory) must be a real directory, not a symlink planted to
+  // make the cache write elsewhere; the root itself may be a link the user set up.
   struct stat st;
-  return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 bool write_all(int fd, const void* p, uint64_t n, uint64_t off) {

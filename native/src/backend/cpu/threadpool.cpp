@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+
+#include "rustasr/engine.h"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
@@ -29,20 +32,33 @@ struct InJob {
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
+  if (threads > kMaxThreads) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "threads must be at most " + std::to_string(kMaxThreads) + ", got " + std::to_string(threads));
+  }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   size_ = threads;
-  workers_.reserve(static_cast<size_t>(threads - 1));
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_main(); });
+  try {
+    workers_.reserve(static_cast<size_t>(threads - 1));
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_main(); });
+  } catch (const std::exception& e) {
+    // The OS refused a thread (limits): stop the ones started (a destructor would not run) and report it.
+    shutdown();
+    throw Error(ErrorCode::kInternal, "cannot start " + std::to_string(threads) + " threads: " + e.what());
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { shutdown(); }
+
+void ThreadPool::shutdown() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   for (std::thread& t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::run_chunks(Job& job) {

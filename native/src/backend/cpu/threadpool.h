@@ -21,6 +21,10 @@ namespace cpu {
 class ThreadPool {
  public:
   // `threads` = total threads including the caller; <= 0 means std::thread::hardware_concurrency().
+  // Largest accepted thread count (more is kInvalidArgument, before any thread starts).
+  static constexpr int kMaxThreads = 4096;
+  // threads <= 0: the hardware concurrency. Throws Error(kInternal) if the OS refuses a thread (those
+  // started are stopped first).
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -47,6 +51,7 @@ class ThreadPool {
   };
 
   void worker_main();
+  void shutdown();  // stops and joins every worker (idempotent)
   static void run_chunks(Job& job);
 
   int size_ = 1;
