@@ -13,11 +13,14 @@
         "native/src/util/error.cpp",
         "native/src/io/safetensors.cpp",
         "native/src/io/large_pages.cpp",
+        "native/src/io/int8_cache.cpp",
         "native/src/io/config.cpp",
         "native/src/io/file.cpp",
         "native/src/io/preprocessor.cpp",
         "native/src/audio/mel.cpp",
         "native/src/model/weights.cpp",
+        "native/src/model/int8.cpp",
+        "native/src/model/residency.cpp",
         "native/src/model/model.cpp",
         "native/src/model/encoder.cpp",
         "native/src/model/decoder.cpp",
@@ -29,7 +32,8 @@
         "native/src/backend/cpu/threadpool.cpp",
         "native/src/backend/cpu/gemv.cpp",
         "native/src/backend/cpu/gemm.cpp",
-        "native/src/backend/cpu/kernels.cpp"
+        "native/src/backend/cpu/kernels.cpp",
+        "native/src/backend/cpu/quantize.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

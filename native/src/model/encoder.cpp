@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "residency.h"
 #include "session_state.h"
 
 namespace rustasr {
@@ -158,16 +159,12 @@ void run_encoder(const Model& m, Session::State& S, const float* mel, int64_t st
 // 3. Audio encoder, stage by stage (the whole input as one segment).
 EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_intermediate) const {
   const Model& m = *model_;
-  const ModelWeights& w = m.weights();
   if (frames <= 0) throw Error(ErrorCode::kInvalidArgument, "encode: no mel frames");
   // Stage residency (ModelParams::low_memory): only the encoder's weights while encoding, then the
   // decoder's back (each mapped in one call), unless another session of this model is busy.
   BusyScope busy(m);
-  const bool stage = m.low_memory() && busy.alone();
-  if (stage) {
-    release_decoder_pages(w);
-    populate_encoder_pages(w);
-  }
+  StageResidency stage(m, busy.alone());
+  stage.before_encode();
   EncoderOutputs out;
   const int64_t N = m.audio_tokens(frames);
   out.n_tokens = static_cast<int>(N);
@@ -178,11 +175,8 @@ EncoderOutputs Session::encode(const float* mel, int64_t frames, bool keep_inter
     out.conv_pos.clear();
     out.ln_post.clear();
   }
-  if (stage) state_->release_encoder_scratch();
-  if (stage && busy.still_alone()) {
-    release_encoder_pages(w);
-    populate_decoder_pages(w);
-  }
+  if (stage.active()) state_->release_encoder_scratch();
+  stage.after_encode(busy.still_alone());
   return out;
 }
 

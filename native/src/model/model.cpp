@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "../io/config.h"
+#include "int8.h"
+#include "residency.h"
 #include "../io/preprocessor.h"
 #include "../util/json.h"
 
@@ -77,6 +79,7 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
   bo.device_index = params.device_index;
   std::string fallback;
   std::unique_ptr<Backend> backend = choose_backend(params.device, bo, &fallback);
+  tune_allocator();
   ModelWeights weights = load_model_weights(dir, config);
   // 2 MiB pages only matter where the CPU reads the mapping (a GPU backend copies the weights once).
   const bool large_pages = params.large_pages && backend->name() == "cpu";
@@ -126,5 +129,7 @@ ModelInfo model_info(const Model& m) {
   i.timestamp_segment_time = c.aligner.timestamp_segment_time;
   return i;
 }
+
+std::string int8_cache_state(const Model& model) { return model.weights().int8_cache; }
 
 }  // namespace rustasr

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "residency.h"
 #include "session_state.h"
 
 namespace rustasr {
@@ -160,20 +161,14 @@ StartResult Session::start(const int32_t* head, int64_t n_head, const int32_t* t
     mx.compute(S.audio.data(), S.audio.size(), melv.data());
     r.mel_ms = ms_since(t0);
     t0 = std::chrono::steady_clock::now();
-    // Stage residency (ModelParams::low_memory), as in encode().
-    const ModelWeights& w = m.weights();
-    const bool stage = m.low_memory() && busy.alone();
-    if (stage) {
-      release_decoder_pages(w);
-      populate_encoder_pages(w);
-    }
+    // Stage residency (ModelParams::low_memory), as in encode(). Incremental (live) starts keep both stages
+    // resident: they encode a few seconds every chunk, and switching would cost more than it saves.
+    StageResidency stage(m, busy.alone());
+    stage.before_encode();
     S.embeds.resize(static_cast<size_t>(N * out_dim));
     run_encoder(m, S, melv.data(), T, T, T > chunk, S.embeds.data(), nullptr);
-    if (stage) S.release_encoder_scratch();
-    if (stage && busy.still_alone()) {
-      release_encoder_pages(w);
-      populate_decoder_pages(w);
-    }
+    if (stage.active()) S.release_encoder_scratch();
+    stage.after_encode(busy.still_alone());
     r.encoded_tokens = N;
   } else {
     S.incremental_used = true;

@@ -33,6 +33,11 @@ struct Weight {
   bool empty() const { return data == nullptr; }
 };
 
+// Bytes of a weight's data (scales not included).
+inline size_t weight_bytes(const Weight& w) {
+  return static_cast<size_t>(w.rows) * static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+}
+
 inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
