@@ -152,7 +152,7 @@ describe('devices() and loadModel({ device }) on this machine', () => {
 function buildFakePlugin(): string {
   const out = join(scratch, 'fake-cuda', process.platform === 'darwin' ? 'rustasr_cuda.dylib' : 'rustasr_cuda.so');
   execFileSync('mkdir', ['-p', dirname(out)]);
-  execFileSync('g++', ['-std=c++17', '-shared', '-fPIC', '-O0', '-I', join(REPO_ROOT, 'native', 'src'), FAKE_SOURCE, '-o', out], {
+  execFileSync('g++', ['-std=c++17', '-shared', '-fPIC', '-O0', '-I', join(REPO_ROOT, 'native', 'include'), '-I', join(REPO_ROOT, 'native', 'src'), FAKE_SOURCE, '-o', out], {
     stdio: 'pipe',
   });
   return out;
