@@ -8,12 +8,17 @@ export type { TranscribeOptions, TranscribeResult } from './api/transcribe.js';
 export { recognize } from './api/recognize.js';
 export type { AudioInput } from './api/recognize.js';
 export { Transcriber, transcriber } from './api/transcriber.js';
-export type { RecognizeOptions, TranscriberOptions } from './api/transcriber.js';
+export type { RecognizeOptions, TranscriberOptions, TranscribeProgress } from './api/transcriber.js';
+export { decodeAudio } from './api/decode-audio.js';
+export type { DecodeAudioOptions, DecodedAudio } from './api/decode-audio.js';
 export { abortError, isAbortError } from './api/abort.js';
 export { decodeWav } from './audio/wav.js';
 export type { WavInfo } from './audio/wav.js';
-export { WavDecoder, Resampler, resample, DEFAULT_TARGET_RATE } from './stages/index.js';
-export type { AudioChunk, WavStreamFormat, ResamplerOptions } from './stages/index.js';
+export { AudioDecoder, audioDecoder, WavDecoder, Resampler, resample, DEFAULT_TARGET_RATE } from './stages/index.js';
+export type { AudioDecoderOptions, AudioChunk, WavStreamFormat, ResamplerOptions } from './stages/index.js';
+export type { AudioStreamFormat, PlanarAudio, SampleEncoding } from './audio/types.js';
+export { RAW_ENCODINGS } from './audio/open.js';
+export type { RawAudioFormat, RawEncoding } from './audio/open.js';
 export {
   Segmenter,
   splitAudio,
