@@ -45,7 +45,9 @@ export async function loadAudio(input: string | Uint8Array | Float32Array, sampl
   const tag = String.fromCharCode(...bytes.subarray(0, 4));
   let samples: Float32Array;
   let rate: number;
-  if (tag === 'RIFF' || tag === 'RF64' || tag === 'BW64') {
+  // WAV through decodeWav (the mean of the channels in double precision, as the streaming path); the rest
+  // through decodeAudio.
+  if ((tag === 'RIFF' || tag === 'RF64' || tag === 'BW64') && String.fromCharCode(...bytes.subarray(8, 12)) === 'WAVE') {
     const wav = decodeWav(bytes);
     samples = wav.samples;
     rate = wav.info.sampleRate;

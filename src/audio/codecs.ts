@@ -11,6 +11,8 @@ interface WasmResult {
   channelData: Float32Array[];
   samplesDecoded: number;
   sampleRate: number;
+  /** FLAC: bits per sample of the stream. */
+  bitDepth?: number;
   errors: { message: string; frameNumber?: number; inputBytes?: number }[];
 }
 interface WasmDecoder {
@@ -60,6 +62,44 @@ async function create(kind: CompressedKind): Promise<WasmDecoder> {
  */
 const FLAC_END_PADDING = 64;
 
+/** Message prefixes the decoders print with console.error on a bad frame (the same errors are in their results). */
+const DECODER_LOG_PREFIXES = ['mpg123-decoder:', '@wasm-audio-decoders/flac:', 'libopus '];
+let quietDepth = 0;
+let realConsoleError: typeof console.error = console.error;
+
+/**
+ * Runs a decoder call with the decoders' own console.error lines filtered out: a library must not write on
+ * its user's stderr, and the errors are reported through the decode results (INVALID_AUDIO when nothing
+ * decodes). Other console.error calls meanwhile go through unchanged.
+ */
+export async function quietly<T>(f: () => T | Promise<T>): Promise<T> {
+  if (quietDepth++ === 0) {
+    realConsoleError = console.error;
+    console.error = (...args: unknown[]) => {
+      const first = args[0];
+      if (typeof first === 'string' && DECODER_LOG_PREFIXES.some((p) => first.startsWith(p))) return;
+      realConsoleError.apply(console, args);
+    };
+  }
+  try {
+    return await f();
+  } finally {
+    if (--quietDepth === 0) console.error = realConsoleError;
+  }
+}
+
+/**
+ * libFLAC's WebAssembly build hands out samples as v / (2^(bits-1) - 1); the lossless value is v / 2^(bits-1)
+ * (as WAV readers and ffmpeg scale it). v is recovered exactly from the float32 up to 24 bits.
+ */
+function flacToExact(c: Float32Array, n: number, bits: number): Float32Array {
+  const out = new Float32Array(n);
+  const down = 2 ** (bits - 1) - 1;
+  const up = 2 ** (bits - 1);
+  for (let i = 0; i < n; i++) out[i] = Math.round(c[i]! * down) / up;
+  return out;
+}
+
 /** Channels of an MPEG audio stream from its first frame header (mode 3 = single channel); undefined if unknown. */
 function mpegChannels(b: Uint8Array): number | undefined {
   for (let i = 0; i + 4 <= b.length && i < 4096; i++) {
@@ -74,6 +114,7 @@ export class CompressedDecoder implements FormatDecoder {
   private loading: Promise<WasmDecoder> | undefined;
   private freed = false;
   private frames = 0;
+  private bytesIn = 0;
   private errors = 0;
   private firstError = '';
   private channels: number | undefined;
@@ -103,22 +144,26 @@ export class CompressedDecoder implements FormatDecoder {
   }
 
   async *write(bytes: Uint8Array): AsyncGenerator<DecodedBlock> {
+    this.bytesIn += bytes.length;
     if (this.head.length < 64 && bytes.length > 0) this.sniffHeader(bytes);
     const d = await this.ready();
     for (let at = 0; at < bytes.length; at += COMPRESSED_SLICE_BYTES) {
       if (this.freed) return;
-      yield* this.take(await d.decode(bytes.subarray(at, at + COMPRESSED_SLICE_BYTES)));
+      const slice = bytes.subarray(at, at + COMPRESSED_SLICE_BYTES);
+      yield* this.take(await quietly(() => d.decode(slice)));
     }
   }
 
   async *end(): AsyncGenerator<DecodedBlock> {
     const d = await this.ready();
-    if ((this.kind === 'flac' || this.kind === 'ogg-flac') && !this.freed) yield* this.take(await d.decode(new Uint8Array(FLAC_END_PADDING)));
-    if (d.flush && !this.freed) yield* this.take(await d.flush());
+    if ((this.kind === 'flac' || this.kind === 'ogg-flac') && !this.freed) {
+      yield* this.take(await quietly(() => d.decode(new Uint8Array(FLAC_END_PADDING))));
+    }
+    if (d.flush && !this.freed) yield* this.take(await quietly(() => d.flush!()));
     if (this.frames === 0) {
       throw new RustAsrError(
-        this.errors > 0 ? 'INVALID_AUDIO' : 'EMPTY_AUDIO',
-        this.errors > 0 ? `no ${FORMAT_NAMES[this.kind]} frame could be decoded: ${this.firstError}` : `the ${FORMAT_NAMES[this.kind]} stream holds no samples`,
+        'INVALID_AUDIO',
+        `no ${FORMAT_NAMES[this.kind]} frame could be decoded from ${this.bytesIn} bytes` + (this.errors > 0 ? `: ${this.firstError}` : ''),
       );
     }
   }
@@ -154,7 +199,8 @@ export class CompressedDecoder implements FormatDecoder {
     if (n === 0) return;
     const keep = Math.min(r.channelData.length, this.channels ?? r.channelData.length);
     // The decoders reuse their output memory between calls: copy what is handed on.
-    const chans = r.channelData.slice(0, keep).map((c) => c.slice(0, n));
+    const flacBits = (this.kind === 'flac' || this.kind === 'ogg-flac') && r.bitDepth !== undefined && r.bitDepth <= 24 ? r.bitDepth : 0;
+    const chans = r.channelData.slice(0, keep).map((c) => (flacBits ? flacToExact(c, n, flacBits) : c.slice(0, n)));
     if (!this.fmt) {
       this.fmt = { format: FORMAT_NAMES[this.kind], sampleRate: r.sampleRate, channels: keep };
     }

@@ -233,11 +233,9 @@ function decodeImaBlock(src: Uint8Array, off: number, fmt: WavStreamFormat, out:
         const byte = src[g + b]!;
         for (let s = 0; s < 2; s++) {
           const nib = s === 0 ? byte & 0x0f : byte >> 4;
-          const step = IMA_STEPS[index]!;
-          let diff = step >> 3;
-          if (nib & 4) diff += step;
-          if (nib & 2) diff += step >> 1;
-          if (nib & 1) diff += step >> 2;
+          // ((2 d + 1) step) / 8 with d the magnitude bits: the product that the reference's shift-and-add
+          // approximates, as ffmpeg decodes (and encodes) it; the two differ by rounding only.
+          const diff = ((2 * (nib & 7) + 1) * IMA_STEPS[index]!) >> 3;
           pred = nib & 8 ? Math.max(-32768, pred - diff) : Math.min(32767, pred + diff);
           index = Math.min(88, Math.max(0, index + IMA_INDEX[nib]!));
           o[n++] = pred;

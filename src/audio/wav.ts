@@ -67,6 +67,7 @@ export class WavReader implements FormatDecoder {
     }
     this.walker.end(this.opts.whole === true);
     if (this.framesOut === 0) throw new RustAsrError('EMPTY_AUDIO', 'the WAV data chunk holds no samples');
+    yield* [];
   }
 
   free(): void {}

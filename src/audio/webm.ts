@@ -3,6 +3,7 @@
 // maintained npm EBML reader exists (the `ebml` package was last released in 2018), and the part of Matroska
 // needed here is small: element headers, the track entry and (Simple)Blocks with their four lacing modes.
 import { RustAsrError } from '../errors.js';
+import { quietly } from './codecs.js';
 import { blocksOf, type DecodedBlock, type DecoderOptions, type FormatDecoder } from './decoder.js';
 import { CONVERT_HINT } from './wav-format.js';
 import type { AudioStreamFormat } from './types.js';
@@ -311,7 +312,8 @@ export class WebmOpusDecoder implements FormatDecoder {
       }
       this.opus = d;
     }
-    const r = this.opus.decodeFrames(packets);
+    const opus = this.opus;
+    const r = await quietly(() => opus.decodeFrames(packets));
     if (r.errors.length > 0) {
       if (this.errors === 0) this.firstError = r.errors[0]!.message;
       this.errors += r.errors.length;

@@ -115,9 +115,8 @@ export class AudioDecoder extends Transform {
     if (this.waiting) {
       this.waiting = false;
       void this.pump();
-    } else {
-      super._read(size);
     }
+    super._read(size);
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
@@ -201,6 +200,10 @@ export class AudioDecoder extends Transform {
           this.work = undefined;
           this.pumping = false;
           w.done();
+          // Transform holds the write callback back while the readable side is full, and releases it from
+          // _read; a _read that came while this work was held (and so resumed it) will not come again, so the
+          // callback is released here. The next write then waits in its own held work: one write at most.
+          super._read(0);
           return;
         }
         if (!this.push(this.chunkOf(r.value))) {
