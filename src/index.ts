@@ -1,6 +1,7 @@
 // rustasr: local Qwen3-ASR speech recognition for Node.js.
 export { Model, loadModel, checkDevice, DEVICES, DEVICE_FALLBACK_WARNING } from './api/model.js';
-export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, ModelInfo, Timings, TranscriptionResult } from './api/model.js';
+export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, LoadModelProgressOptions, ModelInfo, Timings, TranscriptionResult } from './api/model.js';
+export type { LoadProgress } from './api/progress.js';
 export { devices } from './api/devices.js';
 export type { DeviceStatus } from './api/devices.js';
 export { transcribe, loadAudio } from './api/transcribe.js';

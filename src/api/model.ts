@@ -9,6 +9,7 @@ import { native, type NativeModel, type NativeModelInfo, type NativeSession } fr
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { buildPrompt, normalizeLanguage, parseAsrOutput } from '../text/prompt.js';
 import { abortError } from './abort.js';
+import { downloadMeter, type LoadProgress } from './progress.js';
 
 export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
 
@@ -343,12 +344,28 @@ export class Model {
  * or '~') as it is, otherwise a Hugging Face repo id resolved through the download cache (see
  * docs/models.md). Every API that takes a model name goes through here.
  */
-export async function resolveModelDir(idOrDir: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
-  return resolveModel(idOrDir, { signal: opts.signal });
+export async function resolveModelDir(
+  idOrDir: string,
+  opts: { signal?: AbortSignal; onProgress?: (p: LoadProgress) => void } = {},
+): Promise<string> {
+  return resolveModel(idOrDir, { signal: opts.signal, onProgress: opts.onProgress && downloadMeter(opts.onProgress) });
+}
+
+/** Options of loadModel(): the load options, and progress reports while a hub model downloads. */
+export interface LoadModelProgressOptions extends LoadModelOptions {
+  /**
+   * Called as a hub model downloads (never for a local directory or a complete cache entry): the file, its
+   * bytes so far and total, the speed and the ETA.
+   */
+  onProgress?: (p: LoadProgress) => void;
 }
 
 /** Loads a model from a directory or a Hugging Face repo id (downloaded once into the cache). */
-export async function loadModel(dirOrId: string, opts: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(dirOrId: string, opts: LoadModelProgressOptions = {}): Promise<Model> {
   checkDevice(opts.device); // an unknown device name fails before any download
-  return Model.load(await resolveModelDir(dirOrId), opts);
+  if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') {
+    throw new RustAsrError('INVALID_OPTION', 'onProgress must be a function');
+  }
+  const { onProgress, ...load } = opts;
+  return Model.load(await resolveModelDir(dirOrId, { onProgress }), load);
 }

@@ -5,7 +5,7 @@ import type { DecoderOptions, FormatDecoder } from './decoder.js';
 import { SUPPORTED_FORMATS, type Detected } from './detect.js';
 import { FfmpegDecoder, findFfmpeg } from './ffmpeg.js';
 import { WavReader } from './wav.js';
-import { CONVERT_HINT, MAX_WAV_SAMPLE_RATE, type WavStreamFormat } from './wav-format.js';
+import { CONVERT_HINT, MAX_WAV_SAMPLE_RATE, type WavCodecFormat } from './wav-format.js';
 import { WebmOpusDecoder } from './webm.js';
 
 /** Sample encodings of raw (headerless) PCM input. */
@@ -25,7 +25,7 @@ export interface RawAudioFormat {
 }
 
 /** Validates a raw PCM description (INVALID_OPTION naming the bad field) and returns its WAV-style format. */
-export function rawStreamFormat(raw: unknown): WavStreamFormat {
+export function rawStreamFormat(raw: unknown): WavCodecFormat {
   if (raw === null || typeof raw !== 'object') throw new RustAsrError('INVALID_OPTION', 'raw must be an object { sampleRate, channels, encoding }');
   const { sampleRate, channels, encoding } = raw as Partial<RawAudioFormat>;
   if (!Number.isInteger(sampleRate) || sampleRate! < 1 || sampleRate! > MAX_WAV_SAMPLE_RATE) {

@@ -66,13 +66,17 @@ export interface RawWavFmt {
   samplesPerBlock: number;
 }
 
-/** The format of a WAV data chunk, once its fmt chunk has been validated. */
+/** The format of a WAV data chunk, once its fmt chunk has been validated (the 'format' event of the decoders). */
 export interface WavStreamFormat extends AudioStreamFormat {
   sampleRate: number;
   channels: number;
   bitsPerSample: number;
   encoding: SampleEncoding;
   formatTag: number;
+}
+
+/** A WAV (or raw PCM) format with what the sample decoder needs. */
+export interface WavCodecFormat extends WavStreamFormat {
   /** Bytes of one decoding unit: a frame (one sample of every channel), or an IMA ADPCM block. */
   unitBytes: number;
   /** Frames in one decoding unit (1, or the samples per channel of an IMA ADPCM block). */
@@ -119,7 +123,7 @@ function unsupported(fmt: RawWavFmt): never {
  * `maxSampleRate`), PCM 8/16/24/32-bit, IEEE float 32/64, μ-law / A-law 8-bit or IMA ADPCM 4-bit. Throws
  * UNSUPPORTED_WAV_FORMAT (naming the format and giving the conversion command) otherwise.
  */
-export function validateWavFmt(fmt: RawWavFmt, maxSampleRate = Infinity): WavStreamFormat {
+export function validateWavFmt(fmt: RawWavFmt, maxSampleRate = Infinity): WavCodecFormat {
   const { formatTag, channels, sampleRate, bitsPerSample: bits } = fmt;
   if (channels === 0) throw new RustAsrError('UNSUPPORTED_WAV_FORMAT', 'WAV declares 0 channels');
   if (sampleRate === 0) throw new RustAsrError('UNSUPPORTED_WAV_FORMAT', 'WAV declares a sample rate of 0 Hz');
@@ -178,7 +182,7 @@ function g711Tables(): { mulaw: Float32Array; alaw: Float32Array } {
 
 type SampleReader = (src: Uint8Array, dv: DataView, p: number) => number;
 
-function readerFor(fmt: WavStreamFormat): SampleReader {
+function readerFor(fmt: WavCodecFormat): SampleReader {
   switch (fmt.encoding) {
     case 'float':
       return fmt.bitsPerSample === 32 ? (_s, dv, p) => dv.getFloat32(p, true) : (_s, dv, p) => dv.getFloat64(p, true);
@@ -218,7 +222,7 @@ const IMA_STEPS = Int32Array.from([
 const IMA_INDEX = Int8Array.from([-1, -1, -1, -1, 2, 4, 6, 8, -1, -1, -1, -1, 2, 4, 6, 8]);
 
 /** Decodes one IMA ADPCM block (`fmt.unitBytes` bytes at `off`) into planar int16 values. */
-function decodeImaBlock(src: Uint8Array, off: number, fmt: WavStreamFormat, out: Int16Array[]): void {
+function decodeImaBlock(src: Uint8Array, off: number, fmt: WavCodecFormat, out: Int16Array[]): void {
   const ch = fmt.channels;
   for (let c = 0; c < ch; c++) {
     const h = off + 4 * c;
@@ -254,7 +258,7 @@ export function decodeUnits(
   src: Uint8Array,
   srcOffset: number,
   units: number,
-  fmt: WavStreamFormat,
+  fmt: WavCodecFormat,
   out: FrameSink,
   outOffset: number,
   firstFrameIndex: number,
@@ -324,7 +328,7 @@ export function decodeUnits(
 /** What the walker reports to its reader. */
 export interface RiffHandler {
   /** The data chunk begins: its format, and its size in bytes (Infinity: until the end of the input). */
-  onDataStart(fmt: WavStreamFormat, size: number): void;
+  onDataStart(fmt: WavCodecFormat, size: number): void;
   /** Bytes of the data chunk (a view of the input: copy what must outlive the call). */
   onData(bytes: Uint8Array): void;
 }
@@ -366,7 +370,7 @@ export class RiffWalker {
   private rf64 = false;
   private ds64DataSize: number | undefined;
   private rawFmt: RawWavFmt | undefined;
-  private fmt: WavStreamFormat | undefined;
+  private fmt: WavCodecFormat | undefined;
   /** Data bytes still expected (Infinity: until the end of the input). */
   private remaining = 0;
   private declaredDataSize = 0;
@@ -381,7 +385,7 @@ export class RiffWalker {
     return this.rf64 ? 'rf64' : 'wav';
   }
 
-  get format(): WavStreamFormat | undefined {
+  get format(): WavCodecFormat | undefined {
     return this.fmt;
   }
 

@@ -4,7 +4,7 @@
 import { RustAsrError } from '../errors.js';
 import { type DecodedBlock, type DecoderOptions, type FormatDecoder } from './decoder.js';
 import type { SampleEncoding } from './types.js';
-import { decodeUnits, MAX_CHUNK_FRAMES, RiffWalker, type WavStreamFormat } from './wav-format.js';
+import { decodeUnits, MAX_CHUNK_FRAMES, RiffWalker, type WavCodecFormat } from './wav-format.js';
 
 /**
  * Reads WAV (RIFF/WAVE, RF64, BW64) bytes in pieces of any size and yields blocks of at most MAX_CHUNK_FRAMES
@@ -13,19 +13,19 @@ import { decodeUnits, MAX_CHUNK_FRAMES, RiffWalker, type WavStreamFormat } from 
  */
 export class WavReader implements FormatDecoder {
   private readonly walker: RiffWalker;
-  private fmt: WavStreamFormat | undefined;
+  private fmt: WavCodecFormat | undefined;
   private pending: Uint8Array[] = [];
   private carry = new Uint8Array(0);
   private carryLen = 0;
   private framesOut = 0;
   /** Called once when the data chunk begins (before its first block). */
-  onFormat: ((fmt: WavStreamFormat) => void) | undefined;
+  onFormat: ((fmt: WavCodecFormat) => void) | undefined;
 
   /**
    * `whole`: the bytes are a complete file (decodeWav's error wording). `raw`: headerless samples in this
    * format (raw PCM): every byte is data.
    */
-  constructor(private readonly opts: DecoderOptions & { whole?: boolean; raw?: WavStreamFormat }) {
+  constructor(private readonly opts: DecoderOptions & { whole?: boolean; raw?: WavCodecFormat }) {
     if (opts.raw) {
       this.fmt = opts.raw;
       this.carry = new Uint8Array(opts.raw.unitBytes);
@@ -40,7 +40,7 @@ export class WavReader implements FormatDecoder {
     });
   }
 
-  get info(): WavStreamFormat | undefined {
+  get info(): WavCodecFormat | undefined {
     return this.fmt;
   }
 

@@ -1,277 +1,45 @@
-// The rustasr command line: `rustasr infer <file|-> --model <dir> ...`, `devices`, `pull`, `list`, `synth`.
+// The rustasr command line. One file per command (infer, pull, list, rm, devices, synth), each exporting a
+// register function; adding a command is one file and one line in COMMANDS.
 //
 // Exit codes: 0 success, 1 runtime error (bad audio, missing model, unsupported device, ...), 2 bad usage
-// (unknown or malformed flags, bad --config file, missing --model or file).
-import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
-import sade from 'sade';
+// (unknown or malformed flags, out-of-range numbers, an unknown language, bad --config file, missing
+// argument), 141 when stdout's reader went away (as `cat` in a pipe to `head`).
+import sade, { type Sade } from 'sade';
 
-import type { KernelName } from '../api/model.js';
-import { recognize, type AudioInput } from '../api/recognize.js';
-import type { RecognizeOptions } from '../api/transcriber.js';
-import { RustAsrError } from '../errors.js';
-import type { SegmentResult } from '../stages/tokens.js';
+import { EXIT_FAILURE, EXIT_USAGE, exitQuietlyOnEpipe, joinNegativeValues } from './common.js';
 import { registerDevices } from './devices.js';
-import { registerModelCommands } from './models.js';
+import { INFER_VALUE_FLAGS, registerInfer, STDIN_PLACEHOLDER } from './infer.js';
+import { registerList } from './list.js';
+import { registerPull } from './pull.js';
+import { registerRm } from './rm.js';
 import { registerSynth } from './synth.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+export { EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EPIPE, UsageError } from './common.js';
+export { DEFAULT_MODEL, FORMATS, formatCue, parseInferOptions, readConfig, runInfer } from './infer.js';
+export type { InferIo, InferOptions, OutputFormat } from './infer.js';
 
-export const FORMATS = ['text', 'json', 'srt', 'vtt'] as const;
-export type OutputFormat = (typeof FORMATS)[number];
-const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'metal'] as const;
-const KERNELS: readonly KernelName[] = ['auto', 'avx512bf16', 'avx512f', 'avx2', 'neon', 'scalar'];
+/** The commands, in the order `rustasr --help` lists them. */
+const COMMANDS: ((prog: Sade) => Sade)[] = [registerInfer, registerPull, registerList, registerRm, registerDevices, registerSynth];
 
-/** Options of `rustasr infer`, as given by flags or by a --config JSON file (same names, camelCase). */
-export interface InferOptions {
-  model?: string;
-  device?: (typeof DEVICE_NAMES)[number];
-  deviceIndex?: number;
-  language?: string;
-  context?: string;
-  format?: OutputFormat;
-  maxNewTokens?: number;
-  maxSegmentSeconds?: number;
-  threads?: number;
-  kernel?: KernelName;
-}
-
-/** A bad command line: exit code 2. */
-export class UsageError extends RustAsrError {
-  constructor(message: string) {
-    super('INVALID_OPTION', message);
-  }
-}
-
-/** Option name (camelCase, as in --config) -> flag name. */
-const OPTION_FLAGS: Record<keyof InferOptions, string> = {
-  model: 'model',
-  device: 'device',
-  deviceIndex: 'device-index',
-  language: 'language',
-  context: 'context',
-  format: 'format',
-  maxNewTokens: 'max-new-tokens',
-  maxSegmentSeconds: 'max-segment-seconds',
-  threads: 'threads',
-  kernel: 'kernel',
-};
-
-function stringOpt(name: string, v: unknown): string | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v === 'number') return String(v); // mri turns numeric-looking values into numbers
-  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} needs a value`);
-  return v;
-}
-
-function enumOpt<T extends string>(name: string, v: unknown, allowed: readonly T[]): T | undefined {
-  const s = stringOpt(name, v);
-  if (s === undefined) return undefined;
-  if (!allowed.includes(s as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${s}`);
-  return s as T;
-}
-
-function intOpt(name: string, v: unknown, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${String(v)}`);
-  return n;
-}
-
-function numberOpt(name: string, v: unknown): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!(Number.isFinite(n) && n > 0)) throw new UsageError(`--${name} must be a positive number, got ${String(v)}`);
-  return n;
-}
-
-/** Validates raw option values (from flags or JSON) into InferOptions; throws UsageError. */
-export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknown>>): InferOptions {
-  const o: InferOptions = {
-    model: stringOpt('model', raw.model),
-    device: enumOpt('device', raw.device, DEVICE_NAMES),
-    deviceIndex: intOpt('device-index', raw.deviceIndex, 0),
-    language: stringOpt('language', raw.language),
-    context: raw.context === undefined ? undefined : typeof raw.context === 'string' ? raw.context : stringOpt('context', raw.context),
-    format: enumOpt('format', raw.format, FORMATS),
-    maxNewTokens: intOpt('max-new-tokens', raw.maxNewTokens, 1),
-    maxSegmentSeconds: numberOpt('max-segment-seconds', raw.maxSegmentSeconds),
-    threads: intOpt('threads', raw.threads, 0),
-    kernel: enumOpt('kernel', raw.kernel, KERNELS),
-  };
-  for (const k of Object.keys(o) as (keyof InferOptions)[]) if (o[k] === undefined) delete o[k];
-  return o;
-}
-
-/** Reads a --config JSON file: an object whose keys are InferOptions names (camelCase) or flag names. */
-export async function readConfig(path: string): Promise<Partial<Record<keyof InferOptions, unknown>>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new UsageError(`cannot read --config ${path}: ${(err as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new UsageError(`--config ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new UsageError(`--config ${path} must hold a JSON object`);
-  const byFlag = new Map(Object.entries(OPTION_FLAGS).map(([k, f]) => [f, k as keyof InferOptions]));
-  const out: Partial<Record<keyof InferOptions, unknown>> = {};
-  for (const [key, value] of Object.entries(json)) {
-    const name = (key in OPTION_FLAGS ? key : byFlag.get(key)) as keyof InferOptions | undefined;
-    if (name === undefined) {
-      throw new UsageError(`--config ${path}: unknown key ${JSON.stringify(key)} (known: ${Object.keys(OPTION_FLAGS).join(', ')})`);
-    }
-    out[name] = value;
-  }
-  return out;
-}
-
-function timestamp(seconds: number, sep: ',' | '.'): string {
-  const ms = Math.max(0, Math.round(seconds * 1000));
-  const h = Math.floor(ms / 3_600_000);
-  const m = Math.floor(ms / 60_000) % 60;
-  const s = Math.floor(ms / 1000) % 60;
-  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${pad(h)}:${pad(m)}:${pad(s)}${sep}${pad(ms % 1000, 3)}`;
-}
-
-/** One subtitle cue (SRT or WebVTT) for a segment; `n` is the 1-based cue number. */
-export function formatCue(format: 'srt' | 'vtt', n: number, seg: Pick<SegmentResult, 'start' | 'end' | 'text'>): string {
-  const sep = format === 'srt' ? ',' : '.';
-  const head = format === 'srt' ? `${n}\n` : '';
-  return `${head}${timestamp(seg.start, sep)} --> ${timestamp(seg.end, sep)}\n${seg.text}\n\n`;
-}
-
-async function write(out: NodeJS.WritableStream, s: string): Promise<void> {
-  if (s !== '' && !out.write(s)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
-}
-
-/** The model `infer` uses when --model is not given (downloaded into the cache on first use). */
-export const DEFAULT_MODEL = 'Qwen/Qwen3-ASR-0.6B';
-
-export interface InferIo {
-  stdin: Readable | NodeJS.ReadableStream;
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream & { isTTY?: boolean };
-}
-
-/** Runs `infer` with validated options. */
-export async function runInfer(file: string, o: InferOptions, io: InferIo): Promise<void> {
-  const format = o.format ?? 'text';
-  const tty = io.stderr.isTTY === true;
-  const input: AudioInput = file === '-' ? (io.stdin as NodeJS.ReadableStream) : file;
-  const opts: RecognizeOptions = {
-    model: o.model ?? DEFAULT_MODEL,
-    device: o.device,
-    deviceIndex: o.deviceIndex,
-    threads: o.threads,
-    kernel: o.kernel,
-    language: o.language,
-    context: o.context,
-    maxNewTokens: o.maxNewTokens,
-    maxSegmentSeconds: o.maxSegmentSeconds,
-  };
-  const stream = recognize(input, opts);
-  const cues: Promise<void>[] = [];
-  let cueNo = 0;
-  stream.on('segment', (seg: SegmentResult) => {
-    if (tty) io.stderr.write(`[segment ${seg.index}: ${seg.start.toFixed(2)}-${seg.end.toFixed(2)} s, ${seg.tokens.length} tokens]\n`);
-    if ((format === 'srt' || format === 'vtt') && seg.text !== '') cues.push(write(io.stdout, formatCue(format, ++cueNo, seg)));
-  });
-  if (format === 'vtt') await write(io.stdout, 'WEBVTT\n\n');
-  const tokens: number[] = [];
-  for await (const tok of stream) {
-    tokens.push(tok.id);
-    if (format === 'text') await write(io.stdout, tok.text);
-  }
-  await Promise.all(cues);
-  const t = stream.timings;
-  if (format === 'text') {
-    await write(io.stdout, '\n');
-  } else if (format === 'json') {
-    const segments = stream.segments;
-    const result = { text: segments.map((s) => s.text).join(''), language: stream.language ?? null, tokens, timings: t, segments };
-    await write(io.stdout, JSON.stringify(result) + '\n');
-  }
-  if (tty) {
-    const m = stream.loadedModel;
-    const on = m === undefined ? '' : `on ${m.device}${m.deviceName === '' ? '' : ` (${m.deviceName})`}: `;
-    io.stderr.write(
-      on +
-        `audio ${t.audioSeconds.toFixed(2)} s, total ${t.totalMs.toFixed(0)} ms (RTF ${t.rtf.toFixed(3)}): ` +
-        `mel ${t.melMs.toFixed(0)} ms, encoder ${t.encoderMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, ` +
-        `decode ${t.decodeMs.toFixed(0)} ms\n`,
-    );
-  }
-}
-
-type Flags = Record<string, unknown> & { config?: unknown; _?: unknown };
-
-/** mri (sade's parser) drops a lone '-'; it is passed through as this placeholder and mapped back. */
-const STDIN_PLACEHOLDER = '\u0000stdin';
-
-async function infer(file: string | undefined, flags: Flags): Promise<void> {
-  if (file === STDIN_PLACEHOLDER) file = '-';
-  if (file === undefined || file === '') throw new UsageError('infer needs a WAV file argument (or - for stdin)');
-  let raw: Partial<Record<keyof InferOptions, unknown>> = {};
-  if (flags.config !== undefined) {
-    const path = stringOpt('config', flags.config)!;
-    raw = await readConfig(path);
-  }
-  for (const [name, flag] of Object.entries(OPTION_FLAGS)) {
-    if (flags[flag] !== undefined) raw[name as keyof InferOptions] = flags[flag];
-  }
-  await runInfer(String(file), parseInferOptions(raw), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
-}
+/** Flags that take a value in any command (a negative number after one is its value, not a flag). */
+const VALUE_FLAGS = new Set([...INFER_VALUE_FLAGS, '--revision', '--cache-dir', '--endpoint']);
 
 export async function main(argv: string[]): Promise<void> {
+  exitQuietlyOnEpipe(process.stdout);
   const prog = sade('rustasr');
   prog.version('0.1.0');
-  prog
-    .command('infer [file]')
-    .describe('Transcribe a WAV file (any rate, any channel count); - reads the WAV from stdin.')
-    .option('--model, -m', `Model directory or Hugging Face repo id (default ${DEFAULT_MODEL}, downloaded once)`)
-    .option('--device', 'auto | cpu | cuda | metal (default auto: CUDA, else Metal, else CPU; see `rustasr devices`)')
-    .option('--device-index', 'Which GPU (CUDA device ordinal, default 0)')
-    .option('--config', 'JSON file with the same options (camelCase or flag names); flags override it')
-    .option('--language', 'Force the language (e.g. English); default: detect')
-    .option('--context', 'Context text given to the decoder (glossary, names)')
-    .option('--format', 'Output: text | json | srt | vtt (default text; srt/vtt: one cue per segment)')
-    .option('--max-new-tokens', 'Maximum number of generated tokens per segment (default 512)')
-    .option('--max-segment-seconds', 'Longest segment decoded in one pass (default 1200)')
-    .option('--threads', 'Number of CPU threads (default: all)')
-    .option('--kernel', 'Force a CPU kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar (default auto)')
-    .example('infer speech.wav --model ./Qwen3-ASR-0.6B')
-    .example('infer - --model ./Qwen3-ASR-0.6B --format srt < speech.wav > speech.srt')
-    .action(async (file: string | undefined, flags: Flags) => {
-      try {
-        await infer(file, flags);
-      } catch (err) {
-        const e = err instanceof RustAsrError ? err : new RustAsrError('INTERNAL', String(err));
-        process.stderr.write(`rustasr: ${e.code}: ${e.message}\n`);
-        process.exitCode = e.code === 'INVALID_OPTION' ? EXIT_USAGE : EXIT_FAILURE;
-      }
-    });
-  registerSynth(prog);
-  registerModelCommands(prog);
-  registerDevices(prog);
+  for (const register of COMMANDS) register(prog);
   // sade reports its own usage errors (unknown command or flag, missing argument) with exit code 1;
   // they are usage errors here (2). Its handlers run asynchronously and never call process.exit.
   const realExit = process.exit;
   process.exit = ((code?: number) => realExit.call(process, code === EXIT_FAILURE ? EXIT_USAGE : code)) as typeof process.exit;
   let ran: unknown;
   try {
-    ran = prog.parse(
+    const args = joinNegativeValues(
       argv.map((a, i) => (i >= 2 && a === '-' ? STDIN_PLACEHOLDER : a)),
-      { unknown: (flag: string) => `Unknown option ${flag}` },
+      VALUE_FLAGS,
     );
+    ran = prog.parse(args, { unknown: (flag: string) => `Unknown option ${flag}` });
   } finally {
     process.exit = realExit;
   }

@@ -13,7 +13,7 @@ import { MAX_SNIFF_BYTES, sniff } from '../audio/detect.js';
 import { openDecoder, rawStreamFormat, unknownFormatError, type RawAudioFormat } from '../audio/open.js';
 import type { AudioChunk, AudioStreamFormat, PlanarAudio } from '../audio/types.js';
 import { WavReader } from '../audio/wav.js';
-import type { WavStreamFormat } from '../audio/wav-format.js';
+import type { WavCodecFormat } from '../audio/wav-format.js';
 
 export interface AudioDecoderOptions extends Omit<TransformOptions, 'objectMode' | 'readableObjectMode' | 'writableObjectMode'> {
   /**
@@ -38,7 +38,7 @@ export interface AudioDecoderOptions extends Omit<TransformOptions, 'objectMode'
 /** The public part of a format (no decoder internals). */
 function publicFormat(f: AudioStreamFormat): AudioStreamFormat {
   const out: AudioStreamFormat = { format: f.format, sampleRate: f.sampleRate, channels: f.channels };
-  const w = f as Partial<WavStreamFormat>;
+  const w = f as Partial<WavCodecFormat>;
   if (w.bitsPerSample !== undefined) out.bitsPerSample = w.bitsPerSample;
   if (w.encoding !== undefined) out.encoding = w.encoding;
   if (w.formatTag !== undefined && w.formatTag !== 0) out.formatTag = w.formatTag;

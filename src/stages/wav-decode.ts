@@ -1,7 +1,7 @@
 // The WAV-only decoding stage (kept for code that wants WAV and nothing else): an AudioDecoder whose input
 // must be WAV (RIFF/WAVE, RF64, BW64). The format rules and the chunk walker live in src/audio/wav-format.ts,
 // shared with the whole-buffer decodeWav and with the any-format AudioDecoder.
-import type { AudioStreamFormat } from '../audio/types.js';
+import type { WavStreamFormat } from '../audio/wav-format.js';
 import { AudioDecoder, type AudioDecoderOptions } from './audio-decode.js';
 
 export type { AudioChunk } from '../audio/types.js';
@@ -27,7 +27,7 @@ export class WavDecoder extends AudioDecoder {
   }
 
   /** The stream format (with the fmt chunk's fields), or null until the data chunk begins. */
-  override get format(): (AudioStreamFormat & Required<Pick<AudioStreamFormat, 'bitsPerSample' | 'encoding'>>) | null {
-    return super.format as (AudioStreamFormat & Required<Pick<AudioStreamFormat, 'bitsPerSample' | 'encoding'>>) | null;
+  override get format(): WavStreamFormat | null {
+    return super.format as WavStreamFormat | null;
   }
 }
