@@ -219,7 +219,7 @@ async function transcribeOne(
     maxSegmentSeconds: o.maxSegmentSeconds,
     raw: o.raw,
     signal,
-    onProgress: term.enabled ? (p) => term.status(transcribeLine(name, p), p.phase !== 'decoding') : undefined,
+    onProgress: term.enabled ? (p) => term.status(transcribeLine(file === '-' ? 'stdin' : basename(file), p), p.phase !== 'decoding') : undefined,
   };
   const stream = recognize(input, opts);
   const cues: SegmentResult[] = [];

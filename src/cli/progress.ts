@@ -30,7 +30,7 @@ export function terminal(stdout: Out, stderr: Out, opts: { quiet: boolean }): Te
   let wanted = '';
   let lastDraw = 0;
   let lineOpen = false;
-  const width = () => Math.max(20, (stderr.columns ?? 80) - 1);
+  const width = () => Math.max(20, (stderr.columns !== undefined && stderr.columns > 0 ? stderr.columns : 80) - 1);
   const erase = () => {
     if (shown !== '') {
       stderr.write('\r\x1b[K');
