@@ -202,7 +202,7 @@ describe('progress on a terminal', () => {
     expect(shown).toMatch(/en_21s\.wav: .*(encoding|decoding)/);
     expect(shown).toMatch(/\[segment 0: 0\.00-/);
     // Every transcript line (not a status or note line) is whole: no status text inside it.
-    const lines = shown.replace(/\r\x1b\[K/g, '\n').split(/\r?\n/).filter((l) => l !== '' && !l.includes('\x1b'));
+    const lines = shown.split('\r\x1b[K').join('\n').split(/\r?\n/).filter((l) => l !== '' && !l.includes('\x1b'));
     for (const l of lines) expect(l.includes('elapsed') && !l.startsWith(WAV21)).toBe(false);
     const quiet = onTty(['infer', WAV21, '--model', MODEL, '--max-new-tokens', '4', '--max-segment-seconds', '8', '--quiet']);
     expect(quiet).not.toContain('\x1b[K');
