@@ -582,7 +582,7 @@ function referenceSample(b, ref, i) {
 
 function wavTarget(stream) {
   return {
-    instrument: ['dist/audio/wav.js', 'dist/stages/wav-decode.js'],
+    instrument: ['dist/audio/wav.js', 'dist/audio/wav-format.js', 'dist/stages/audio-decode.js'],
     seedDirs: ['wav'],
     async setup(ctx) {
       const { decodeWav } = await import('../dist/audio/wav.js');
