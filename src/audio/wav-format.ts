@@ -534,6 +534,11 @@ export class RiffWalker {
       case State.ChunkHeader:
       case State.Body:
       case State.Skip:
+        // A fmt chunk cut by the end of the input is still read for what it says (an unsupported format is
+        // named as such rather than as a missing chunk).
+        if (this.state === State.Body && this.bodyId === 'fmt ' && this.hdrLen >= 16) {
+          validateWavFmt(parseFmtChunk(this.hdr.subarray(0, this.hdrLen), this.chunkSize), MAX_WAV_SAMPLE_RATE);
+        }
         if (whole) throw new RustAsrError('INVALID_WAV', this.rawFmt ? 'no data chunk' : 'no fmt chunk');
         throw new RustAsrError(
           'TRUNCATED_WAV',
