@@ -145,6 +145,7 @@ describe('lossy formats match a reference decoder (SNR >= 30 dB after alignment)
     { file: 'mono.opus', format: 'ogg/opus', ref: opusdec },
     { file: 'stereo.opus', format: 'ogg/opus', ref: opusdec },
     { file: 'mono.webm', format: 'webm/opus', ref: (f) => ((r) => planar(r.samples, r.channels))(ffmpegDecode(f, { decoder: 'libopus' })) },
+    { file: 'live.webm', format: 'webm/opus', ref: (f) => ((r) => planar(r.samples, r.channels))(ffmpegDecode(f, { decoder: 'libopus' })) },
     // IMA ADPCM: lossy against the source, but its decode is exact integer arithmetic: equal to ffmpeg's.
     { file: 'ima_adpcm.wav', format: 'wav/ima-adpcm', ref: (f) => ((r) => planar(r.samples, r.channels))(ffmpegDecode(f)), exact: true },
     { file: 'ima_adpcm_stereo.wav', format: 'wav/ima-adpcm', ref: (f) => ((r) => planar(r.samples, r.channels))(ffmpegDecode(f)), exact: true },

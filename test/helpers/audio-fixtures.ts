@@ -101,6 +101,8 @@ export function makeFixtures(mono: string, stereo: string): Fixtures {
   run('opusenc', ['--quiet', mono, p('mono.opus')]);
   run('opusenc', ['--quiet', stereo, p('stereo.opus')]);
   ffmpeg('-i', mono, '-c:a', 'libopus', p('mono.webm'));
+  // As MediaRecorder writes it: Segment and Clusters of unknown size.
+  ffmpeg('-i', mono, '-c:a', 'libopus', '-f', 'webm', '-live', '1', '-cluster_time_limit', '500', p('live.webm'));
   ffmpeg('-i', stereo, '-c:a', 'libvorbis', p('stereo_vorbis.webm'));
   ffmpeg('-i', mono, '-c:a', 'aac', p('mono.m4a'));
   ffmpeg('-i', mono, '-c:a', 'adpcm_ima_wav', p('ima_adpcm.wav'));
