@@ -38,7 +38,7 @@ need LICENSE
 need docs/formats.md
 need README.md
 if [ "$cuda_plugin" = yes ]; then need prebuilds/linux-x64/rustasr_cuda.so; fi
-if grep -E '^package/(native/tests/|.*\.map$|scripts/|test/|src/)' <<<"$contents"; then
+if grep -E '^package/(native/tests/|dist/.*\.map$|scripts/|test/|src/)' <<<"$contents"; then
   echo "pack-test: the tarball holds files it should not (above)" >&2
   exit 1
 fi
