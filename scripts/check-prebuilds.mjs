@@ -56,7 +56,7 @@ for (const w of wanted) {
   const machine = elfMachine(file);
   if (machine !== w.machine) problems.push(`prebuilds/${w.dir}/${files[0]}: not an ELF file for ${w.dir} (e_machine ${machine})`);
   if (statSync(file).mtimeMs < sources) problems.push(`prebuilds/${w.dir}/${files[0]} is older than the native sources (rebuild it with \`${w.make}\`)`);
-  else console.log(`check-prebuilds: ${w.dir}/${files[0]} ${statSync(file).size} bytes`);
+  else console.error(`check-prebuilds: ${w.dir}/${files[0]} ${statSync(file).size} bytes`);
 }
 
 if (problems.length > 0) {
