@@ -519,58 +519,115 @@ function generateWav({ rand, int, pick }) {
 }
 
 /**
- * An independent reading of a WAV header, written from the format rules (not from src/): the last fmt
- * chunk before the first data chunk, odd chunks padded, a data size of 0 or 0xFFFFFFFF meaning "to the end".
- * Returns the expected error code, or the layout: { fmt, dataOffset, frames, fmtChunks }.
+ * An independent reading of a WAV header, written from the format rules (not from src/): RIFF, RF64 or BW64
+ * (RF64/BW64: a data size of 0xFFFFFFFF is the ds64 chunk's), every fmt chunk validated as it is met (the
+ * last one before the first data chunk applies), odd chunks padded, a data size of 0 (or 0xFFFFFFFF in RIFF)
+ * meaning "to the end". Codecs: PCM 8/16/24/32, float 32/64, μ-law / A-law 8-bit, IMA ADPCM 4-bit (blocks).
+ * Returns the expected error code (for TRUNCATED_WAV with the layout of the bytes that are there, since the
+ * samples before the cut are decoded first), or the layout: { fmt, dataOffset, frames, frameBytes, fmtChunks }.
  */
 function referenceWav(b) {
   const u32 = (o) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
   const u16 = (o) => b[o] | (b[o + 1] << 8);
   const id = (o) => String.fromCharCode(b[o], b[o + 1], b[o + 2], b[o + 3]);
-  if (b.length < 12 || id(0) !== 'RIFF' || id(8) !== 'WAVE') return { error: 'INVALID_WAV' };
+  if (b.length < 12 || !['RIFF', 'RF64', 'BW64'].includes(id(0)) || id(8) !== 'WAVE') return { error: 'INVALID_WAV' };
+  const rf64 = id(0) !== 'RIFF';
   let fmt;
+  let ds64;
   let fmtChunks = 0;
   for (let o = 12; o + 8 <= b.length; ) {
     const size = u32(o + 4);
     const body = o + 8;
+    const have = Math.min(size, b.length - body);
     if (id(o) === 'fmt ') {
       fmtChunks++;
-      const have = Math.min(size, b.length - body);
       if (size < 16 || have < 16) return { error: 'INVALID_WAV', fmtChunks };
       let tag = u16(body);
       if (tag === 0xfffe) {
         if (size < 40 || have < 40) return { error: 'INVALID_WAV', fmtChunks };
         tag = u16(body + 24);
       }
-      fmt = { tag, channels: u16(body + 2), rate: u32(body + 4), bits: u16(body + 14) };
+      const channels = u16(body + 2);
+      const rate = u32(body + 4);
+      const blockAlign = u16(body + 12);
+      const bits = u16(body + 14);
+      const spb = u16(body) === 0x11 && size >= 20 && have >= 20 && u16(body + 16) >= 2 ? u16(body + 18) : 0;
+      if (channels === 0 || rate === 0 || rate > 384000) return { error: 'UNSUPPORTED_WAV_FORMAT', fmtChunks };
+      let encoding;
+      if (tag === 1 && [8, 16, 24, 32].includes(bits)) encoding = 'pcm';
+      else if (tag === 3 && (bits === 32 || bits === 64)) encoding = 'float';
+      else if (tag === 7 && bits === 8) encoding = 'mulaw';
+      else if (tag === 6 && bits === 8) encoding = 'alaw';
+      else if (tag === 0x11 && bits === 4) encoding = 'ima-adpcm';
+      else return { error: 'UNSUPPORTED_WAV_FORMAT', fmtChunks };
+      let frameBytes = (bits / 8) * channels;
+      let unitFrames = 1;
+      if (encoding === 'ima-adpcm') {
+        if (blockAlign < 4 * channels || (blockAlign - 4 * channels) % (4 * channels) !== 0) return { error: 'INVALID_WAV', fmtChunks };
+        frameBytes = blockAlign;
+        unitFrames = ((blockAlign - 4 * channels) * 2) / channels + 1;
+        if (spb !== 0 && spb !== unitFrames) return { error: 'INVALID_WAV', fmtChunks };
+      }
+      fmt = { tag, channels, rate, bits, encoding, float: encoding === 'float', frameBytes, unitFrames };
+    } else if (id(o) === 'ds64') {
+      if (have < 24) return { error: 'INVALID_WAV', fmtChunks };
+      ds64 = u32(body + 8) + u32(body + 12) * 2 ** 32;
     } else if (id(o) === 'data') {
       if (!fmt) return { error: 'INVALID_WAV', fmtChunks };
-      const open = size === 0 || size === 0xffffffff;
-      if (!open && body + size > b.length) return { error: 'TRUNCATED_WAV', fmtChunks };
-      const len = open ? b.length - body : size;
-      const { tag, channels, rate, bits } = fmt;
-      const pcm = tag === 1 && [8, 16, 24, 32].includes(bits);
-      const float = tag === 3 && (bits === 32 || bits === 64);
-      if (channels === 0 || rate === 0 || rate > 384000 || !(pcm || float)) return { error: 'UNSUPPORTED_WAV_FORMAT', fmtChunks };
-      const frameBytes = (bits / 8) * channels;
-      const frames = Math.floor(len / frameBytes);
-      if (frames === 0) return { error: 'EMPTY_AUDIO', fmtChunks };
-      return { fmt: { ...fmt, float }, dataOffset: body, frames, frameBytes, fmtChunks };
+      let declared = size;
+      if (rf64 && size === 0xffffffff) {
+        if (ds64 === undefined) return { error: 'INVALID_WAV', fmtChunks };
+        declared = ds64;
+      }
+      const open = declared === 0 || (!rf64 && declared === 0xffffffff);
+      const len = open ? b.length - body : Math.min(declared, b.length - body);
+      const units = Math.floor(len / fmt.frameBytes);
+      const layout = { fmt, dataOffset: body, frames: units * fmt.unitFrames, frameBytes: fmt.frameBytes, fmtChunks };
+      if (!open && body + declared > b.length) return { error: 'TRUNCATED_WAV', layout, fmtChunks };
+      if (units === 0) return { error: 'EMPTY_AUDIO', fmtChunks };
+      return layout;
     }
     o = body + size + (size & 1);
   }
   return { error: 'INVALID_WAV', fmtChunks };
 }
 
-/** The mono sample of frame `i` by the reference layout (the mean of the channels, as float32). */
+/** G.711 μ-law and A-law byte -> linear value (ITU-T G.711), / 32768. */
+function g711(x, mulaw) {
+  if (mulaw) {
+    const u = ~x & 0xff;
+    const t = (((u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
+    return (u & 0x80 ? 0x84 - t : t - 0x84) / 32768;
+  }
+  const a = x ^ 0x55;
+  let t = (a & 0x0f) << 4;
+  const seg = (a & 0x70) >> 4;
+  if (seg === 0) t += 8;
+  else if (seg === 1) t += 0x108;
+  else t = (t + 0x108) << (seg - 1);
+  return (a & 0x80 ? t : -t) / 32768;
+}
+
+/**
+ * The mono sample of frame `i` by the reference layout (the mean of the channels, as float32); for IMA ADPCM
+ * only the first frame of each block (the predictors in the block headers) is known, undefined otherwise.
+ */
 function referenceSample(b, ref, i) {
-  const { channels, bits, float } = ref.fmt;
+  const { channels, bits, float, encoding, unitFrames } = ref.fmt;
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (encoding === 'ima-adpcm') {
+    if (i % unitFrames !== 0) return undefined;
+    const p = ref.dataOffset + (i / unitFrames) * ref.frameBytes;
+    let acc = 0;
+    for (let c = 0; c < channels; c++) acc += v.getInt16(p + 4 * c, true) / 32768;
+    return acc / channels;
+  }
   let acc = 0;
   for (let c = 0; c < channels; c++) {
     const p = ref.dataOffset + i * ref.frameBytes + (c * bits) / 8;
     let x;
     if (float) x = bits === 32 ? v.getFloat32(p, true) : v.getFloat64(p, true);
+    else if (encoding === 'mulaw' || encoding === 'alaw') x = g711(b[p], encoding === 'mulaw');
     else if (bits === 8) x = (b[p] - 128) / 128;
     else if (bits === 16) x = v.getInt16(p, true) / 32768;
     else if (bits === 24) x = ((b[p] | (b[p + 1] << 8) | (b[p + 2] << 16)) << 8 >> 8) / 8388608;
@@ -582,7 +639,7 @@ function referenceSample(b, ref, i) {
 
 function wavTarget(stream) {
   return {
-    instrument: ['dist/audio/wav.js', 'dist/stages/wav-decode.js'],
+    instrument: ['dist/audio/wav.js', 'dist/audio/wav-format.js', 'dist/stages/audio-decode.js'],
     seedDirs: ['wav'],
     async setup(ctx) {
       const { decodeWav } = await import('../dist/audio/wav.js');
@@ -646,13 +703,15 @@ function wavTarget(stream) {
         const a = outcome('decodeWav', () => decodeWav(host.subarray(pad, pad + bytes.length)));
         const ref = referenceWav(bytes);
         if (!a.ok) {
-          // A non-finite float sample is found while decoding; the reference does not look at samples.
-          const expected = ref.error ?? (ref.fmt.float ? 'INVALID_WAV' : 'ok');
-          if (a.code !== expected) throw new Finding('reference-mismatch', `decodeWav ${a.code} (${a.message}), reference ${expected}`);
-          if (!ref.error) {
+          // A non-finite float sample is found while decoding, before a cut at the end is noticed; the
+          // reference does not look at samples.
+          const layout = ref.error === 'TRUNCATED_WAV' ? ref.layout : ref.error ? undefined : ref;
+          const expected = layout?.fmt.float && a.code === 'INVALID_WAV' ? 'INVALID_WAV' : (ref.error ?? 'ok');
+          if (a.code !== expected) throw new Finding('reference-mismatch', `decodeWav ${a.code} (${a.message}), reference ${ref.error ?? 'ok'}`);
+          if (a.code === 'INVALID_WAV' && layout) {
             // Then some sample must really be NaN / ±Infinity / beyond the float32 range.
             let bad = false;
-            for (let i = 0; i < ref.frames && !bad; i++) bad = !Number.isFinite(Math.fround(referenceSample(bytes, ref, i)));
+            for (let i = 0; i < layout.frames && !bad; i++) bad = !Number.isFinite(Math.fround(referenceSample(bytes, layout, i)));
             if (!bad || !/not a finite number/.test(a.message)) throw new Finding('reference-mismatch', `decodeWav: ${a.message}, reference finds no bad sample`);
           }
           return { a, ref };
@@ -662,12 +721,14 @@ function wavTarget(stream) {
         if (!(samples instanceof Float32Array) || samples.length !== ref.frames || info.frames !== ref.frames) {
           throw new Finding('frame-count', `decodeWav ${samples.length} samples (info ${info.frames}), reference ${ref.frames}`);
         }
-        if (info.channels !== ref.fmt.channels || info.sampleRate !== ref.fmt.rate || info.bitsPerSample !== ref.fmt.bits || info.format !== (ref.fmt.float ? 'float' : 'pcm')) {
+        if (info.channels !== ref.fmt.channels || info.sampleRate !== ref.fmt.rate || info.bitsPerSample !== ref.fmt.bits || info.format !== ref.fmt.encoding) {
           throw new Finding('info-mismatch', JSON.stringify({ info, ref: ref.fmt }));
         }
         const pcm = !ref.fmt.float;
         const check = (i) => {
-          const want = Math.fround(referenceSample(bytes, ref, i));
+          const w = referenceSample(bytes, ref, i);
+          if (w === undefined) return;
+          const want = Math.fround(w);
           const got = samples[i];
           if (!Number.isFinite(got) || (pcm && (got < -1 || got > 1))) throw new Finding('bad-sample', `sample ${i} = ${got}`);
           // The mean is summed in the same order, so the float32 result is bit-identical (up to -0 / +0).

@@ -108,12 +108,12 @@ function source(kind, seconds) {
 const tooShort = () => wavFromSamples(new Float32Array(150).fill(0.1));
 /** Invalid inputs and the code each must fail with. */
 const INVALID = [
-  { name: 'empty', code: 'INVALID_WAV', make: () => new Uint8Array(0) },
-  { name: 'not-wav', code: 'INVALID_WAV', make: () => new TextEncoder().encode('ID3 definitely not a wave file') },
+  { name: 'empty', code: 'EMPTY_AUDIO', make: () => new Uint8Array(0) },
+  { name: 'not-audio', code: 'UNSUPPORTED_AUDIO_FORMAT', make: () => new TextEncoder().encode('ID3 definitely not a wave file') },
   { name: 'header-only', code: 'EMPTY_AUDIO', make: () => buildWav({ data: new Uint8Array(0) }) },
   { name: 'truncated', code: 'TRUNCATED_WAV', make: () => buildWav({ data: new Uint8Array(3200), dataSize: 32000 }) },
-  { name: 'mulaw', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ formatTag: 7, bits: 8, data: new Uint8Array(8000) }) },
-  { name: 'adpcm', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ formatTag: 0x11, bits: 4, blockAlign: 256, data: new Uint8Array(8192) }) },
+  { name: 'gsm', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ formatTag: 0x31, bits: 0, data: new Uint8Array(8000) }) },
+  { name: 'ms-adpcm', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ formatTag: 2, bits: 4, blockAlign: 256, data: new Uint8Array(8192) }) },
   { name: '0-channels', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ channels: 0, data: new Uint8Array(3200) }) },
   { name: '0-hz', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ sampleRate: 0, data: new Uint8Array(3200) }) },
   { name: '400-khz', code: 'UNSUPPORTED_WAV_FORMAT', make: () => buildWav({ sampleRate: 400000, data: new Uint8Array(3200) }) },

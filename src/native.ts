@@ -1,4 +1,5 @@
 // The one place that loads the compiled addon (prebuilt binary first, then a local build).
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -214,11 +215,53 @@ export interface NativeDevBinding {
 
 let cached: NativeBinding | undefined;
 
+/**
+ * The package root (where binding.gyp, build/ and prebuilds/ are): the nearest ancestor of this module with
+ * rustasr's package.json. The ES build runs from dist/, the CommonJS bundle from dist/cjs/.
+ */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'rustasr') return dir;
+      } catch {
+        // not ours (dist/cjs/package.json only says "commonjs"); keep walking up
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) return join(dirname(fileURLToPath(import.meta.url)), '..');
+    dir = up;
+  }
+}
+
+/**
+ * Rewrites the engine's advice for an installed package: the engine says "build it with `npm run build:cuda`",
+ * which only a source checkout (with scripts/build-cuda.sh) can do. Messages name only what the user has.
+ */
+export function adviceForThisInstall(message: string, root = packageRoot()): string {
+  if (!message.includes('npm run build:cuda') || existsSync(join(root, 'scripts', 'build-cuda.sh'))) return message;
+  const where = `${process.platform}-${process.arch}`;
+  return message
+    .replace(/;? ?build it with `npm run build:cuda`/, `; this rustasr package has no CUDA plugin for ${where}: see ${join(root, 'docs', 'cuda.md')} ("Build")`)
+    .replace(/\(rebuild it with `npm run build:cuda`\)/, `(it does not match this rustasr version: see ${join(root, 'docs', 'cuda.md')})`);
+}
+
+function withAdvice(err: unknown): unknown {
+  if (err instanceof Error) err.message = adviceForThisInstall(err.message);
+  return err;
+}
+
 export function native(): NativeBinding {
   if (!cached) {
     const require = createRequire(import.meta.url);
-    const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-    cached = require('node-gyp-build')(root) as NativeBinding;
+    const b = require('node-gyp-build')(packageRoot()) as NativeBinding;
+    cached = Object.assign(Object.create(b) as NativeBinding, {
+      loadModel: (dir: string, opts: Parameters<NativeBinding['loadModel']>[1]) =>
+        b.loadModel(dir, opts).catch((err: unknown) => Promise.reject(withAdvice(err))),
+      devices: async () => (await b.devices()).map((d) => ({ ...d, reason: adviceForThisInstall(d.reason) })),
+    });
   }
   return cached;
 }

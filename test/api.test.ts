@@ -250,7 +250,7 @@ describe('bad inputs fail through pipeline() with their code', () => {
     return b;
   };
   const cases: [string, () => Uint8Array, Record<string, unknown>, string][] = [
-    ['non-WAV bytes', () => Buffer.from('this is not a wav file at all'), {}, 'INVALID_WAV'],
+    ['non-audio bytes', () => Buffer.from('this is not a wav file at all'), {}, 'UNSUPPORTED_AUDIO_FORMAT'],
     ['a truncated WAV', () => wavBytes.subarray(0, 20_000), {}, 'TRUNCATED_WAV'],
     ['a WAV without samples', emptyWav, {}, 'EMPTY_AUDIO'],
     ['an unsupported language', () => wavBytes, { language: 'Klingon' }, 'UNSUPPORTED_LANGUAGE'],

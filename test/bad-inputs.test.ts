@@ -76,12 +76,12 @@ const tone = (n: number, rate = 16000) => Float32Array.from({ length: n }, (_, i
 const pcm16 = (n: number) => encodeSamples(tone(n), { bits: 16 });
 
 describe('bad WAV bytes', () => {
-  it('an empty file is INVALID_WAV (bytes and path)', async () => {
-    expect(await codes(new Uint8Array(0))).toEqual(all('INVALID_WAV'));
+  it('an empty file is INVALID_WAV for the WAV readers, EMPTY_AUDIO for the any-format ones (bytes and path)', async () => {
+    expect(await codes(new Uint8Array(0))).toEqual({ decodeWav: 'INVALID_WAV', loadAudio: 'EMPTY_AUDIO', stream: 'INVALID_WAV', transcribe: 'EMPTY_AUDIO' });
     const p = join(scratch, 'empty.wav');
     writeFileSync(p, new Uint8Array(0));
-    expect((await errorOf(() => transcribe(p, { model, maxNewTokens: 1 }))).code).toBe('INVALID_WAV');
-    expect((await errorOf(() => loadAudio(p, 16000))).code).toBe('INVALID_WAV');
+    expect((await errorOf(() => transcribe(p, { model, maxNewTokens: 1 }))).code).toBe('EMPTY_AUDIO');
+    expect((await errorOf(() => loadAudio(p, 16000))).code).toBe('EMPTY_AUDIO');
   });
 
   it('a missing file is IO_ERROR', async () => {
@@ -90,16 +90,17 @@ describe('bad WAV bytes', () => {
     expect((await errorOf(() => transcribe(p, { model, maxNewTokens: 1 }))).code).toBe('IO_ERROR');
   });
 
-  it('non-WAV bytes are INVALID_WAV', async () => {
-    const samples: Uint8Array[] = [
-      new TextEncoder().encode('hello, this is not audio at all'),
-      Uint8Array.from([0x49, 0x44, 0x33, 0x04, 0, 0, 0, 0, 0, 0x21, 0xff, 0xfb, 0x90, 0x64]), // ID3 + MP3 frame
-      Uint8Array.from([0x4f, 0x67, 0x67, 0x53, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]), // OggS
-      Uint8Array.from([0x66, 0x4c, 0x61, 0x43, 0, 0, 0, 0x22]), // fLaC
-      buildWav({ data: pcm16(400) }).map((b, i) => (i >= 8 && i < 12 ? 0x41 : b)), // RIFF....AAAA (not WAVE)
-      Uint8Array.from([0x52, 0x49, 0x46, 0x58, 0, 0, 0, 0, 0x57, 0x41, 0x56, 0x45]), // RIFX (big-endian RIFF)
+  it('non-WAV bytes are INVALID_WAV for the WAV readers; the any-format readers say what they are', async () => {
+    const wavOnly = { decodeWav: 'INVALID_WAV', stream: 'INVALID_WAV' };
+    const samples: [Uint8Array, string][] = [
+      [new TextEncoder().encode('hello, this is not audio at all'), 'UNSUPPORTED_AUDIO_FORMAT'],
+      [Uint8Array.from([0x49, 0x44, 0x33, 0x04, 0, 0, 0, 0, 0, 0x21, 0xff, 0xfb, 0x90, 0x64]), 'UNSUPPORTED_AUDIO_FORMAT'], // ID3 running past the end
+      [Uint8Array.from([0x4f, 0x67, 0x67, 0x53, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]), 'UNSUPPORTED_AUDIO_FORMAT'], // OggS without a packet
+      [Uint8Array.from([0x66, 0x4c, 0x61, 0x43, 0, 0, 0, 0x22]), 'INVALID_AUDIO'], // fLaC without frames
+      [buildWav({ data: pcm16(400) }).map((b, i) => (i >= 8 && i < 12 ? 0x41 : b)), 'UNSUPPORTED_AUDIO_FORMAT'], // RIFF....AAAA (not WAVE)
+      [Uint8Array.from([0x52, 0x49, 0x46, 0x58, 0, 0, 0, 0, 0x57, 0x41, 0x56, 0x45]), 'UNSUPPORTED_AUDIO_FORMAT'], // RIFX (big-endian RIFF)
     ];
-    for (const b of samples) expect(await codes(b)).toEqual(all('INVALID_WAV'));
+    for (const [b, any] of samples) expect(await codes(b)).toEqual({ ...wavOnly, loadAudio: any, transcribe: any });
   });
 
   it('a header without samples: EMPTY_AUDIO (data size 0), TRUNCATED_WAV (data size > 0)', async () => {
@@ -116,10 +117,11 @@ describe('bad WAV bytes', () => {
     for (const b of [riffOnly, fmtOnly]) {
       expect(await codes(b)).toEqual({ decodeWav: 'INVALID_WAV', loadAudio: 'INVALID_WAV', stream: 'TRUNCATED_WAV', transcribe: 'TRUNCATED_WAV' });
     }
-    // Cut inside the RIFF header itself (a prefix of 'RIFF....WAVE').
+    // Cut inside the RIFF header itself (a prefix of 'RIFF....WAVE'): loadAudio cannot tell WAV yet, and
+    // reads it as a stream would.
     expect(await codes(riffOnly.subarray(0, 8))).toEqual({
       decodeWav: 'INVALID_WAV',
-      loadAudio: 'INVALID_WAV',
+      loadAudio: 'TRUNCATED_WAV',
       stream: 'TRUNCATED_WAV',
       transcribe: 'TRUNCATED_WAV',
     });
@@ -163,14 +165,19 @@ describe('bad WAV bytes', () => {
     expect(await codes(buildWav({ data, dataSize: data.length + 2 }))).toEqual(all('TRUNCATED_WAV'));
   });
 
-  it('μ-law, A-law, ADPCM and other codecs are UNSUPPORTED_WAV_FORMAT', async () => {
-    const cases = [
+  it('μ-law, A-law and IMA ADPCM decode; MS ADPCM, MP3-in-WAV and other codecs are UNSUPPORTED_WAV_FORMAT', async () => {
+    const decoded = [
       { formatTag: 7, bits: 8 }, // μ-law
       { formatTag: 6, bits: 8 }, // A-law
-      { formatTag: 2, bits: 4, blockAlign: 256 }, // MS ADPCM
       { formatTag: 0x11, bits: 4, blockAlign: 256 }, // IMA ADPCM
-      { formatTag: 0x55, bits: 0 }, // MP3 in WAV
       { formatTag: 7, bits: 8, extensible: true }, // μ-law as an EXTENSIBLE SubFormat
+    ];
+    for (const c of decoded) expect(await codes(buildWav({ ...c, data: new Uint8Array(1024) })), JSON.stringify(c)).toEqual({});
+    const cases = [
+      { formatTag: 2, bits: 4, blockAlign: 256 }, // MS ADPCM
+      { formatTag: 0x55, bits: 0 }, // MP3 in WAV
+      { formatTag: 0x31, bits: 0 }, // GSM 6.10
+      { formatTag: 7, bits: 16 }, // μ-law of another width
       { formatTag: 1, bits: 12 }, // PCM with an odd width
       { formatTag: 3, bits: 16 }, // half floats
     ];

@@ -22,7 +22,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { runList, runPull } from '../src/cli/models.js';
+import { runList } from '../src/cli/list.js';
+import { runPull } from '../src/cli/pull.js';
 import { MANIFEST_FILE, type Manifest } from '../src/model/cache.js';
 import { FILE_LIMITS } from '../src/model/files.js';
 import { listCachedModels } from '../src/model/list.js';
@@ -347,7 +348,7 @@ describe('slow servers, the deadline and pull --timeout', () => {
   });
 
   it('rustasr pull --timeout: a bad value is exit 2, a deadline is exit 1 naming it', async () => {
-    ensureDist('cli/models.js');
+    ensureDist('cli/pull.js');
     const env = { ...process.env, RUSTASR_CACHE_DIR: freshCache() };
     const bad = await runCli(['pull', 'test/small', '--endpoint', hub.endpoint, '--timeout', 'soon'], env);
     expect(bad.code).toBe(2);

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { runList, runPull } from '../src/cli/models.js';
+import { runList } from '../src/cli/list.js';
+import { runPull } from '../src/cli/pull.js';
 import { Model } from '../src/index.js';
 import { MANIFEST_FILE, resolveCacheDir } from '../src/model/cache.js';
 import { listCachedModels } from '../src/model/list.js';

@@ -210,7 +210,7 @@ describe('listen(): results while the audio arrives', () => {
   it('raw PCM input (s16le) gives the same events as the WAV', async () => {
     const wav = readFileSync(goldenPath('audio', 'en_5s.wav'));
     const pcm = wav.subarray(44); // the golden files are canonical 44-byte-header PCM
-    const raw = await collect(listen(Readable.from([pcm]), { model, input: { sampleRate: 16000, channels: 1, encoding: 's16le' } }));
+    const raw = await collect(listen(Readable.from([pcm]), { model, raw: { sampleRate: 16000, channels: 1, encoding: 's16le' } }));
     const viaPath = await collect(listen(goldenPath('audio', 'en_5s.wav'), { model }));
     expect(raw.map((e) => e.text)).toEqual(viaPath.map((e) => e.text));
   });
@@ -278,11 +278,11 @@ describe('listen(): backpressure, abort, errors', () => {
 
   it('bad input is a coded error, and nothing leaks', async () => {
     const base = liveObjects();
-    await expect(collect(listen(Readable.from([Buffer.from('not a wav file at all, not even close')]), { model }))).rejects.toMatchObject({ code: 'INVALID_WAV' });
+    await expect(collect(listen(Readable.from([Buffer.from('not a wav file at all, not even close')]), { model }))).rejects.toMatchObject({ code: 'UNSUPPORTED_AUDIO_FORMAT' });
     await expect(collect(listen(Readable.from(chunks(en5)), { model, chunkSeconds: 0 }))).rejects.toMatchObject({ code: 'INVALID_OPTION' });
     await expect(collect(listen(Readable.from(chunks(en5)), { model, language: 'Klingon' }))).rejects.toMatchObject({ code: 'UNSUPPORTED_LANGUAGE' });
-    await expect(collect(listen(Readable.from(chunks(en5)), { model, input: { sampleRate: 7 } }))).rejects.toMatchObject({ code: 'INVALID_OPTION' });
-    await expect(collect(listen(Readable.from(chunks(en5)), { model, input: { sampleRate: 16000 } }))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(collect(listen(Readable.from(chunks(en5)), { model, raw: { sampleRate: 0, channels: 1, encoding: 's16le' } }))).rejects.toMatchObject({ code: 'INVALID_OPTION' });
+    await expect(collect(listen(Readable.from(chunks(en5)), { model, raw: { sampleRate: 16000, channels: 1, encoding: 's16le' } }))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(collect(listen(Readable.from([1, 2, 3]), { model }))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(collect(listen(42 as unknown as string, { model }))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     const nan = new Float32Array(16000 * 3);

@@ -203,6 +203,7 @@ describe('WavDecoder', () => {
       const got = await decodeStream(bytes, () => (r() < 0.1 ? Math.floor(r() * 200_000) : 1 + Math.floor(r() * 5000)));
       expectSame(got.samples, ref.samples);
       expect(got.format).toEqual({
+        format: 'wav/pcm',
         sampleRate: ref.info.sampleRate,
         channels: ref.info.channels,
         bitsPerSample: 16,
@@ -279,7 +280,7 @@ describe('WavDecoder', () => {
     expect(Array.from(await decodeAllWays(makeWav({ formatTag: 3, bits: 32, data: f32 })))).toEqual(expected);
     expect(Array.from(await decodeAllWays(makeWav({ formatTag: 3, bits: 64, data: f64 })))).toEqual(expected);
     const got = await decodeStream(makeWav({ formatTag: 3, bits: 64, data: f64 }));
-    expect(got.format).toEqual({ sampleRate: 16000, channels: 1, bitsPerSample: 64, encoding: 'float', formatTag: 3 });
+    expect(got.format).toEqual({ format: 'wav/float', sampleRate: 16000, channels: 1, bitsPerSample: 64, encoding: 'float', formatTag: 3 });
   });
 
   it('decodes WAVE_FORMAT_EXTENSIBLE (PCM and float sub-formats)', async () => {
@@ -335,9 +336,10 @@ describe('WavDecoder', () => {
     });
 
     it('unsupported codecs -> UNSUPPORTED_WAV_FORMAT naming the format tag', async () => {
-      await expectCode(decodeStream(makeWav({ formatTag: 7, bits: 8, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT', /0x7\b/);
+      await expectCode(decodeStream(makeWav({ formatTag: 7, bits: 16, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT', /μ-law \(G\.711\) WAV \(format tag 0x7\), 16 bits/);
+      await expectCode(decodeStream(makeWav({ formatTag: 0x31, bits: 0, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT', /GSM 6\.10 WAV \(format tag 0x31\)/);
       await expectCode(decodeStream(makeWav({ formatTag: 2, bits: 4, data: new Uint8Array(10) }), () => 3), 'UNSUPPORTED_WAV_FORMAT', /0x2\b/);
-      await expectCode(decodeStream(makeWav({ extensibleSubFormat: 0x11, bits: 4, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT', /0x11/);
+      await expectCode(decodeStream(makeWav({ extensibleSubFormat: 0x55, bits: 0, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT', /MPEG Layer III \(MP3\) WAV \(format tag 0x55\)/);
       await expectCode(decodeStream(makeWav({ bits: 12, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT', /12 bits/);
       await expectCode(decodeStream(makeWav({ formatTag: 3, bits: 16, data: new Uint8Array(10) })), 'UNSUPPORTED_WAV_FORMAT');
     });

@@ -3,7 +3,8 @@ import { pipeline } from 'node:stream/promises';
 
 import { RustAsrError } from '../errors.js';
 import { DEFAULT_TARGET_RATE, Resampler } from '../stages/resample.js';
-import { WavDecoder, type AudioChunk } from '../stages/wav-decode.js';
+import type { AudioChunk } from '../audio/types.js';
+import { AudioDecoder } from '../stages/audio-decode.js';
 import { TIMESTAMP_TOKEN, alignerSlotsText, alignerUnits, fixTimestamp } from '../text/aligner-text.js';
 import { normalizeLanguage } from '../text/prompt.js';
 import { abortError } from '../core/abort.js';
@@ -145,7 +146,7 @@ export async function readAudio(input: AudioInput, signal?: AbortSignal): Promis
   };
   const resampler = new Resampler({ targetRate: DEFAULT_TARGET_RATE });
   try {
-    if (src.input === 'wav') await pipeline(src.source, new WavDecoder(), resampler, sink, signal ? { signal } : {});
+    if (src.input === 'bytes') await pipeline(src.source, new AudioDecoder({ path: src.path }), resampler, sink, signal ? { signal } : {});
     else await pipeline(src.source, resampler, sink, signal ? { signal } : {});
   } catch (err) {
     if (signal?.aborted) throw abortError(signal.reason, 'alignment aborted');

@@ -7,79 +7,33 @@
 // gives its source backpressure: a write is acknowledged once the steps it completed have run, so a file is
 // consumed as fast as the engine allows and gives the same events as a paced source.
 import { createReadStream } from 'node:fs';
-import { Duplex, Readable, Transform, Writable, pipeline, type DuplexOptions, type TransformCallback } from 'node:stream';
+import { Duplex, Readable, Writable, pipeline, type DuplexOptions } from 'node:stream';
 
 import { abortError } from '../core/abort.js';
 import { LiveRecognizer, type LiveEvent, type LiveOptions } from '../core/live.js';
 import { loadModel, type LoadModelOptions, type Model } from '../core/model.js';
 import { RustAsrError } from '../errors.js';
 import { DEFAULT_TARGET_RATE, Resampler } from '../stages/resample.js';
-import { WavDecoder, type AudioChunk, type WavStreamFormat } from '../stages/wav-decode.js';
+import type { RawAudioFormat } from '../audio/open.js';
+import type { AudioChunk, AudioStreamFormat } from '../audio/types.js';
+import { AudioDecoder } from '../stages/audio-decode.js';
 
 export type { FinalEvent, LiveEvent, LiveOptions, LiveStepInfo, LiveStepStats, PartialEvent } from '../core/live.js';
-
-/** Raw PCM input: interleaved samples of a declared format. */
-export interface RawAudioFormat {
-  sampleRate: number;
-  channels?: number;
-  /** Sample encoding (default 's16le'). */
-  encoding?: 's16le' | 'f32le';
-}
+export type { RawAudioFormat } from '../audio/open.js';
 
 export interface ListenOptions extends LiveOptions, LoadModelOptions {
   /** A loaded Model (shared, not disposed), or a model directory / hub id loaded for this stream only. */
   model: Model | string;
   /**
-   * What is written: 'wav' WAV file bytes; 'audio' objectMode `{ samples, sampleRate }` chunks of mono audio at
-   * any rate; a RawAudioFormat for headerless PCM bytes. Default: the first chunk decides between 'wav' (bytes)
-   * and 'audio' (objects).
+   * What is written: 'bytes' audio file bytes of any supported format (detected by their magic bytes; see
+   * docs/formats.md); 'wav' WAV bytes only; 'audio' objectMode `{ samples, sampleRate }` chunks of mono audio at
+   * any rate. Default: the first chunk decides between 'bytes' and 'audio'.
    */
-  input?: 'wav' | 'audio' | RawAudioFormat;
-}
-
-/** Decodes headerless interleaved PCM (s16le or f32le) to mono AudioChunks. */
-class RawPcmDecoder extends Transform {
-  private rest = Buffer.alloc(0);
-  private readonly frameBytes: number;
-  private readonly channels: number;
-  private readonly bytes: number;
-  constructor(private readonly fmt: RawAudioFormat) {
-    super({ readableObjectMode: true, writableObjectMode: false });
-    this.channels = fmt.channels ?? 1;
-    this.bytes = (fmt.encoding ?? 's16le') === 'f32le' ? 4 : 2;
-    this.frameBytes = this.channels * this.bytes;
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    const buf = this.rest.length ? Buffer.concat([this.rest, chunk]) : chunk;
-    const frames = Math.floor(buf.length / this.frameBytes);
-    this.rest = Buffer.from(buf.subarray(frames * this.frameBytes));
-    if (frames > 0) {
-      const out = new Float32Array(frames);
-      for (let f = 0; f < frames; f++) {
-        let sum = 0;
-        for (let c = 0; c < this.channels; c++) {
-          const at = f * this.frameBytes + c * this.bytes;
-          sum += this.bytes === 2 ? buf.readInt16LE(at) / 32768 : buf.readFloatLE(at);
-        }
-        out[f] = sum / this.channels;
-      }
-      const chunkOut: AudioChunk = { samples: out, sampleRate: this.fmt.sampleRate };
-      this.push(chunkOut);
-    }
-    cb();
-  }
-}
-
-function checkRawFormat(f: RawAudioFormat): void {
-  const ok =
-    f !== null &&
-    typeof f === 'object' &&
-    Number.isInteger(f.sampleRate) &&
-    f.sampleRate >= 1000 &&
-    f.sampleRate <= 384_000 &&
-    (f.channels === undefined || (Number.isInteger(f.channels) && f.channels >= 1 && f.channels <= 64)) &&
-    (f.encoding === undefined || f.encoding === 's16le' || f.encoding === 'f32le');
-  if (!ok) throw new RustAsrError('INVALID_OPTION', `raw input needs { sampleRate: 1000..384000, channels?: 1..64, encoding?: 's16le' | 'f32le' }, got ${JSON.stringify(f)}`);
+  input?: 'bytes' | 'wav' | 'audio';
+  /** Headerless PCM bytes: rate, channels and sample encoding (as for transcriber()). */
+  raw?: RawAudioFormat;
+  /** The ffmpeg used for formats with no WebAssembly decoder (default $RUSTASR_FFMPEG, else PATH); false: none. */
+  ffmpeg?: string | false;
 }
 
 /**
@@ -97,7 +51,7 @@ export class LiveTranscriber extends Duplex {
   private inputDone: (() => void) | undefined;
   private readonly modelReady: Promise<Model>;
   private recognizer: LiveRecognizer | undefined;
-  private wavFormat: WavStreamFormat | null = null;
+  private audioFormat: AudioStreamFormat | null = null;
   private readonly onAbort: () => void;
 
   constructor(private readonly opts: ListenOptions, duplex: DuplexOptions = {}) {
@@ -121,10 +75,13 @@ export class LiveTranscriber extends Duplex {
       this.recognizer?.close();
       if (owns) void this.modelReady.then((m) => m.dispose(), () => {});
     });
-    if (input !== undefined) {
-      this.inputKind = input === 'audio' ? 'audio' : 'bytes';
+    if (input !== undefined && input !== 'bytes' && input !== 'wav' && input !== 'audio') {
+      queueMicrotask(() => this.destroy(new RustAsrError('INVALID_OPTION', `input must be 'bytes', 'wav' or 'audio', got ${String(input)}`)));
+    } else if (input !== undefined || opts.raw !== undefined) {
+      const kind = input ?? 'bytes';
+      this.inputKind = kind === 'audio' ? 'audio' : 'bytes';
       try {
-        this.head = this.stages(input);
+        this.head = this.stages(kind);
       } catch (err) {
         queueMicrotask(() => this.destroy(err as Error));
       }
@@ -132,21 +89,19 @@ export class LiveTranscriber extends Duplex {
   }
 
   /** Builds the stages before the recogniser (decode, resample to the model's rate); returns the first. */
-  private stages(input: 'wav' | 'audio' | RawAudioFormat): Writable {
+  private stages(input: 'bytes' | 'wav' | 'audio'): Writable {
     const resampler = new Resampler();
     const stages: (Readable | Writable)[] = [];
     if (input === 'audio') {
       stages.push(resampler);
-    } else if (input === 'wav') {
-      const wav = new WavDecoder();
-      wav.once('format', (f: WavStreamFormat) => {
-        this.wavFormat = f;
+    } else {
+      const o = this.opts;
+      const dec = new AudioDecoder({ format: input === 'wav' ? 'wav' : 'auto', raw: o.raw, ffmpeg: o.ffmpeg });
+      dec.once('format', (f: AudioStreamFormat) => {
+        this.audioFormat = f;
         this.emit('format', f);
       });
-      stages.push(wav, resampler);
-    } else {
-      checkRawFormat(input);
-      stages.push(new RawPcmDecoder(input), resampler);
+      stages.push(dec, resampler);
     }
     const sink = new Writable({
       objectMode: true,
@@ -166,9 +121,9 @@ export class LiveTranscriber extends Duplex {
     return stages[0] as Writable;
   }
 
-  /** The WAV stream format, once known (null before, and for other inputs). */
-  get format(): WavStreamFormat | null {
-    return this.wavFormat;
+  /** The input's format once known (container, codec, rate, channels; null before, and for `input: 'audio'`). */
+  get format(): AudioStreamFormat | null {
+    return this.audioFormat;
   }
 
   private async prepare(): Promise<Model> {
@@ -271,7 +226,7 @@ export class LiveTranscriber extends Duplex {
         callback(new RustAsrError('INVALID_ARGUMENT', 'live input must be WAV bytes (Buffer / Uint8Array) or { samples: Float32Array, sampleRate } chunks'));
         return;
       }
-      this.head = this.stages(isBytes ? 'wav' : 'audio');
+      this.head = this.stages(isBytes ? 'bytes' : 'audio');
       this.inputKind = isBytes ? 'bytes' : 'audio';
     }
     if ((this.inputKind === 'bytes' && !isBytes) || (this.inputKind === 'audio' && !isAudio)) {
@@ -308,12 +263,13 @@ export type LiveSource = string | NodeJS.ReadableStream | AsyncIterable<Uint8Arr
 
 /**
  * Live recognition of `source`: an async iterable (a LiveTranscriber) of partial and final events as the audio
- * arrives. A path is a WAV file; a stream or iterable is WAV bytes when its chunks are bytes and audio when they
- * are `{ samples, sampleRate }` objects, unless `input` says otherwise (raw PCM: `input: { sampleRate, ... }`).
+ * arrives. A path is an audio file (any supported format); a stream or iterable is file bytes when its chunks
+ * are bytes and audio when they are `{ samples, sampleRate }` objects, unless `input` says otherwise (raw PCM:
+ * `raw: { sampleRate, channels, encoding }`).
  */
 export function listen(source: LiveSource, opts: ListenOptions): LiveTranscriber {
   let src: Readable;
-  let input = opts.input;
+  const input = opts.input;
   try {
     if (typeof source === 'string') {
       const path = source;
@@ -327,7 +283,6 @@ export function listen(source: LiveSource, opts: ListenOptions): LiveTranscriber
         })(),
         { objectMode: false },
       );
-      input ??= 'wav';
     } else if (source instanceof Readable) {
       src = source;
     } else if (source !== null && typeof source === 'object' && Symbol.asyncIterator in source) {

@@ -14,6 +14,7 @@ export type {
   DecodeOptions,
   KernelName,
   LoadModelOptions,
+  LoadModelProgressOptions,
   ModelInfo,
   ModelKind,
   Timings,

@@ -1,53 +1,37 @@
 // recognize(): any audio input -> an async-iterable stream of Tokens.
-import { createReadStream } from 'node:fs';
 import { Readable, pipeline } from 'node:stream';
 
+import type { AudioChunk } from '../audio/types.js';
 import { RustAsrError } from '../errors.js';
-import { notUtf8Hint } from '../model/files.js';
 import { DEFAULT_TARGET_RATE } from '../stages/resample.js';
-import type { AudioChunk } from '../stages/wav-decode.js';
+import { fileSource } from './sources.js';
 import { Transcriber, type RecognizeOptions } from './transcriber.js';
 
 /**
- * Audio to recognise: a WAV file path, WAV file bytes (Buffer / Uint8Array), a stream or async iterable of
- * WAV bytes, or 16 kHz mono float samples (Float32Array). A file whose name is not valid UTF-8 (which a JS
- * string cannot hold) is given as a stream: `fs.createReadStream(pathBuffer)`.
+ * Audio to recognise: a file path, file bytes (Buffer / Uint8Array), a stream or async iterable of file bytes
+ * (any supported format, detected by its magic bytes: WAV, MP3, FLAC, Ogg, WebM, ...; raw PCM with the `raw`
+ * option), or 16 kHz mono float samples (Float32Array).
  */
 export type AudioInput = string | Uint8Array | Float32Array | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
-/** A stream of a file's bytes whose open/read errors become RustAsrError IO_ERROR. */
-function fileSource(path: string): Readable {
-  return Readable.from(
-    (async function* () {
-      try {
-        for await (const chunk of createReadStream(path)) yield chunk as Buffer;
-      } catch (err) {
-        throw new RustAsrError('IO_ERROR', `cannot read ${path}: ${(err as Error).message}${notUtf8Hint(path)}`, { cause: err });
-      }
-    })(),
-    { objectMode: false },
-  );
-}
-
-/** The byte (or, for a Float32Array, audio-chunk) stream an AudioInput reads from. Throws INVALID_ARGUMENT. */
-export function sourceFor(input: AudioInput): { source: Readable; input: 'wav' | 'audio' } {
+export function sourceFor(input: AudioInput): { source: Readable; input: 'bytes' | 'audio'; path?: string } {
   if (input instanceof Float32Array) {
     const chunk: AudioChunk = { samples: input, sampleRate: DEFAULT_TARGET_RATE };
     return { source: Readable.from([chunk], { objectMode: true }), input: 'audio' };
   }
-  if (typeof input === 'string') return { source: fileSource(input), input: 'wav' };
+  if (typeof input === 'string') return { source: fileSource(input), input: 'bytes', path: input };
   if (input instanceof Uint8Array) {
     const buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-    return { source: Readable.from([buf], { objectMode: false }), input: 'wav' };
+    return { source: Readable.from([buf], { objectMode: false }), input: 'bytes' };
   }
-  if (input instanceof Readable) return { source: input, input: 'wav' };
+  if (input instanceof Readable) return { source: input, input: 'bytes' };
   if (input !== null && typeof input === 'object' && Symbol.asyncIterator in input) {
-    return { source: Readable.from(input as AsyncIterable<Uint8Array>, { objectMode: false }), input: 'wav' };
+    return { source: Readable.from(input as AsyncIterable<Uint8Array>, { objectMode: false }), input: 'bytes' };
   }
   if (input !== null && typeof input === 'object' && typeof (input as NodeJS.ReadableStream).pipe === 'function') {
-    return { source: new Readable({ objectMode: false }).wrap(input as NodeJS.ReadableStream), input: 'wav' };
+    return { source: new Readable({ objectMode: false }).wrap(input as NodeJS.ReadableStream), input: 'bytes' };
   }
-  throw new RustAsrError('INVALID_ARGUMENT', 'audio input must be a path, WAV bytes, a readable stream of WAV bytes or a Float32Array');
+  throw new RustAsrError('INVALID_ARGUMENT', 'audio input must be a path, file bytes, a readable stream of file bytes or a Float32Array');
 }
 
 /**
@@ -56,7 +40,7 @@ export function sourceFor(input: AudioInput): { source: Readable; input: 'wav' |
  * goes. Do not write to it. Errors (bad input, bad options, abort) surface from the iteration.
  */
 export function recognize(input: AudioInput, opts: RecognizeOptions): Transcriber {
-  let src: { source: Readable; input: 'wav' | 'audio' };
+  let src: { source: Readable; input: 'bytes' | 'audio'; path?: string };
   try {
     src = sourceFor(input);
   } catch (err) {
@@ -64,7 +48,7 @@ export function recognize(input: AudioInput, opts: RecognizeOptions): Transcribe
     queueMicrotask(() => t.destroy(err as Error));
     return t;
   }
-  const t = new Transcriber({ ...opts, input: src.input });
+  const t = new Transcriber({ ...opts, input: src.input, sourcePath: src.path });
   // Errors reach `t` (pipeline destroys every stream with the first error); nothing to do here.
   pipeline(src.source, t, () => {});
   return t;

@@ -1,9 +1,11 @@
 // transcribe(): the promise helper over recognize() for a whole input.
 import { readFile } from 'node:fs/promises';
 
+import { downmix } from '../audio/decoder.js';
 import { decodeWav } from '../audio/wav.js';
 import { RustAsrError } from '../errors.js';
 import { notUtf8Hint } from '../model/files.js';
+import { decodeAudio } from './decode-audio.js';
 import { resample } from '../stages/resample.js';
 import type { SegmentResult } from '../stages/tokens.js';
 import type { TranscriptionResult } from './model.js';
@@ -28,8 +30,8 @@ export interface TranscribeResult extends TranscriptionResult {
 }
 
 /**
- * Reads a WAV path / buffer (or takes 16 kHz mono samples) and returns mono float samples at the model's rate
- * (windowed-sinc resampling from any other rate).
+ * Reads an audio file (path or bytes, any supported format; see decodeAudio) or takes 16 kHz mono samples,
+ * and returns mono float samples (the mean of the channels) at `sampleRate` (windowed-sinc resampling).
  */
 export async function loadAudio(input: string | Uint8Array | Float32Array, sampleRate: number): Promise<Float32Array> {
   if (input instanceof Float32Array) return input;
@@ -43,8 +45,21 @@ export async function loadAudio(input: string | Uint8Array | Float32Array, sampl
   } else {
     bytes = input;
   }
-  const { info, samples } = decodeWav(bytes);
-  return info.sampleRate === sampleRate ? samples : resample(samples, info.sampleRate, sampleRate);
+  const tag = String.fromCharCode(...bytes.subarray(0, 4));
+  let samples: Float32Array;
+  let rate: number;
+  // WAV through decodeWav (the mean of the channels in double precision, as the streaming path); the rest
+  // through decodeAudio.
+  if ((tag === 'RIFF' || tag === 'RF64' || tag === 'BW64') && String.fromCharCode(...bytes.subarray(8, 12)) === 'WAVE') {
+    const wav = decodeWav(bytes);
+    samples = wav.samples;
+    rate = wav.info.sampleRate;
+  } else {
+    const a = await decodeAudio(bytes);
+    samples = downmix(a.channels);
+    rate = a.sampleRate;
+  }
+  return rate === sampleRate ? samples : resample(samples, rate, sampleRate);
 }
 
 /** Transcribes a whole input; resolves when decoding is done. */

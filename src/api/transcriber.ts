@@ -1,19 +1,50 @@
 // transcriber(): the streaming recogniser, a Duplex from WAV bytes to Token objects, composed of the stages
 //
-//   WavDecoder -> Resampler (16 kHz) -> Segmenter -> [native decode, pulled] -> Token objects
-import { pipeline, type Readable, type Writable } from 'node:stream';
+//   AudioDecoder (any format) -> Resampler (16 kHz) -> Segmenter -> [native decode, pulled] -> Token objects
+import { pipeline, Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+
+import type { RawAudioFormat } from '../audio/open.js';
+import type { AudioChunk, AudioStreamFormat } from '../audio/types.js';
 
 import { RustAsrError, isRustAsrError } from '../errors.js';
+import { AudioDecoder } from '../stages/audio-decode.js';
 import { checkContext } from '../text/prompt.js';
 import { Resampler } from '../stages/resample.js';
 import { Segmenter, MAX_SEGMENT_SECONDS, type AudioSegment } from '../stages/segment.js';
 import { TokenStream, type SegmentResult, type TokenStreamOptions } from '../stages/tokens.js';
-import { WavDecoder, type WavStreamFormat } from '../stages/wav-decode.js';
 import { pyRound3 } from '../text/aligner-text.js';
 import { pyStrip } from '../text/asr-output.js';
 import { MAX_ALIGN_SECONDS, alignSamples, alignerFor, alignerLanguage, loadOptionsOf, type AlignItem } from './align.js';
 import { LiveTranscriber, type ListenOptions } from './listen.js';
 import { checkDevice, loadModel, requireKind, type LoadModelOptions, type Model } from './model.js';
+
+/** Where a transcription stands (the `onProgress` option of transcriber(), recognize() and transcribe()). */
+export interface TranscribeProgress {
+  /** Seconds of audio whose transcription is done (the end of the last finished segment). */
+  audioSeconds: number;
+  /** Seconds of audio decoded from the input so far (reading runs ahead of recognition). */
+  inputSeconds: number;
+  /** The input's length in seconds, once the whole input has been decoded; undefined before. */
+  totalSeconds: number | undefined;
+  /**
+   * 'reading': no segment started yet; 'encoding': a segment's audio is being encoded and prefilled (the
+   * long wait before its first token); 'decoding': its tokens are being generated; 'done': all finished.
+   */
+  phase: 'reading' | 'encoding' | 'decoding' | 'done';
+  /** Index of the segment being transcribed (or last transcribed). */
+  segment: number;
+  /** The segment's span in the input, in seconds (undefined before the first segment). */
+  segmentStart: number | undefined;
+  segmentEnd: number | undefined;
+  /** Tokens generated so far (all segments). */
+  tokens: number;
+  /** Milliseconds since the stream was created. */
+  elapsedMs: number;
+}
+
+/** Least time between two progress reports of the same phase. */
+const PROGRESS_INTERVAL_MS = 100;
 
 /** A word of the transcript with its time span in the input, in seconds (to the millisecond). */
 export type Word = AlignItem;
@@ -56,14 +87,45 @@ export interface RecognizeOptions extends LoadModelOptions {
    * to the end as before. See docs/guide.md, "Repetition".
    */
   repetitionGuard?: boolean;
+  /** Headerless PCM input: its rate, channels and encoding ('s16le', 's24le', 's32le', 'f32le', 'u8', 'mulaw', 'alaw'). */
+  raw?: RawAudioFormat;
+  /**
+   * The ffmpeg used for formats with no WebAssembly decoder (MP4/M4A, AAC, AIFF, ...): a path, or false for
+   * none (default: $RUSTASR_FFMPEG, else `ffmpeg` on PATH). See docs/formats.md.
+   */
+  ffmpeg?: string | false;
+  /** Called as the transcription advances (at most every 100 ms within a phase, and at each phase change). */
+  onProgress?: (progress: TranscribeProgress) => void;
 }
 
 export interface TranscriberOptions extends RecognizeOptions {
   /**
-   * What is written to the stream: 'wav' (default) WAV file bytes (Buffer / Uint8Array chunks of any size);
-   * 'audio' objectMode `{ samples: Float32Array, sampleRate }` chunks of mono audio at any rate.
+   * What is written to the stream: 'bytes' (default) audio file bytes of any supported format, detected by
+   * their magic bytes (or raw PCM with `raw`); 'wav' WAV bytes only; 'audio' objectMode
+   * `{ samples: Float32Array, sampleRate }` chunks of mono audio at any rate.
    */
-  input?: 'wav' | 'audio';
+  input?: 'bytes' | 'wav' | 'audio';
+  /** The file the bytes come from, when there is one (lets ffmpeg read the file itself). */
+  sourcePath?: string;
+}
+
+/** Counts the seconds of audio going by (for progress), passing the chunks on unchanged. */
+class SecondsCounter extends Transform {
+  seconds = 0;
+  ended = false;
+  constructor(private readonly onChange: () => void) {
+    super({ objectMode: true, highWaterMark: 1 });
+  }
+  override _transform(chunk: AudioChunk, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seconds += chunk.samples.length / chunk.sampleRate;
+    this.onChange();
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.ended = true;
+    this.onChange();
+    cb();
+  }
 }
 
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
@@ -121,7 +183,7 @@ function alignerOf(opts: RecognizeOptions): { aligner: Promise<Model>; owns: Pro
  * UNSUPPORTED_LANGUAGE, MODEL_NOT_FOUND, UNSUPPORTED_DEVICE, ...) destroy the stream with that
  * RustAsrError, so they reach `pipeline()` and `for await` unchanged.
  *
- * Events: 'format' (WavStreamFormat) when the WAV data begins; 'language' (language, segment);
+ * Events: 'format' (AudioStreamFormat) when the input's format is known; 'language' (language, segment);
  * 'words' (words: Word[], segment: number) with `timestamps: 'word'`, after the segment's last token and
  * before its 'segment' event; 'segment' (SegmentResult) when a segment is done. Properties: `language`,
  * `segments`, `timings`.
@@ -130,11 +192,19 @@ export class Transcriber extends TokenStream {
   private readonly head: Writable;
   private readonly segmenter: Segmenter;
   private readonly segments$: AsyncIterator<unknown>;
-  private wavFormat: WavStreamFormat | null = null;
+  private audioFormat: AudioStreamFormat | null = null;
+  private readonly progress: ((p: TranscribeProgress) => void) | undefined;
+  private readonly started = performance.now();
+  private counter: SecondsCounter | undefined;
+  private phase: TranscribeProgress['phase'] = 'reading';
+  private progressSegment: AudioSegment | undefined;
+  private doneSeconds = 0;
+  private tokenCount = 0;
+  private lastReport = -Infinity;
   private readonly aligner: Promise<Model> | undefined;
 
   constructor(opts: TranscriberOptions) {
-    const input = opts.input ?? 'wav';
+    const input = opts.input ?? 'bytes';
     // Options that need no model fail before one is loaded (the context is checked again at each prompt).
     let early: Error | undefined;
     try {
@@ -156,8 +226,13 @@ export class Transcriber extends TokenStream {
       repetitionGuard: opts.repetitionGuard,
     };
     super(base, { writableObjectMode: input === 'audio' });
-    if (input !== 'wav' && input !== 'audio') {
-      queueMicrotask(() => this.destroy(new RustAsrError('INVALID_OPTION', `input must be 'wav' or 'audio', got ${String(input)}`)));
+    if (input !== 'bytes' && input !== 'wav' && input !== 'audio') {
+      queueMicrotask(() => this.destroy(new RustAsrError('INVALID_OPTION', `input must be 'bytes', 'wav' or 'audio', got ${String(input)}`)));
+    }
+    if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') {
+      queueMicrotask(() => this.destroy(new RustAsrError('INVALID_OPTION', 'onProgress must be a function')));
+    } else {
+      this.progress = opts.onProgress;
     }
     this.aligner = align?.aligner;
     if (align) {
@@ -190,12 +265,30 @@ export class Transcriber extends TokenStream {
     if (input === 'audio') {
       stages = [resampler, segmenter];
     } else {
-      const wav = new WavDecoder();
-      wav.once('format', (f: WavStreamFormat) => {
-        this.wavFormat = f;
+      let dec: AudioDecoder;
+      try {
+        dec = new AudioDecoder({ format: input === 'wav' ? 'wav' : 'auto', raw: opts.raw, ffmpeg: opts.ffmpeg, path: opts.sourcePath });
+      } catch (err) {
+        dec = new AudioDecoder();
+        queueMicrotask(() => this.destroy(err as Error));
+      }
+      dec.once('format', (f: AudioStreamFormat) => {
+        this.audioFormat = f;
         this.emit('format', f);
       });
-      stages = [wav, resampler, segmenter];
+      stages = [dec, resampler, segmenter];
+    }
+    if (this.progress) {
+      this.counter = new SecondsCounter(() => this.report(false));
+      stages.splice(stages.length - 1, 0, this.counter);
+      this.on('segment', (seg: SegmentResult) => {
+        this.doneSeconds = seg.end;
+        this.report(false);
+      });
+      this.once('end', () => {
+        this.phase = 'done';
+        this.report(true);
+      });
     }
     this.head = stages[0] as Writable;
     pipeline(stages as unknown as [Readable, Writable], (err) => {
@@ -206,9 +299,43 @@ export class Transcriber extends TokenStream {
     this.segments$ = segmenter[Symbol.asyncIterator]();
   }
 
-  /** The WAV stream format, once the data chunk has begun (null before, and for `input: 'audio'`). */
-  get format(): WavStreamFormat | null {
-    return this.wavFormat;
+  /** The input's format once known (container, codec, rate, channels; null before, and for `input: 'audio'`). */
+  get format(): AudioStreamFormat | null {
+    return this.audioFormat;
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk !== null && this.progress) {
+      this.tokenCount++;
+      const changed = this.phase !== 'decoding';
+      this.phase = 'decoding';
+      this.report(changed);
+    }
+    return super.push(chunk, encoding);
+  }
+
+  /** Calls onProgress (throttled within a phase). */
+  private report(force: boolean): void {
+    if (!this.progress) return;
+    const now = performance.now();
+    if (!force && now - this.lastReport < PROGRESS_INTERVAL_MS) return;
+    this.lastReport = now;
+    const c = this.counter;
+    try {
+      this.progress({
+        audioSeconds: this.doneSeconds,
+        inputSeconds: c?.seconds ?? 0,
+        totalSeconds: c?.ended ? c.seconds : undefined,
+        phase: this.phase,
+        segment: this.progressSegment?.index ?? 0,
+        segmentStart: this.progressSegment?.start,
+        segmentEnd: this.progressSegment?.end,
+        tokens: this.tokenCount,
+        elapsedMs: now - this.started,
+      });
+    } catch (err) {
+      this.destroy(err as Error);
+    }
   }
 
   override _write(chunk: unknown, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -223,7 +350,14 @@ export class Transcriber extends TokenStream {
 
   protected async nextSegment(): Promise<AudioSegment | null> {
     const r = await this.segments$.next();
-    return r.done ? null : (r.value as AudioSegment);
+    if (r.done) return null;
+    const seg = r.value as AudioSegment;
+    if (this.progress) {
+      this.progressSegment = seg;
+      this.phase = 'encoding';
+      this.report(true);
+    }
+    return seg;
   }
 
   /** `timestamps: 'word'`: aligns the segment's text to its audio, shifts the times, emits 'words'. */

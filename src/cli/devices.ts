@@ -3,9 +3,8 @@ import type { Sade } from 'sade';
 
 import { devices, type DeviceStatus } from '../api/devices.js';
 import { RustAsrError } from '../errors.js';
+import { EXIT_FAILURE } from './common.js';
 
-// Same value as EXIT_FAILURE in ./index.ts (not imported: index.ts imports this module).
-const EXIT_FAILURE = 1;
 
 /** The device table: one line per kind (cpu, cuda, metal) with available yes/no, name, and why not. */
 export function formatDevices(list: readonly DeviceStatus[]): string {

@@ -15,7 +15,7 @@ import { LIVE_DEFAULTS } from '../core/live.js';
 import type { KernelName } from '../core/model.js';
 import { RustAsrError } from '../errors.js';
 import type { AudioChunk } from '../stages/wav-decode.js';
-import { DEFAULT_MODEL, enumOpt, intOpt, numberOpt, reportFailure, stringOpt, UsageError } from './options.js';
+import { DEFAULT_MODEL, enumOpt, intOpt, maxThreads, numberOpt, report, stringOpt, UsageError } from './common.js';
 
 const LISTEN_FORMATS = ['tty', 'jsonl', 'text'] as const;
 type ListenFormat = (typeof LISTEN_FORMATS)[number];
@@ -101,18 +101,18 @@ export function parseListenFlags(flags: Flags): ListenOptions & { realtime?: boo
   const o: ListenOptions & { realtime?: boolean; format?: ListenFormat } = {
     model: stringOpt('model', flags['model']) ?? DEFAULT_MODEL,
     device: enumOpt('device', flags['device'], DEVICE_NAMES),
-    deviceIndex: intOpt('device-index', flags['device-index'], 0),
-    threads: intOpt('threads', flags['threads'], 0),
+    deviceIndex: intOpt('device-index', flags['device-index'], 0, 255),
+    threads: intOpt('threads', flags['threads'], 0, maxThreads()),
     kernel: enumOpt('kernel', flags['kernel'], KERNELS),
     quant: enumOpt('quant', flags['quant'], QUANTS),
     language: stringOpt('language', flags['language']),
     context: stringOpt('context', flags['context']),
     exact: boolFlag('exact', flags['exact']),
     endpoint,
-    chunkSeconds: numberOpt('chunk-seconds', flags['chunk-seconds']),
-    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1),
-    maxSegmentSeconds: numberOpt('max-segment-seconds', flags['max-segment-seconds']),
-    minSilenceMs: numberOpt('min-silence-ms', flags['min-silence-ms']),
+    chunkSeconds: numberOpt('chunk-seconds', flags['chunk-seconds'], 0.1, 60),
+    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1, 32768),
+    maxSegmentSeconds: numberOpt('max-segment-seconds', flags['max-segment-seconds'], 1, 1200),
+    minSilenceMs: numberOpt('min-silence-ms', flags['min-silence-ms'], 10, 60000),
     thresholdDb: flags['threshold-db'] === undefined ? undefined : Number(flags['threshold-db']),
     pastText: boolFlag('past-text', flags['past-text']),
     realtime: boolFlag('realtime', flags['realtime']),
@@ -122,6 +122,9 @@ export function parseListenFlags(flags: Flags): ListenOptions & { realtime?: boo
   for (const k of Object.keys(o) as (keyof typeof o)[]) if (o[k] === undefined) delete o[k];
   return o;
 }
+
+/** Flags of `listen` that take a value (a negative number after one is its value: see joinNegativeValues). */
+export const LISTEN_VALUE_FLAGS = ['--chunk-seconds', '--min-silence-ms', '--threshold-db', '--max-segment-seconds', '--max-new-tokens', '--quant'];
 
 /** mri (sade's parser) drops a lone '-'; index.ts passes it through as this placeholder. */
 const STDIN_PLACEHOLDER = '\u0000stdin';
@@ -161,7 +164,7 @@ export function registerListen(prog: Sade): void {
         });
         await runListen(file, opts, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
       } catch (err) {
-        reportFailure(err);
+        report(err);
       }
     });
 }

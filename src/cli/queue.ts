@@ -7,11 +7,9 @@ import { RustAsrError } from '../errors.js';
 import { enqueueTranscriptions } from '../queue/enqueue.js';
 import { DEFAULT_QUEUE, type TranscriptionJob } from '../queue/jobs.js';
 import { TranscriptionWorker } from '../queue/worker.js';
-import { DEFAULT_MODEL, UsageError, enumOpt, intOpt, numberOpt, stringOpt } from './options.js';
+import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, UsageError, enumOpt, intOpt, maxThreads, numberOpt, stringOpt } from './common.js';
 
 // Same values as in ./index.ts (not imported: index.ts imports this module).
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 type Flags = Record<string, unknown> & { _?: unknown[] };
 
@@ -30,7 +28,7 @@ function redisUrl(flags: Flags): string {
 }
 
 async function runWorker(flags: Flags): Promise<void> {
-  const lockSeconds = numberOpt('lock-seconds', flags['lock-seconds']);
+  const lockSeconds = numberOpt('lock-seconds', flags['lock-seconds'], 1, 86400);
   const worker = await TranscriptionWorker.start({
     redis: redisUrl(flags),
     queue: stringOpt('queue', flags['queue']),
@@ -38,11 +36,11 @@ async function runWorker(flags: Flags): Promise<void> {
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
       quant: enumOpt('quant', flags['quant'], ['bf16', 'int8'] as const),
-      threads: intOpt('threads', flags['threads'], 0),
+      threads: intOpt('threads', flags['threads'], 0, maxThreads()),
     },
-    concurrency: intOpt('concurrency', flags['concurrency'], 1),
+    concurrency: intOpt('concurrency', flags['concurrency'], 1, 1024),
     lockDurationMs: lockSeconds === undefined ? undefined : Math.round(lockSeconds * 1000),
-    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1),
+    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1, 32768),
     name: stringOpt('name', flags['name']),
   });
   worker.on('job', line);
@@ -69,10 +67,10 @@ async function runEnqueue(first: string | undefined, flags: Flags): Promise<void
   const options = {
     language: stringOpt('language', flags['language']),
     context: typeof flags['context'] === 'string' ? flags['context'] : stringOpt('context', flags['context']),
-    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1),
+    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1, 32768),
   };
   for (const k of Object.keys(options) as (keyof typeof options)[]) if (options[k] === undefined) delete options[k];
-  const timeout = numberOpt('timeout', flags['timeout']);
+  const timeout = numberOpt('timeout', flags['timeout'], 0.001, 86400 * 365);
   const jobs: TranscriptionJob[] = inputs.map((input) => ({ input, options, ...(id === undefined ? {} : { id }) }));
   const outcomes = await enqueueTranscriptions(redisUrl(flags), jobs, {
     queue: stringOpt('queue', flags['queue']),

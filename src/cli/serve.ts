@@ -4,35 +4,32 @@ import type { Sade } from 'sade';
 import { DEVICES, type Device } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
 import { RustAsrServer, type ServeOptions } from '../server/server.js';
-import { DEFAULT_MODEL, enumOpt, intOpt, numberOpt, stringOpt } from './options.js';
+import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, enumOpt, intOpt, maxThreads, numberOpt, stringOpt } from './common.js';
 
-// Same values as EXIT_FAILURE / EXIT_USAGE in ./index.ts (not imported: index.ts imports this module).
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 type Flags = Record<string, unknown>;
 
 /** Validates the flags (UsageError on a bad one) into ServeOptions; the API key comes from RUSTASR_API_KEY when not given. */
 export function parseServeFlags(flags: Flags, env: NodeJS.ProcessEnv = process.env): ServeOptions {
   const key = stringOpt('api-key', flags['api-key']) ?? (env['RUSTASR_API_KEY'] || undefined);
-  const drain = numberOpt('drain-timeout', flags['drain-timeout']);
+  const drain = numberOpt('drain-timeout', flags['drain-timeout'], 0, 86400);
   return {
     model: stringOpt('model', flags['model']) ?? DEFAULT_MODEL,
     modelId: stringOpt('model-id', flags['model-id']),
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
-      deviceIndex: intOpt('device-index', flags['device-index'], 0),
+      deviceIndex: intOpt('device-index', flags['device-index'], 0, 255),
       quant: enumOpt('quant', flags['quant'], ['bf16', 'int8'] as const),
-      threads: intOpt('threads', flags['threads'], 0),
+      threads: intOpt('threads', flags['threads'], 0, maxThreads()),
     },
     host: stringOpt('host', flags['host']),
-    port: intOpt('port', flags['port'], 0),
-    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1),
-    maxConcurrent: intOpt('max-concurrent', flags['max-concurrent'], 1),
-    maxQueue: intOpt('max-queue', flags['max-queue'], 0),
+    port: intOpt('port', flags['port'], 0, 65535),
+    maxNewTokens: intOpt('max-new-tokens', flags['max-new-tokens'], 1, 32768),
+    maxConcurrent: intOpt('max-concurrent', flags['max-concurrent'], 1, 1024),
+    maxQueue: intOpt('max-queue', flags['max-queue'], 0, 100000),
     apiKey: key,
-    maxUploadMb: numberOpt('max-upload-mb', flags['max-upload-mb']),
-    memoryUploadMb: numberOpt('memory-upload-mb', flags['memory-upload-mb']),
+    maxUploadMb: numberOpt('max-upload-mb', flags['max-upload-mb'], 0.001, 1048576),
+    memoryUploadMb: numberOpt('memory-upload-mb', flags['memory-upload-mb'], 0, 1048576),
     drainTimeoutMs: drain === undefined ? undefined : Math.round(drain * 1000),
   };
 }

@@ -5,10 +5,8 @@ import type { Sade } from 'sade';
 import { RustAsrError } from '../errors.js';
 import { SYNTH_VARIANTS, synthCheckpoint, type SynthResult, type SynthVariant } from '../synth/synth.js';
 import type { WriteProgress } from '../synth/safetensors-writer.js';
+import { EXIT_FAILURE, EXIT_USAGE } from './common.js';
 
-// Same values as EXIT_FAILURE / EXIT_USAGE in ./index.ts (not imported: index.ts imports this module).
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 export interface RunSynthOptions {
   variant: string;

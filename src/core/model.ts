@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 
 import { RustAsrError, fromNative } from '../errors.js';
 import { childPath, FILE_LIMITS, readRegularFile, showPath, statRegularFile } from '../model/files.js';
+import { downloadMeter, type LoadProgress } from '../model/progress.js';
 import { resolveModel } from '../model/resolve.js';
 import { native, type NativeAligner, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
@@ -484,18 +485,36 @@ function repetitionGuardFor(tokenizer: AsrTokenizer, maxNewTokens: number, langu
  * or '~') as it is, otherwise a Hugging Face repo id resolved through the download cache (see
  * docs/models.md). Every API that takes a model name goes through here.
  */
-export async function resolveModelDir(idOrDir: string, opts?: { signal?: AbortSignal }): Promise<string>;
-export async function resolveModelDir(idOrDir: string | Buffer, opts?: { signal?: AbortSignal }): Promise<string | Buffer>;
-export async function resolveModelDir(idOrDir: string | Buffer, opts: { signal?: AbortSignal } = {}): Promise<string | Buffer> {
-  return resolveModel(idOrDir, { signal: opts.signal });
+export async function resolveModelDir(idOrDir: string, opts?: ResolveDirOptions): Promise<string>;
+export async function resolveModelDir(idOrDir: string | Buffer, opts?: ResolveDirOptions): Promise<string | Buffer>;
+export async function resolveModelDir(idOrDir: string | Buffer, opts: ResolveDirOptions = {}): Promise<string | Buffer> {
+  return resolveModel(idOrDir, { signal: opts.signal, onProgress: opts.onProgress && downloadMeter(opts.onProgress) });
+}
+
+interface ResolveDirOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+/** Options of loadModel(): the load options, and progress reports while a hub model downloads. */
+export interface LoadModelProgressOptions extends LoadModelOptions {
+  /**
+   * Called as a hub model downloads (never for a local directory or a complete cache entry): the file, its
+   * bytes so far and total, the speed and the ETA.
+   */
+  onProgress?: (p: LoadProgress) => void;
 }
 
 /**
  * Loads a model from a directory or a Hugging Face repo id (downloaded once into the cache). A Buffer is a
  * local directory's path bytes. `opts.signal` aborts the download, the wait for it, and the load.
  */
-export async function loadModel(dirOrId: string | Buffer, opts: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(dirOrId: string | Buffer, opts: LoadModelProgressOptions = {}): Promise<Model> {
   checkDevice(opts.device); // an unknown device name fails before any download
   checkSignal(opts.signal);
-  return Model.load(await resolveModelDir(dirOrId, { signal: opts.signal }), opts);
+  if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') {
+    throw new RustAsrError('INVALID_OPTION', 'onProgress must be a function');
+  }
+  const { onProgress, ...load } = opts;
+  return Model.load(await resolveModelDir(dirOrId, { signal: opts.signal, onProgress }), load);
 }

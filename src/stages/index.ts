@@ -1,13 +1,7 @@
-// Streaming audio stages: WAV bytes -> mono float chunks -> 16 kHz chunks.
-export {
-  WavDecoder,
-  MAX_CHUNK_FRAMES,
-  MAX_WAV_SAMPLE_RATE,
-  decodeFrames,
-  frameBytesOf,
-  parseFmtChunk,
-  validateWavFmt,
-} from './wav-decode.js';
+// Streaming audio stages: audio bytes -> mono float chunks -> 16 kHz chunks -> segments -> tokens.
+export { AudioDecoder, audioDecoder } from './audio-decode.js';
+export type { AudioDecoderOptions } from './audio-decode.js';
+export { WavDecoder, MAX_CHUNK_FRAMES, MAX_WAV_SAMPLE_RATE, parseFmtChunk, validateWavFmt } from './wav-decode.js';
 export type { AudioChunk, RawWavFmt, WavStreamFormat } from './wav-decode.js';
 export {
   Resampler,

@@ -17,7 +17,7 @@
 import { Transform, type TransformCallback, type TransformOptions } from 'node:stream';
 
 import { RustAsrError } from '../errors.js';
-import type { AudioChunk } from './wav-decode.js';
+import type { AudioChunk } from '../audio/types.js';
 
 /** The rate the model consumes. */
 export const DEFAULT_TARGET_RATE = 16_000;

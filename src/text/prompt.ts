@@ -12,6 +12,7 @@
 // neighbours are added tokens, encoding the text on both sides separately gives the same ids as encoding the
 // whole string.
 
+import { languageFromCode } from './languages.js';
 import { RustAsrError } from '../errors.js';
 import { ASR_TEXT_TAG, parseAsrOutputOfficial } from './asr-output.js';
 import type { AsrTokenizer } from './tokenizer.js';
@@ -55,12 +56,13 @@ function findLanguage(name: string, supported: readonly string[]): string | unde
   if (supported.length === 0) supported = SUPPORTED_LANGUAGES; // a config without support_languages
   const key = name.trim().toLowerCase();
   if (key === '') return undefined;
-  return supported.find((l) => l.toLowerCase() === key);
+  const byCode = languageFromCode(key)?.toLowerCase();
+  return supported.find((l) => l.toLowerCase() === key) ?? supported.find((l) => l.toLowerCase() === byCode);
 }
 
 /**
- * Normalises a language name to its spelling in `support_languages` (case-insensitive, surrounding
- * whitespace ignored): 'english' -> 'English'. Throws RustAsrError 'UNSUPPORTED_LANGUAGE' for names
+ * Normalises a language name or ISO 639-1/639-3 code to its spelling in `support_languages`
+ * (case-insensitive, surrounding whitespace ignored): 'english', 'en', 'eng' -> 'English'. Throws RustAsrError 'UNSUPPORTED_LANGUAGE' for names
  * the model does not support. An empty `supported` list means the default SUPPORTED_LANGUAGES.
  */
 export function normalizeLanguage(name: string, supported: readonly string[] = SUPPORTED_LANGUAGES): string {

@@ -137,9 +137,10 @@ export function parseRealtimeConfig(msg: Record<string, unknown>, ctx: ServerCon
   return { live: live as RealtimeConfig['live'], input };
 }
 
-function listenInput(i: RealtimeInput): 'wav' | RawAudioFormat {
-  if (i.format === 'wav') return 'wav';
-  return { sampleRate: i.sampleRate ?? 16000, channels: i.channels ?? 1, encoding: i.format === 'pcm16' ? 's16le' : 'f32le' };
+function listenInput(i: RealtimeInput): Pick<ListenOptions, 'input' | 'raw'> {
+  if (i.format === 'wav') return { input: 'wav' };
+  const raw: RawAudioFormat = { sampleRate: i.sampleRate ?? 16000, channels: i.channels ?? 1, encoding: i.format === 'pcm16' ? 's16le' : 'f32le' };
+  return { input: 'bytes', raw };
 }
 
 /** What the client sees of an event: the LiveEvent, with `language: null` when none is known. */
@@ -330,7 +331,7 @@ class RealtimeSession {
       const config = await abortable(this.configuredP, signal);
       if (config === null) return;
       await this.ticket.start(signal);
-      const opts: ListenOptions = { ...config.live, model: this.model, input: listenInput(config.input), signal };
+      const opts: ListenOptions = { ...config.live, model: this.model, ...listenInput(config.input), signal };
       const live = new LiveTranscriber(opts, { writableHighWaterMark: 1 });
       this.live = live;
       live.once('ready', () => void this.send({ type: 'ready', model: this.ctx.modelId, input: config.input }));

@@ -1,12 +1,13 @@
-// The recogniser as an rxjs Observable: words stream into a buffer; unsubscribing (take) aborts decoding.
-//   npm run build && npx tsx examples/rx.ts speech.wav /path/to/Qwen3-ASR-0.6B
+// The recogniser as an rxjs Observable (rxjs is an optional peer dependency: npm install rxjs): the text
+// streams into a buffer; unsubscribing (takeWhile) aborts decoding.
+//   node examples/rx.mjs speech.wav [model: a directory or a Hugging Face id, default Qwen/Qwen3-ASR-0.6B]
 import { filter, map, scan, takeWhile } from 'rxjs';
 
 import { recognize$ } from 'rustasr/rx';
 
-const [file = 'speech.wav', modelDir = './Qwen3-ASR-0.6B'] = process.argv.slice(2);
+const [file = 'speech.wav', model = 'Qwen/Qwen3-ASR-0.6B'] = process.argv.slice(2);
 
-recognize$(file, { model: modelDir })
+recognize$(file, { model })
   .pipe(
     map((token) => token.text),
     filter((text) => text !== ''),
@@ -16,6 +17,6 @@ recognize$(file, { model: modelDir })
   )
   .subscribe({
     next: (all) => process.stdout.write(`\r${all.slice(-100)}`),
-    error: (err: Error & { code?: string }) => console.error(`\nfailed: ${err.code ?? ''} ${err.message}`),
+    error: (err) => console.error(`\nfailed: ${err.code ?? ''} ${err.message}`),
     complete: () => process.stdout.write('\n'),
   });
