@@ -1,7 +1,7 @@
 // rustasr: local Qwen3-ASR speech recognition for Node.js.
 export { Model, loadModel, checkDevice, DEVICES, DEVICE_FALLBACK_WARNING } from './api/model.js';
 export type { Device, DeviceKind, DecodeOptions, KernelName, LoadModelOptions, LoadModelProgressOptions, ModelInfo, ModelKind, Timings, TranscriptionResult } from './api/model.js';
-export type { LoadProgress } from './model/progress.js';
+export type { LoadProgress } from './hub/progress.js';
 export { align, DEFAULT_ALIGNER, MAX_ALIGN_SECONDS } from './api/align.js';
 export type { AlignItem, AlignOptions, AlignResult } from './api/align.js';
 export { devices } from './api/devices.js';
@@ -45,7 +45,7 @@ export { buildCues, cuesFromUnits, cuesWithoutTimes, displayWords, formatCue, fo
 export type { Cue, CueOptions, DisplayWord, TimedUnit } from './text/subtitles.js';
 export { RustAsrError } from './errors.js';
 export type { RustAsrErrorCode } from './errors.js';
-export { resolveModel } from './model/resolve.js';
-export type { DownloadProgress, ResolveModelOptions } from './model/resolve.js';
-export { listCachedModels } from './model/list.js';
-export type { CachedModel } from './model/list.js';
+export { resolveModel } from './hub/resolve.js';
+export type { DownloadProgress, ResolveModelOptions } from './hub/resolve.js';
+export { listCachedModels } from './hub/list.js';
+export type { CachedModel } from './hub/list.js';

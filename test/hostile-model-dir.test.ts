@@ -24,7 +24,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, Model, RustAsrError, transcribe, transcriber } from '../src/index.js';
-import { FILE_LIMITS } from '../src/model/files.js';
+import { FILE_LIMITS } from '../src/hub/files.js';
 import { native } from '../src/native.js';
 import { buildPrompt, MAX_CONTEXT_CHARS } from '../src/text/prompt.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';

@@ -24,10 +24,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { runList } from '../src/cli/list.js';
 import { runPull } from '../src/cli/pull.js';
-import { MANIFEST_FILE, type Manifest } from '../src/model/cache.js';
-import { FILE_LIMITS } from '../src/model/files.js';
-import { listCachedModels } from '../src/model/list.js';
-import { UNVERIFIED_DOWNLOAD_WARNING, resolveModel, type ResolveModelOptions } from '../src/model/resolve.js';
+import { MANIFEST_FILE, type Manifest } from '../src/hub/cache.js';
+import { FILE_LIMITS } from '../src/hub/files.js';
+import { listCachedModels } from '../src/hub/list.js';
+import { UNVERIFIED_DOWNLOAD_WARNING, resolveModel, type ResolveModelOptions } from '../src/hub/resolve.js';
 import { ensureDist, runCli } from './helpers/cli.js';
 import { rejection } from './helpers/errors.js';
 import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';

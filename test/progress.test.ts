@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { downloadMeter, type LoadProgress } from '../src/model/progress.js';
+import { downloadMeter, type LoadProgress } from '../src/hub/progress.js';
 import { downloadLine, terminal, transcribeLine } from '../src/cli/progress.js';
 import { decodeWav, loadModel, transcribe, type Model, type TranscribeProgress } from '../src/index.js';
 import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';

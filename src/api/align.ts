@@ -9,7 +9,7 @@ import { TIMESTAMP_TOKEN, alignerSlotsText, alignerUnits, fixTimestamp } from '.
 import { normalizeLanguage } from '../text/prompt.js';
 import { abortError } from '../core/abort.js';
 import { loadModel, requireKind, type LoadModelOptions, type Model } from './model.js';
-import { sourceFor, type AudioInput } from './recognize.js';
+import { sourceFor, type AudioInput } from './sources.js';
 
 /** The aligner used when none is given (`rustasr pull Qwen/Qwen3-ForcedAligner-0.6B` caches it). */
 export const DEFAULT_ALIGNER = 'Qwen/Qwen3-ForcedAligner-0.6B';

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { downmix } from '../audio/decoder.js';
 import { decodeWav } from '../audio/wav.js';
 import { RustAsrError } from '../errors.js';
-import { notUtf8Hint } from '../model/files.js';
+import { notUtf8Hint } from '../hub/files.js';
 import { decodeAudio } from './decode-audio.js';
 import { resample } from '../stages/resample.js';
 import type { SegmentResult } from '../stages/tokens.js';

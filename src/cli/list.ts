@@ -2,7 +2,7 @@
 // incomplete, with how to finish or remove it).
 import type { Sade } from 'sade';
 
-import { listCachedModels, type CachedModel } from '../model/list.js';
+import { listCachedModels, type CachedModel } from '../hub/list.js';
 import { report, usage } from './common.js';
 import { formatBytes } from './progress.js';
 import { str } from './pull.js';

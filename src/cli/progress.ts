@@ -2,7 +2,7 @@
 // when stderr is a TTY (and not with --quiet). It shares the terminal with the transcript when stdout is the
 // same TTY: the line is erased before transcript text is written and not redrawn while a transcript line
 // is open, so the two never mix. Hand-written (a few dozen lines): see docs/cli.md for why not a library.
-import type { LoadProgress } from '../model/progress.js';
+import type { LoadProgress } from '../hub/progress.js';
 import type { TranscribeProgress } from '../api/transcriber.js';
 
 export interface Terminal {

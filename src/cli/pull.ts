@@ -1,8 +1,8 @@
 // `rustasr pull <id>`: download a Hugging Face model into the cache and print its directory.
 import type { Sade } from 'sade';
 
-import { downloadMeter } from '../model/progress.js';
-import { resolveModel, type DownloadProgress } from '../model/resolve.js';
+import { downloadMeter } from '../hub/progress.js';
+import { resolveModel, type DownloadProgress } from '../hub/resolve.js';
 import { report, usage } from './common.js';
 import { downloadLine, formatBytes, terminal } from './progress.js';
 

@@ -5,8 +5,8 @@ import { dirname } from 'node:path';
 import type { Sade } from 'sade';
 
 import { RustAsrError } from '../errors.js';
-import { acquireLock, LOCK_SUFFIX } from '../model/cache.js';
-import { listCachedModels, type CachedModel } from '../model/list.js';
+import { acquireLock, LOCK_SUFFIX } from '../hub/cache.js';
+import { listCachedModels, type CachedModel } from '../hub/list.js';
 import { report, usage } from './common.js';
 import { formatBytes } from './progress.js';
 import { str } from './pull.js';

@@ -2,9 +2,9 @@
 import { performance } from 'node:perf_hooks';
 
 import { RustAsrError, fromNative } from '../errors.js';
-import { childPath, FILE_LIMITS, readRegularFile, showPath, statRegularFile } from '../model/files.js';
-import { downloadMeter, type LoadProgress } from '../model/progress.js';
-import { resolveModel } from '../model/resolve.js';
+import { childPath, FILE_LIMITS, readRegularFile, showPath, statRegularFile } from '../hub/files.js';
+import { downloadMeter, type LoadProgress } from '../hub/progress.js';
+import { resolveModel } from '../hub/resolve.js';
 import { native, type NativeAligner, type NativeModel, type NativeModelInfo, type NativeSession } from '../native.js';
 import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { normalizeLanguage, parseAsrOutput, promptPieces } from '../text/prompt.js';

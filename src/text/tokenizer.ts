@@ -10,7 +10,7 @@
 
 import { Tokenizer } from '@huggingface/tokenizers';
 import { RustAsrError } from '../errors.js';
-import { FILE_LIMITS, childPath, readRegularFile, showPath } from '../model/files.js';
+import { FILE_LIMITS, childPath, readRegularFile, showPath } from '../hub/files.js';
 
 /** The pre-tokenizer regex of Qwen2's tokenizer.json (Oniguruma syntax, translated by the library). */
 export const QWEN2_PRETOKENIZE_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
@@ -83,7 +83,7 @@ const BYTE_LEVEL_DECODE = byteLevelDecoderTable();
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 
-/** Size caps of the tokenizer files (model/files.ts). */
+/** Size caps of the tokenizer files (hub/files.ts). */
 const TOKENIZER_FILE_LIMITS: Readonly<Record<string, number>> = {
   'vocab.json': FILE_LIMITS.tokenizer,
   'merges.txt': FILE_LIMITS.tokenizer,
@@ -91,7 +91,7 @@ const TOKENIZER_FILE_LIMITS: Readonly<Record<string, number>> = {
 
 async function readModelFile(dir: string | Buffer, name: string): Promise<string> {
   const file = childPath(dir, name);
-  // A regular file under its cap (a FIFO, a device or a huge file is an error at once, see model/files.ts).
+  // A regular file under its cap (a FIFO, a device or a huge file is an error at once, see hub/files.ts).
   const bytes = await readRegularFile(file, {
     maxBytes: TOKENIZER_FILE_LIMITS[name] ?? FILE_LIMITS.json,
     label: name,
