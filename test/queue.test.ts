@@ -225,7 +225,7 @@ describe('transcription workers on a BullMQ queue', () => {
       expect(out.map((o) => o.id)).toEqual(jobs.map(jobIdOf));
       expect(jobIdOf(jobs[0]!)).toBe(jobIdOf({ input: `${base}/a.wav`, options: { ...INPUTS[0]!.options } }));
       expect([out[0]!.state, out[0]!.result?.tokens, out[0]!.result?.text, out[0]!.result?.worker]).toEqual(['completed', ref.tokens, ref.text, 'inproc']);
-      expect([out[1]!.state, out[1]!.error?.split(':')[0]]).toEqual(['failed', 'INVALID_WAV']);
+      expect([out[1]!.state, out[1]!.error?.split(':')[0]]).toEqual(['failed', 'UNSUPPORTED_AUDIO_FORMAT']);
       expect(events.filter((e) => e.id === out[1]!.id).map((e) => [e.event, e.attempt])).toEqual([['started', 1], ['failed', 1]]);
       // A download failure is transient: retried (2 runs here), then failed.
       expect([out[2]!.state, out[2]!.error?.split(':')[0]]).toEqual(['failed', 'DOWNLOAD_FAILED']);

@@ -170,7 +170,7 @@ describe('the openai client against rustasr serve', () => {
     };
     const model = s.context.modelId;
     let e = await fail(api.audio.transcriptions.create({ model, file: createReadStream(join(goldenPath('models', 'tiny-a'), 'config.json')) }));
-    expect([e.status, e.code, e.type, e.param]).toEqual([415, 'invalid_wav', 'invalid_request_error', 'file']);
+    expect([e.status, e.code, e.type, e.param]).toEqual([415, 'unsupported_audio_format', 'invalid_request_error', 'file']);
     e = await fail(api.audio.transcriptions.create({ model, file: createReadStream(WAV), language: 'xx' }));
     expect([e.status, e.code, e.param]).toEqual([400, 'unsupported_language', 'language']);
     e = await fail(api.audio.transcriptions.create({ model: 'whisper-1', file: createReadStream(WAV) }));
@@ -252,7 +252,7 @@ describe('probes, metrics and the API key', () => {
     const t = r.body;
     expect(metric(t, 'rustasr_http_requests_total{route="transcriptions",status="200"}')).toBe(2);
     expect(metric(t, 'rustasr_http_requests_total{route="transcriptions",status="415"}')).toBe(1);
-    expect(metric(t, 'rustasr_errors_total{code="invalid_wav"}')).toBe(1);
+    expect(metric(t, 'rustasr_errors_total{code="unsupported_audio_format"}')).toBe(1);
     expect(metric(t, 'rustasr_audio_seconds_total')).toBeCloseTo(2 * ref.timings.audioSeconds, 9);
     expect(metric(t, 'rustasr_tokens_total')).toBe(2 * ref.tokens.length);
     expect(metric(t, 'rustasr_rtf_count')).toBe(2);

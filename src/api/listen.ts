@@ -96,7 +96,7 @@ export class LiveTranscriber extends Duplex {
       stages.push(resampler);
     } else {
       const o = this.opts;
-      const dec = new AudioDecoder({ format: input === 'wav' ? 'wav' : 'auto', raw: o.raw, ffmpeg: o.ffmpeg });
+      const dec = new AudioDecoder({ format: input === 'wav' ? 'wav' : 'auto', raw: o.raw, ffmpeg: o.ffmpeg, allowEmpty: true });
       dec.once('format', (f: AudioStreamFormat) => {
         this.audioFormat = f;
         this.emit('format', f);

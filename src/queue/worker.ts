@@ -51,6 +51,8 @@ export interface WorkerJobEvent {
 const INPUT_ERRORS: ReadonlySet<RustAsrErrorCode> = new Set([
   'INVALID_WAV',
   'UNSUPPORTED_WAV_FORMAT',
+  'UNSUPPORTED_AUDIO_FORMAT',
+  'INVALID_AUDIO',
   'TRUNCATED_WAV',
   'EMPTY_AUDIO',
   'AUDIO_TOO_SHORT',

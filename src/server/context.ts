@@ -24,6 +24,8 @@ export interface ServerContext {
   readonly upload: UploadLimits;
   /** Most tokens generated per segment (--max-new-tokens). */
   readonly maxNewTokens: number | undefined;
+  /** The repetition early stop (ServeOptions.repetitionGuard). */
+  readonly repetitionGuard: boolean;
   /** True once shutdown began: no new sessions are started, running ones finish. */
   readonly draining: boolean;
   /**

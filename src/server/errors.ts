@@ -43,6 +43,8 @@ export class HttpError extends Error {
 const STATUS: Partial<Record<RustAsrErrorCode, number>> = {
   INVALID_WAV: 415,
   UNSUPPORTED_WAV_FORMAT: 415,
+  UNSUPPORTED_AUDIO_FORMAT: 415,
+  INVALID_AUDIO: 415,
   TRUNCATED_WAV: 400,
   EMPTY_AUDIO: 400,
   AUDIO_TOO_SHORT: 400,

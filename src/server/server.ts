@@ -31,6 +31,11 @@ export interface ServeOptions {
   port?: number;
   /** Most tokens generated per segment (default: the SDK's 512); also caps a realtime session's tokens per step. */
   maxNewTokens?: number;
+  /**
+   * Stop a segment's decoding early once it is a runaway repetition the official clean-up removes anyway
+   * (default true; the transcripts are the same). false decodes to maxNewTokens.
+   */
+  repetitionGuard?: boolean;
   /** Transcriptions and realtime sessions decoded at once (default 2). */
   maxConcurrent?: number;
   /** Admitted requests that may wait for a slot (uploading or queued) beyond maxConcurrent; more get 429 (default 16). */
@@ -108,6 +113,9 @@ export class RustAsrServer {
     };
     const maxNewTokens = opts.maxNewTokens === undefined ? undefined : positiveInt('maxNewTokens', opts.maxNewTokens, 512);
     positiveInt('drainTimeoutMs', opts.drainTimeoutMs, 30_000, 0);
+    if (opts.repetitionGuard !== undefined && typeof opts.repetitionGuard !== 'boolean') {
+      throw new RustAsrError('INVALID_OPTION', 'repetitionGuard must be a boolean');
+    }
     if (opts.apiKey !== undefined && (typeof opts.apiKey !== 'string' || opts.apiKey === '')) {
       throw new RustAsrError('INVALID_OPTION', 'apiKey must be a non-empty string');
     }
@@ -135,6 +143,7 @@ export class RustAsrServer {
       metrics: this.metrics,
       upload,
       maxNewTokens,
+      repetitionGuard: opts.repetitionGuard ?? true,
       get draining() {
         return self.isDraining;
       },

@@ -10,6 +10,7 @@ import { Transform, type TransformCallback, type TransformOptions } from 'node:s
 
 import type { BlockSource, DecodedBlock, FormatDecoder } from '../audio/decoder.js';
 import { MAX_SNIFF_BYTES, sniff } from '../audio/detect.js';
+import { RustAsrError } from '../errors.js';
 import { openDecoder, rawStreamFormat, unknownFormatError, type RawAudioFormat } from '../audio/open.js';
 import type { AudioChunk, AudioStreamFormat, PlanarAudio } from '../audio/types.js';
 import { WavReader } from '../audio/wav.js';
@@ -33,6 +34,8 @@ export interface AudioDecoderOptions extends Omit<TransformOptions, 'objectMode'
   ffmpeg?: string | false;
   /** The input's file path, when the bytes come from a file (lets ffmpeg read the file itself). */
   path?: string;
+  /** An input that ends before any sample is not an error (EMPTY_AUDIO otherwise): live recognition's. */
+  allowEmpty?: boolean;
 }
 
 /** The public part of a format (no decoder internals). */
@@ -71,9 +74,9 @@ export class AudioDecoder extends Transform {
   private waiting = false;
 
   constructor(options: AudioDecoderOptions = {}) {
-    const { format, raw, output, ffmpeg, path, ...stream } = options;
+    const { format, raw, output, ffmpeg, path, allowEmpty, ...stream } = options;
     super({ ...stream, readableObjectMode: true, writableObjectMode: false });
-    this.opts = { format, raw, output, ffmpeg, path };
+    this.opts = { format, raw, output, ffmpeg, path, allowEmpty };
     this.mono = output !== 'planar';
     if (raw !== undefined) {
       this.decoder = new WavReader({ mono: this.mono, raw: rawStreamFormat(raw) });
@@ -97,7 +100,11 @@ export class AudioDecoder extends Transform {
     }
   }
 
-  override _flush(callback: TransformCallback): void {
+  override _flush(done: TransformCallback): void {
+    const callback: TransformCallback = (err, data) => {
+      if (err && this.opts.allowEmpty && err instanceof RustAsrError && err.code === 'EMPTY_AUDIO') done();
+      else done(err, data);
+    };
     try {
       const bytes = this.decoder ? undefined : this.route(new Uint8Array(0), true);
       const d = this.decoder!;

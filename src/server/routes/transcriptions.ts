@@ -100,7 +100,7 @@ function observe(ctx: ServerContext, r: Pick<TranscribeResult, 'timings' | 'toke
 }
 
 function recognizeOptions(model: Model, r: TranscriptionRequest, ctx: ServerContext, signal: AbortSignal): RecognizeOptions {
-  return { model, language: r.language, context: r.context, maxNewTokens: ctx.maxNewTokens, signal };
+  return { model, language: r.language, context: r.context, maxNewTokens: ctx.maxNewTokens, repetitionGuard: ctx.repetitionGuard, signal };
 }
 
 /**
