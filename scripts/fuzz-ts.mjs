@@ -14,11 +14,11 @@
 //   wav-stream   WavDecoder (the streaming stage) fed the same bytes in pieces chosen from the input's hash,
 //                compared with decodeWav: identical samples when both succeed, the same error code when both
 //                fail; an outcome difference is a finding unless it is the documented one (several fmt chunks).
-//   tokenizer    AsrTokenizer.encode / decode / streamDecoder, StreamingDetokenizer, buildPrompt(context),
+//   tokenizer    AsrTokenizer.encode / decode, StreamingDetokenizer, buildPrompt(context),
 //                normalizeLanguage and parseAsrOutput on mutated strings (lone surrogates, added-token text,
 //                mixed scripts, long runs). Ids must be in [0, size); decode(encode(s)) must give s back (NFC
 //                outside added tokens) for well-formed s; the incremental decoders must give the same text.
-//   detokenizer  decode / streamDecoder / StreamingDetokenizer on mutated id sequences (byte tokens that split
+//   detokenizer  decode / StreamingDetokenizer on mutated id sequences (byte tokens that split
 //                UTF-8 characters, added tokens, `language X<asr_text>` headers, out-of-range, negative and
 //                non-integer ids). The incremental decoders must agree with decode.
 //
@@ -898,8 +898,12 @@ async function textOracles(ctx) {
   const checkIncremental = (ids, skipSpecial) => {
     const full = call('decode', () => tok.decode(ids, { skipSpecial })).value;
     if (typeof full !== 'string') throw new Finding('decode-type', typeof full);
-    const sd = tok.streamDecoder({ skipSpecial });
-    const viaStream = call('streamDecoder', () => ids.map((id) => sd.push(id)).join('') + sd.flush()).value;
+    // A plain incremental UTF-8 decoder over the token bytes (the reference the detokenizer is held to).
+    const viaStream = call('tokenBytes', () => {
+      const dec = new TextDecoder('utf-8', { ignoreBOM: true });
+      const parts = ids.map((id) => (skipSpecial && tok.isSpecial(id) ? '' : dec.decode(tok.tokenBytes(id), { stream: true })));
+      return parts.join('') + dec.decode();
+    }).value;
     if (viaStream !== full) throw new Finding('stream-decoder-mismatch', `${show(ids)}: ${show(viaStream)} != ${show(full)}`);
     // `false` is the short form of { expectHeader: false } (skipSpecial then defaults to true).
     const det = new StreamingDetokenizer(tok, skipSpecial ? false : { expectHeader: false, skipSpecial });

@@ -15,6 +15,7 @@ import { buildPrompt } from '../src/text/prompt.js';
 import { loadTokenizer, type AsrTokenizer } from '../src/text/tokenizer.js';
 import { buildWav, encodeSamples } from '../scripts/wav-builder.mjs';
 import { goldenPath, REPO_ROOT } from './helpers/golden.js';
+import { streamDecoder } from './helpers/stream-decoder.js';
 
 const FUZZ = join(REPO_ROOT, 'test', 'fuzz');
 const seeds = (dir: string, ext: string) =>
@@ -144,7 +145,7 @@ describe('tokenizer seed corpus', () => {
     const s = '\ufeffhello';
     const ids = tok.encode(s);
     expect(tok.decode(ids)).toBe(s);
-    const d = tok.streamDecoder();
+    const d = streamDecoder(tok);
     expect(ids.map((id) => d.push(id)).join('') + d.flush()).toBe(s);
   });
 
@@ -168,7 +169,7 @@ describe('tokenizer seed corpus', () => {
   /** decode(ids), the stream decoder and StreamingDetokenizer (no header) give the same text. */
   const decodeAllWays = (ids: number[], skipSpecial: boolean): string => {
     const full = tok.decode(ids, { skipSpecial });
-    const sd = tok.streamDecoder({ skipSpecial });
+    const sd = streamDecoder(tok, { skipSpecial });
     expect(ids.map((id) => sd.push(id)).join('') + sd.flush()).toBe(full);
     const det = new StreamingDetokenizer(tok, { expectHeader: false, skipSpecial });
     expect(ids.map((id) => det.push(id)).join('') + det.end()).toBe(full);

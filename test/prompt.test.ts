@@ -2,13 +2,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { RustAsrError } from '../src/errors.js';
 import {
   SUPPORTED_LANGUAGES,
-  audioTokenCount,
   buildPrompt,
   normalizeLanguage,
   parseAsrOutput,
 } from '../src/text/prompt.js';
 import { loadTokenizer, type AsrTokenizer } from '../src/text/tokenizer.js';
 import { goldenPath, listCaseEntries, listCases, loadCase } from './helpers/golden.js';
+import { audioTokenCount } from './helpers/audio-tokens.js';
 
 const cache = new Map<string, Promise<AsrTokenizer>>();
 function tokenizerFor(modelDir: string): Promise<AsrTokenizer> {

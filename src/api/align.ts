@@ -8,6 +8,7 @@ import { AudioDecoder } from '../stages/audio-decode.js';
 import { TIMESTAMP_TOKEN, alignerSlotsText, alignerUnits, fixTimestamp } from '../text/aligner-text.js';
 import { normalizeLanguage } from '../text/prompt.js';
 import { abortError } from '../core/abort.js';
+import { pickLoadOptions } from '../core/options.js';
 import { loadModel, requireKind, type LoadModelOptions, type Model } from './model.js';
 import { sourceFor, type AudioInput } from './sources.js';
 
@@ -184,16 +185,9 @@ export async function alignerFor(ref: Model | string | undefined, load: LoadMode
 
 /** The load options of an options object (what loading a model by name uses). */
 export function loadOptionsOf(o: LoadModelOptions): LoadModelOptions {
-  return {
-    device: o.device,
-    deviceIndex: o.deviceIndex,
-    threads: o.threads,
-    kernel: o.kernel,
-    quant: o.quant,
-    cacheDir: o.cacheDir,
-    lowMemory: o.lowMemory,
-    largePages: o.largePages,
-  };
+  const { signal: _signal, ...load } = pickLoadOptions(o);
+  void _signal;
+  return load;
 }
 
 /**

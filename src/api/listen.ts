@@ -12,6 +12,7 @@ import { Duplex, Readable, Writable, pipeline, type DuplexOptions } from 'node:s
 import { abortError } from '../core/abort.js';
 import { LiveRecognizer, type LiveEvent, type LiveOptions } from '../core/live.js';
 import { loadModel, type LoadModelOptions, type Model } from '../core/model.js';
+import { pickLoadOptions } from '../core/options.js';
 import { RustAsrError } from '../errors.js';
 import { DEFAULT_TARGET_RATE, Resampler } from '../stages/resample.js';
 import type { RawAudioFormat } from '../audio/open.js';
@@ -130,16 +131,7 @@ export class LiveTranscriber extends Duplex {
     const o = this.opts;
     let model: Model;
     if (typeof o.model === 'string') {
-      model = await loadModel(o.model, {
-        device: o.device,
-        deviceIndex: o.deviceIndex,
-        threads: o.threads,
-        kernel: o.kernel,
-        quant: o.quant,
-        cacheDir: o.cacheDir,
-        lowMemory: o.lowMemory,
-        largePages: o.largePages,
-      });
+      model = await loadModel(o.model, pickLoadOptions(o));
     } else if (o.model && typeof (o.model as Model).decode === 'function') {
       model = o.model;
     } else {

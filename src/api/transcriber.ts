@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { RawAudioFormat } from '../audio/open.js';
 import type { AudioChunk, AudioStreamFormat } from '../audio/types.js';
 
+import { pickLoadOptions } from '../core/options.js';
 import { RustAsrError, isRustAsrError } from '../errors.js';
 import { AudioDecoder } from '../stages/audio-decode.js';
 import { checkContext } from '../text/prompt.js';
@@ -130,8 +131,7 @@ class SecondsCounter extends Transform {
 
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
   if (typeof opts.model === 'string') {
-    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages, signal: opts.signal };
-    const model = loadModel(opts.model, load).then((m) => {
+    const model = loadModel(opts.model, pickLoadOptions(opts)).then((m) => {
       try {
         requireKind(m, 'asr');
       } catch (err) {

@@ -3,7 +3,7 @@
 import type { Sade } from 'sade';
 
 import { RustAsrError } from '../errors.js';
-import { SYNTH_VARIANTS, synthCheckpoint, type SynthResult, type SynthVariant } from '../synth/synth.js';
+import type { SynthResult, SynthVariant } from '../synth/synth.js';
 import type { WriteProgress } from '../synth/safetensors-writer.js';
 import { EXIT_FAILURE, EXIT_USAGE } from './common.js';
 
@@ -59,6 +59,8 @@ function progressPrinter(log: NodeJS.WritableStream): (p: WriteProgress) => void
 
 /** Validates the options, writes the checkpoint and prints progress and a summary to `log`. */
 export async function runSynth(opts: RunSynthOptions): Promise<SynthResult> {
+  // Benchmark tooling: loaded by this command only, never on the import graph of `rustasr` or the other commands.
+  const { SYNTH_VARIANTS, synthCheckpoint } = await import('../synth/synth.js');
   if (!SYNTH_VARIANTS.includes(opts.variant as SynthVariant)) {
     usage(`--variant must be ${SYNTH_VARIANTS.join(' or ')}, got ${String(opts.variant)}`);
   }

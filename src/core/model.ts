@@ -10,32 +10,13 @@ import { loadTokenizer, type AsrTokenizer } from '../text/tokenizer.js';
 import { normalizeLanguage, parseAsrOutput, promptPieces } from '../text/prompt.js';
 import { RepetitionGuard } from '../text/repetition-guard.js';
 import { abortError } from './abort.js';
+import { checkLoadOptions, checkMaxNewTokens, DEFAULT_MAX_NEW_TOKENS, type Device, type KernelName, type NativeLoadParams } from './options.js';
 
-export type KernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2' | 'neon' | 'scalar';
-
-/**
- * Compute device. 'auto' (the default): CUDA when a usable GPU and the CUDA plugin are found, else Metal
- * (macOS builds), else the CPU; a GPU that probes usable but fails to initialise falls back to the CPU with
- * a RUSTASR_DEVICE_FALLBACK warning. An explicitly named GPU that cannot be used rejects with
- * UNSUPPORTED_DEVICE. See docs/devices.md.
- */
-export type Device = 'auto' | 'cpu' | 'cuda' | 'metal';
+export { checkDevice, DEVICES } from './options.js';
+export type { Device, KernelName } from './options.js';
 
 /** A concrete backend: what a loaded model runs on, and what devices() reports. */
 export type DeviceKind = 'cpu' | 'cuda' | 'metal';
-
-export const DEVICES: readonly Device[] = Object.freeze(['auto', 'cpu', 'cuda', 'metal']);
-
-/**
- * Checks a device name and returns it ('auto' for undefined). Any name outside DEVICES throws
- * INVALID_ARGUMENT. Whether a named device is usable is decided by the native engine at load
- * (UNSUPPORTED_DEVICE, with the reason).
- */
-export function checkDevice(device: unknown): Device {
-  if (device === undefined) return 'auto';
-  if (typeof device === 'string' && (DEVICES as readonly string[]).includes(device)) return device as Device;
-  throw new RustAsrError('INVALID_ARGUMENT', `unknown device ${JSON.stringify(device)}; expected one of ${DEVICES.join(', ')}`);
-}
 
 /** Facts about a loaded model (from config.json and the backend in use). */
 export type ModelInfo = NativeModelInfo;
@@ -112,14 +93,6 @@ export interface LoadModelOptions {
 }
 
 const LOAD_ABORTED = 'model load aborted';
-/** Largest `threads` (the engine's thread pool refuses more: a huge count would exhaust the OS's threads). */
-const MAX_THREADS = 4096;
-
-function checkSignal(signal: unknown): void {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new RustAsrError('INVALID_OPTION', 'signal must be an AbortSignal');
-  }
-}
 
 export interface DecodeOptions {
   /** Forced language, one of the model's support_languages (case-insensitive). */
@@ -158,7 +131,6 @@ export interface TranscriptionResult {
   timings: Timings;
 }
 
-const DEFAULT_MAX_NEW_TOKENS = 512;
 
 const DEFAULT_EOS_IDS = [151643, 151645]; // <|endoftext|>, <|im_end|>
 
@@ -282,43 +254,21 @@ export class Model {
    * freed (nothing in a model directory can block it: FIFOs and devices are refused before being opened).
    */
   static async load(dir: string | Buffer, opts: LoadModelOptions = {}): Promise<Model> {
-    const device = checkDevice(opts.device);
+    return Model.loadChecked(dir, checkLoadOptions(opts as Record<string, unknown>), opts.signal);
+  }
+
+  /** Model.load with options already checked (checkLoadOptions): loadModel checks them before a download. */
+  static async loadChecked(dir: string | Buffer, params: NativeLoadParams, signal: AbortSignal | undefined): Promise<Model> {
     if (!((typeof dir === 'string' || Buffer.isBuffer(dir)) && dir.length > 0)) {
       throw new RustAsrError('INVALID_OPTION', 'the model directory must be a non-empty string or Buffer');
     }
     if (typeof dir === 'string' ? dir.includes('\0') : dir.includes(0)) {
       throw new RustAsrError('INVALID_OPTION', 'the model directory must not contain a NUL byte');
     }
-    checkSignal(opts.signal);
-    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0 || opts.threads > MAX_THREADS)) {
-      throw new RustAsrError('INVALID_OPTION', `threads must be an integer in 0 .. ${MAX_THREADS}, got ${String(opts.threads)}`);
-    }
-    if (opts.cacheDir !== undefined && opts.cacheDir !== false && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) {
-      throw new RustAsrError('INVALID_OPTION', `cacheDir must be a non-empty string or false, got ${String(opts.cacheDir)}`);
-    }
-    if (opts.lowMemory !== undefined && typeof opts.lowMemory !== 'boolean') {
-      throw new RustAsrError('INVALID_OPTION', `lowMemory must be a boolean, got ${String(opts.lowMemory)}`);
-    }
-    if (opts.largePages !== undefined && typeof opts.largePages !== 'boolean') {
-      throw new RustAsrError('INVALID_OPTION', `largePages must be a boolean, got ${String(opts.largePages)}`);
-    }
-    if (opts.deviceIndex !== undefined && (!Number.isInteger(opts.deviceIndex) || opts.deviceIndex < 0)) {
-      throw new RustAsrError('INVALID_OPTION', `deviceIndex must be a non-negative integer, got ${String(opts.deviceIndex)}`);
-    }
-    const signal = opts.signal;
     if (signal?.aborted) throw abortError(signal.reason, LOAD_ABORTED);
     let nm: NativeModel;
     try {
-      const loading = native().loadModel(dir, {
-        threads: opts.threads,
-        kernel: opts.kernel,
-        quant: opts.quant,
-        cacheDir: opts.cacheDir,
-        lowMemory: opts.lowMemory,
-        largePages: opts.largePages,
-        device,
-        deviceIndex: opts.deviceIndex,
-      });
+      const loading = native().loadModel(dir, params);
       nm = await untilAborted(loading, signal, LOAD_ABORTED, (late) => late.dispose());
     } catch (err) {
       throw fromNative(err);
@@ -384,10 +334,7 @@ export class Model {
    * engine once (samples and prompt in, the first token out); then one native step per token.
    */
   async *decode(samples: Float32Array, opts: DecodeOptions = {}): AsyncGenerator<number, TranscriptionResult> {
-    const maxNewTokens = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
-    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
-      throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(maxNewTokens)}`);
-    }
+    const maxNewTokens = checkMaxNewTokens(opts.maxNewTokens) ?? DEFAULT_MAX_NEW_TOKENS;
     requireKind(this, 'asr');
     if (opts.repetitionGuard !== undefined && typeof opts.repetitionGuard !== 'boolean') {
       throw new RustAsrError('INVALID_OPTION', `repetitionGuard must be a boolean, got ${String(opts.repetitionGuard)}`);
@@ -510,11 +457,10 @@ export interface LoadModelProgressOptions extends LoadModelOptions {
  * local directory's path bytes. `opts.signal` aborts the download, the wait for it, and the load.
  */
 export async function loadModel(dirOrId: string | Buffer, opts: LoadModelProgressOptions = {}): Promise<Model> {
-  checkDevice(opts.device); // an unknown device name fails before any download
-  checkSignal(opts.signal);
+  // Every option is checked once, before any download.
+  const params = checkLoadOptions(opts as Record<string, unknown>);
   if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') {
     throw new RustAsrError('INVALID_OPTION', 'onProgress must be a function');
   }
-  const { onProgress, ...load } = opts;
-  return Model.load(await resolveModelDir(dirOrId, { signal: opts.signal, onProgress }), load);
+  return Model.loadChecked(await resolveModelDir(dirOrId, { signal: opts.signal, onProgress: opts.onProgress }), params, opts.signal);
 }

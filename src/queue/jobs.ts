@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 
 import type { Timings } from '../api/model.js';
+import { checkMaxNewTokens } from '../core/options.js';
 import { RustAsrError } from '../errors.js';
 import type { SegmentResult } from '../stages/tokens.js';
 
@@ -67,9 +68,7 @@ export function checkJob(job: TranscriptionJob): void {
   const o = job.options;
   if (o === undefined) return;
   if (typeof o !== 'object' || o === null) throw new RustAsrError('INVALID_OPTION', 'job options must be an object');
-  if (o.maxNewTokens !== undefined && (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)) {
-    throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(o.maxNewTokens)}`);
-  }
+  checkMaxNewTokens(o.maxNewTokens);
 }
 
 /**

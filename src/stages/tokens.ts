@@ -9,6 +9,7 @@ import { Duplex, type DuplexOptions } from 'node:stream';
 
 import { abortError } from '../core/abort.js';
 import type { Model, Timings } from '../core/model.js';
+import { checkMaxNewTokens } from '../core/options.js';
 import { RustAsrError } from '../errors.js';
 import { StreamingDetokenizer } from '../text/detokenizer.js';
 import { normalizeLanguage } from '../text/prompt.js';
@@ -171,9 +172,7 @@ export abstract class TokenStream extends Duplex {
     if (o.language !== undefined && o.language !== null && o.language !== '') {
       this.forcedLanguage = normalizeLanguage(o.language, model.info.supportLanguages);
     }
-    if (o.maxNewTokens !== undefined && (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)) {
-      throw new RustAsrError('INVALID_OPTION', `maxNewTokens must be a positive integer, got ${String(o.maxNewTokens)}`);
-    }
+    checkMaxNewTokens(o.maxNewTokens);
     if (o.context !== undefined && typeof o.context !== 'string') throw new RustAsrError('INVALID_OPTION', 'context must be a string');
     this.maxNewTokens = o.maxNewTokens;
     this.model = model;

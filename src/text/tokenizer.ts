@@ -28,14 +28,6 @@ export interface DecodeOptions {
   skipSpecial?: boolean;
 }
 
-/** Incremental detokeniser: feed ids one at a time, get only complete UTF-8 text back. */
-export interface TokenStreamDecoder {
-  /** Appends one id; returns the text that became complete (possibly ''). */
-  push(id: number): string;
-  /** Ends the stream; returns any pending incomplete bytes as U+FFFD. */
-  flush(): string;
-}
-
 export interface AsrTokenizer {
   /** One past the highest id known to the tokenizer (vocab + added tokens). Model vocabularies may be larger. */
   readonly size: number;
@@ -58,8 +50,6 @@ export interface AsrTokenizer {
   tokenBytes(id: number): Uint8Array;
   /** True for added tokens marked special. */
   isSpecial(id: number): boolean;
-  /** A fresh incremental decoder (UTF-8 safe across token boundaries). */
-  streamDecoder(opts?: DecodeOptions): TokenStreamDecoder;
 }
 
 /**
@@ -314,18 +304,6 @@ class QwenTokenizer implements AsrTokenizer {
     }
     this.bytesCache.set(id, bytes);
     return bytes;
-  }
-
-  streamDecoder(opts?: DecodeOptions): TokenStreamDecoder {
-    const dec = new TextDecoder('utf-8', { ignoreBOM: true });
-    const skip = opts?.skipSpecial === true;
-    return {
-      push: (id: number): string => {
-        if (skip && this.isSpecial(id)) return '';
-        return dec.decode(this.tokenBytes(id), { stream: true });
-      },
-      flush: (): string => dec.decode(),
-    };
   }
 }
 
