@@ -191,6 +191,8 @@ export interface NativeProbeResult {
   /** The linked BLAS, e.g. "openblas Haswell (OpenBLAS 0.3.21 ...)", "accelerate" or "none". */
   blas: string;
   bandwidth?: { threads: number; bytes: number; isa: string; seconds: number[] };
+  /** Register-only multiply-add loops (the silicon's compute peak): 'fp32-fma' always, 'bf16-dot' where the CPU has it. */
+  peak: { kind: 'fp32-fma' | 'bf16-dot'; isa: string; threads: number; flops: number; seconds: number[] }[];
   gemm: { impl: string; isa: string; threads: number; n: number; rows: number; cols: number; flops: number; seconds: number[] }[];
 }
 
@@ -199,14 +201,17 @@ export interface NativeDevBinding {
   /** Matrix-vector kernels this CPU can run, best first. */
   cpuKernels(): string[];
   /**
-   * Machine probes for `npm run bench`: read bandwidth (threads stream a large buffer) and the engine's
-   * batched-product rate on BF16 weights. Seconds are per repetition. bandwidthBytes = 0 skips bandwidth.
+   * Machine probes for `npm run bench`: read bandwidth (threads stream a large buffer), the compute peak
+   * (register-only multiply-add loops, `peakReps` repetitions of about `peakSeconds`; 0 reps skips it) and the
+   * engine's batched-product rate on BF16 weights. Seconds are per repetition. bandwidthBytes = 0 skips bandwidth.
    */
   probe(opts?: {
     threads?: number;
     kernel?: string;
     bandwidthBytes?: number;
     bandwidthReps?: number;
+    peakSeconds?: number;
+    peakReps?: number;
     gemm?: { impl: 'auto' | 'own' | 'blas' | 'blas-threaded'; n: number; rows: number; cols: number }[];
     gemmReps?: number;
   }): Promise<NativeProbeResult>;
