@@ -47,6 +47,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/probe.h"
+#include "backend/cpu/gemv.h"
 #include "io/file.h"
 #include "io/large_pages.h"
 #include "io/safetensors.h"
@@ -1145,7 +1146,7 @@ void kernel_checks() {
     std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
     for (const char* dt : {"BF16", "F16", "F32"}) {
       double worst = 0;
-      for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}}) {
+      for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}, {70, 1100}}) {
         const int64_t rows = shape.first, cols = shape.second;
         // Weights: values exactly representable in BF16 (hence in F16 and F32 too, for this range).
         std::vector<float> wf(static_cast<size_t>(rows * cols)), bf(static_cast<size_t>(rows));
@@ -1175,7 +1176,7 @@ void kernel_checks() {
         bias.rows = 1;
         bias.cols = rows;
         bias.name = "test.b";
-        for (int64_t n : {1, 2, 3, 4, 5, 9, 40}) {
+        for (int64_t n : {1, 2, 3, 4, 5, 9, 40, 131}) {
           std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
           std::vector<float> y2(y.size()), y3(y.size());
           for (float& v : x) v = next();
@@ -1201,6 +1202,132 @@ void kernel_checks() {
              "max rel err " + fmt(worst) + " (tol 1e-05)");
     }
   }
+}
+
+// The batched products on other arithmetic and ops: Backend::conv3x3s2_gelu (the direct packed kernel on
+// AVX-512, im2col + GEMM elsewhere) against a float64 reference with the exact GELU, on input sizes that are
+// odd, smaller than a micro-panel and wider than one, with 1, 3 and 17 input channels (BF16 weights); and
+// the opt-in BF16-activation precision ("bf16": activations rounded to BF16) on linear, within the error
+// BF16 rounding of x allows (2^-8 of the products' magnitude), while its F32 default stays exact.
+void conv_and_precision_checks() {
+  uint64_t rng = 0x853c49e6748fea9bull;
+  auto next = [&] {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return static_cast<float>(static_cast<double>(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  };
+  auto bf16_round = [](float f) {
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    b &= 0xffff0000u;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  for (const std::string& k : rustasr::cpu_kernels()) {
+    rustasr::BackendOptions bo;
+    bo.threads = 2;
+    bo.kernel = k;
+    std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+    struct Conv {
+      int64_t cin, cout, h, w;
+    };
+    double worst = 0;
+    for (const Conv c : {Conv{1, 40, 128, 100}, Conv{3, 13, 9, 7}, Conv{17, 37, 16, 13}, Conv{1, 5, 2, 1}, Conv{17, 24, 31, 66}}) {
+      const int64_t K = c.cin * 9, oh = (c.h + 1) / 2, ow = (c.w + 1) / 2;
+      std::vector<float> in(static_cast<size_t>(c.cin * c.h * c.w)), wf(static_cast<size_t>(c.cout * K)),
+          bf(static_cast<size_t>(c.cout)), out(static_cast<size_t>(c.cout * oh * ow));
+      for (float& v : in) v = next();
+      for (float& v : wf) v = bf16_round(next() * 0.5f);
+      for (float& v : bf) v = next() * 0.1f;
+      std::unique_ptr<uint16_t[]> w16(new uint16_t[wf.size()]);
+      for (size_t i = 0; i < wf.size(); ++i) {
+        uint32_t b;
+        std::memcpy(&b, &wf[i], 4);
+        w16[i] = static_cast<uint16_t>(b >> 16);
+      }
+      rustasr::Weight w, bias;
+      w.dtype = rustasr::DType::kBF16;
+      w.data = w16.get();
+      w.rows = c.cout;
+      w.cols = K;
+      w.name = "test.conv";
+      bias.dtype = rustasr::DType::kF32;
+      bias.data = bf.data();
+      bias.rows = 1;
+      bias.cols = c.cout;
+      bias.name = "test.conv_b";
+      be->conv3x3s2_gelu(in.data(), c.cin, c.h, c.w, w, bias, out.data());
+      for (int64_t co = 0; co < c.cout; ++co)
+        for (int64_t oy = 0; oy < oh; ++oy)
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            double acc = bf[static_cast<size_t>(co)], mag = std::fabs(acc);
+            for (int64_t ci = 0; ci < c.cin; ++ci)
+              for (int64_t ky = 0; ky < 3; ++ky)
+                for (int64_t kx = 0; kx < 3; ++kx) {
+                  const int64_t iy = 2 * oy + ky - 1, ix = 2 * ox + kx - 1;
+                  if (iy < 0 || iy >= c.h || ix < 0 || ix >= c.w) continue;
+                  const double p = static_cast<double>(in[static_cast<size_t>((ci * c.h + iy) * c.w + ix)]) *
+                                   wf[static_cast<size_t>(co * K + ci * 9 + ky * 3 + kx)];
+                  acc += p;
+                  mag += std::fabs(p);
+                }
+            const double ref = 0.5 * acc * (1.0 + std::erf(acc / std::sqrt(2.0)));
+            const double e = std::fabs(out[static_cast<size_t>((co * oh + oy) * ow + ox)] - ref) / (mag + 1e-30);
+            worst = std::max(worst, std::isnan(e) ? 1.0 : e);
+          }
+    }
+    report(worst <= 1e-5, "conv3x3s2_gelu 5 shapes [" + k + "]", "max err / sum |products| " + fmt(worst) + " (tol 1e-05)");
+
+    // BF16 activations on linear: BF16 and int8-like (F32) weights, shapes across the k blocks.
+    rustasr::BackendOptions bb = bo;
+    bb.precision = "bf16";
+    std::unique_ptr<rustasr::Backend> bbe = rustasr::make_cpu_backend(bb);
+    double worst_bf = 0, worst_exact = 0;
+    for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {70, 1100}, {130, 257}}) {
+      const int64_t rows = shape.first, cols = shape.second;
+      std::vector<float> wf(static_cast<size_t>(rows * cols));
+      for (float& v : wf) v = bf16_round(next() * 0.5f);
+      std::unique_ptr<uint16_t[]> w16(new uint16_t[wf.size()]);
+      for (size_t i = 0; i < wf.size(); ++i) {
+        uint32_t b;
+        std::memcpy(&b, &wf[i], 4);
+        w16[i] = static_cast<uint16_t>(b >> 16);
+      }
+      rustasr::Weight w;
+      w.dtype = rustasr::DType::kBF16;
+      w.data = w16.get();
+      w.rows = rows;
+      w.cols = cols;
+      w.name = "test.W";
+      for (int64_t n : {5, 40, 131}) {
+        std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows)), ye(y.size());
+        for (float& v : x) v = next();
+        bbe->linear(x.data(), n, w, rustasr::Weight{}, y.data());
+        be->linear(x.data(), n, w, rustasr::Weight{}, ye.data());
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const double p = static_cast<double>(x[static_cast<size_t>(i * cols + c)]) * wf[static_cast<size_t>(r * cols + c)];
+              ref += p;
+              mag += std::fabs(p);
+            }
+            const size_t at = static_cast<size_t>(i * rows + r);
+            const double e = std::fabs(y[at] - ref) / (mag + 1e-30), ee = std::fabs(ye[at] - ref) / (mag + 1e-30);
+            worst_bf = std::max(worst_bf, std::isnan(e) ? 1.0 : e);
+            worst_exact = std::max(worst_exact, std::isnan(ee) ? 1.0 : ee);
+          }
+      }
+    }
+    // On the AVX-512 paths of a CPU with AVX512-BF16 the mode must take effect (BF16 rounding shows).
+    const bool bf_active = (k == "avx512f" || k == "avx512bf16") &&
+                           rustasr::cpu::isa_supported(rustasr::cpu::Isa::kAvx512bf16);
+    report(worst_bf <= 1.0 / 256 && worst_exact <= 1e-5 && (!bf_active || worst_bf > 1e-5),
+           "linear precision bf16 / f32 [" + k + "]",
+           "bf16 max err / sum |products| " + fmt(worst_bf) + " (tol 3.9e-03), f32 " + fmt(worst_exact) + " (tol 1e-05)");
+  }
+  rustasr::BackendOptions bad;
+  bad.precision = "fp8";
+  expect_error("precision fp8", ErrorCode::kInvalidArgument, [&] { rustasr::make_cpu_backend(bad); });
 }
 
 // Backend::attention for one query row (decode) on every kernel and thread count, against a float64
@@ -1386,6 +1513,13 @@ void probe_checks() {
   expect_error("probe_read_bandwidth 100 bytes", ErrorCode::kInvalidArgument,
                [] { cpu::probe_read_bandwidth(1, 100, 1); });
   report(cpu::probe_blas_info().rfind("openblas", 0) == 0, "probe_blas_info", cpu::probe_blas_info());
+  for (const std::string& kind : cpu::probe_peak_kinds()) {
+    const cpu::PeakProbe p = cpu::probe_compute_peak(2, kind, 0.01, 2);
+    report(p.seconds.size() == 2 && p.flops > 0 && p.threads == 2 && !p.isa.empty() && p.seconds[0] > 0,
+           "probe_compute_peak " + kind, p.isa + ", " + fmt(p.flops / p.seconds[0] / 1e9) + " GFLOP/s");
+  }
+  expect_error("probe_compute_peak unknown kind", ErrorCode::kInvalidArgument,
+               [] { cpu::probe_compute_peak(1, "fp64", 0.01, 1); });
 }
 
 struct Options {
@@ -1596,6 +1730,7 @@ int main(int argc, char** argv) {
       // The model-free checks: each reports its own results; an exception fails it by name.
       const std::pair<const char*, void (*)()> standalone[] = {
           {"kernel checks", kernel_checks},
+          {"conv and precision checks", conv_and_precision_checks},
           {"attention checks", attention_checks},
           {"gelu checks", gelu_checks},
           {"probe checks", probe_checks},

@@ -32,6 +32,10 @@ struct BackendOptions {
   int threads = 0;              // 0 = hardware concurrency
   std::string kernel = "auto";  // CPU matrix-vector kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar
   int device_index = 0;         // GPU backends: which device (CUDA ordinal)
+  // Batched products (encoder, prefill): "f32" (float32 activations times exactly upcast weights: the
+  // golden-exact numerics) or "bf16" (activations rounded to BF16, the CPU's BF16 dot product where it has
+  // one; see ModelParams::precision).
+  std::string precision = "f32";
 };
 
 class Backend {

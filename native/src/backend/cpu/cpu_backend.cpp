@@ -36,7 +36,8 @@ void check_vector(const Weight& v, int64_t n, const char* what) {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const BackendOptions& o) : isa_(parse_kernel(o.kernel)), pool_(o.threads) {}
+  explicit CpuBackend(const BackendOptions& o)
+      : isa_(parse_kernel(o.kernel)), prec_(parse_precision(o.precision)), pool_(o.threads) {}
 
   std::string name() const override { return "cpu"; }
   std::string kernel() const override { return isa_name(isa_); }
@@ -74,14 +75,14 @@ class CpuBackend final : public Backend {
     if (n <= kGemvMaxN)
       gemv(pool_, isa_, x, n, w, y);
     else
-      gemm(pool_, isa_, x, n, w, y);
+      gemm(pool_, isa_, x, n, w, y, GemmImpl::kAuto, 0, prec_);
     if (!bias.empty()) add_bias(y, n, w.rows, bias);
   }
 
   void linear_multi(const float* x, int64_t n, const Weight* const* ws, float* const* ys, int count) override {
     if (n <= 0) return;
     if (n <= kGemvMaxN) return gemv_multi(pool_, isa_, x, n, ws, ys, count);
-    for (int i = 0; i < count; ++i) gemm(pool_, isa_, x, n, *ws[i], ys[i]);
+    gemm_multi(pool_, isa_, x, n, ws, ys, count, prec_);
   }
 
   void conv3x3s2_gelu(const float* in, int64_t cin, int64_t h, int64_t w, const Weight& weight,
@@ -93,6 +94,7 @@ class CpuBackend final : public Backend {
                                                    std::to_string(K));
     check_vector(bias, cout, "conv bias");
     if (P <= 0 || cout <= 0) return;
+    if (conv3x3s2_gelu_direct(pool_, isa_, in, cin, h, w, weight, bias, out)) return;
     // im2col: col[p, ci*9 + ky*3 + kx] = in[ci, 2*oy + ky - 1, 2*ox + kx - 1] (zero outside).
     // Scratch reused across calls (per calling thread: sessions on other threads share this backend);
     // every element is written below, so it is never cleared.
@@ -380,7 +382,14 @@ class CpuBackend final : public Backend {
         std::max<int64_t>(1, 32768 / std::max<int64_t>(1, m)));
   }
 
+  static Precision parse_precision(const std::string& p) {
+    if (p.empty() || p == "f32") return Precision::kF32;
+    if (p == "bf16") return Precision::kBf16;
+    throw Error(ErrorCode::kInvalidArgument, "unknown precision \"" + p + "\" (expected f32 or bf16)");
+  }
+
   Isa isa_;
+  Precision prec_;
   ThreadPool pool_;
 };
 
