@@ -1416,6 +1416,17 @@ void gelu_checks() {
     }
     report(worst <= 2.5e-7 && std::isnan(y.back()), "gelu -30..30 [" + k + "]",
            "max err / max(1, |x|) " + fmt(worst) + " (tol 2.5e-07), NaN -> " + fmt(y.back()));
+    // silu(g) * u over the same range (u = 1.5), and in place (out aliasing gate, as the decoder runs it).
+    std::vector<float> up(xs.size(), 1.5f), g = xs;
+    be->silu_mul(g.data(), up.data(), static_cast<int64_t>(g.size()), g.data());
+    double worst_s = 0;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) {
+      const double x = xs[i], ref = x / (1.0 + std::exp(-x)) * 1.5;
+      const double e = std::fabs(g[i] - ref) / std::max(1.0, std::fabs(x));
+      worst_s = std::max(worst_s, std::isnan(e) ? 1.0 : e);
+    }
+    report(worst_s <= 2.5e-7 && std::isnan(g.back()), "silu_mul -30..30 [" + k + "]",
+           "max err / max(1, |x|) " + fmt(worst_s) + " (tol 2.5e-07), NaN -> " + fmt(g.back()));
   }
 }
 

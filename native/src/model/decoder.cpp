@@ -23,8 +23,9 @@ void Session::State::reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
   if (tokens <= capacity) return;
   const int64_t cap = std::max<int64_t>(tokens, capacity * 2);
   for (int64_t l = 0; l < layers; ++l) {
-    k_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim);
-    v_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim);
+    // The rows about to be written are mapped at once (Backend::prefault); the doubled tail is not.
+    be->prefault(k_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim), tokens * kv_dim);
+    be->prefault(v_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim), tokens * kv_dim);
   }
   capacity = cap;
 }

@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "../backend.h"
 #include "gemm.h"
 #include "gemv.h"
@@ -53,6 +57,18 @@ class CpuBackend final : public Backend {
     return static_cast<float*>(p);
   }
   void free(float* p) override { std::free(p); }
+  void prefault(float* p, int64_t count) override {
+#if defined(__linux__)
+    constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE (Linux 5.14); older kernels: EINVAL, ignored
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * sizeof(float);
+    if (!p || bytes < (size_t(256) << 10)) return;
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t(4095);
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~uintptr_t(4095);
+    if (e > b) (void)::madvise(reinterpret_cast<void*>(b), e - b, kPopulateWrite);
+#else
+    (void)p, (void)count;
+#endif
+  }
   void upload(float* dst, const float* host, int64_t count) override { copy(dst, host, count); }
   void download(float* host, const float* src, int64_t count) override { copy(host, src, count); }
   void copy(float* dst, const float* src, int64_t count) override {
@@ -189,12 +205,7 @@ class CpuBackend final : public Backend {
   void silu_mul(const float* gate, const float* up, int64_t count, float* out) override {
     pool_.parallel_for(
         count,
-        [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) {
-            const float g = gate[i];
-            out[i] = (g / (1.0f + std::exp(-g))) * up[i];
-          }
-        },
+        [&](int64_t b, int64_t e) { silu_mul_f32(isa_, gate + b, up + b, e - b, out + b); },
         8192);
   }
 

@@ -930,6 +930,24 @@ T512 void gelu_avx512(float* x, int64_t n) {
   }
 }
 
+// silu(g) * u on 16 lanes: g * sigmoid(g), sigmoid from e = exp(-|g|) (an argument <= 0, so exp512_nonpos):
+// 1 / (1 + e) for g >= 0, e / (1 + e) below; within a few ulp of g / (1 + expf(-g)).
+T512 inline __m512 silu_mul16(__m512 g, __m512 u) {
+  const __m512 e = exp512_nonpos(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));
+  const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), e);
+  const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 num = _mm512_mask_blend_ps(neg, _mm512_set1_ps(1.0f), e);
+  return _mm512_mul_ps(_mm512_mul_ps(g, _mm512_div_ps(num, den)), u);
+}
+T512 void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, silu_mul16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  if (i < n) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, k, silu_mul16(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
+  }
+}
+
 // The 8 sums of the 16 lanes of a[0..7], in one 8-lane vector (lane i = sum of a[i]).
 T512 inline __m256 reduce8x16(const __m512* a) {
   __m512 l1[4], l2[2];
@@ -1228,6 +1246,18 @@ void gelu_f32(Isa isa, float* x, int64_t n) {
   (void)isa;
 #endif
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] * 0.5f * (1.0f + std::erf(x[i] * 0.70710678118654752440f));
+}
+
+void silu_mul_f32(Isa isa, const float* gate, const float* up, int64_t n, float* out) {
+#if defined(RUSTASR_X86)
+  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) return silu_mul_avx512(gate, up, n, out);
+#else
+  (void)isa;
+#endif
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
 }
 
 void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n) {
