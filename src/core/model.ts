@@ -77,12 +77,13 @@ export interface LoadModelOptions {
    */
   quant?: 'bf16' | 'int8';
   /**
-   * With quant 'int8': where the quantised decoder is cached between loads (in `<cacheDir>/int8/`, one
-   * file per model directory, rebuilt whenever the checkpoint changes). Later loads map it instead of
-   * quantising again: a fast cold start, and its pages are file-backed. Default: $RUSTASR_CACHE_DIR, else
-   * $XDG_CACHE_HOME/rustasr, else ~/.cache/rustasr (the model download cache). `false`: quantise at every
-   * load. An unwritable directory is not an error (the model is quantised at load); `info.int8Cache` says
-   * what happened.
+   * Where derived data is cached between loads, one file per model directory, rebuilt whenever its sources
+   * change: the tokenizer's binary BPE tables (`<cacheDir>/tokenizer/`: a later process reads them in a few
+   * milliseconds instead of building the tokenizer from vocab.json and merges.txt), and with quant 'int8' the
+   * quantised decoder (`<cacheDir>/int8/`: later loads map it instead of quantising again, and its pages are
+   * file-backed). Default: $RUSTASR_CACHE_DIR, else $XDG_CACHE_HOME/rustasr, else ~/.cache/rustasr (the model
+   * download cache). `false`: nothing is cached (the tokenizer tables are built and int8 quantised at every
+   * load). An unwritable directory is not an error; `info.int8Cache` says what happened to int8.
    */
   cacheDir?: string | false;
   /**
@@ -325,7 +326,7 @@ export class Model {
     let model: Model;
     try {
       const [, eos] = await untilAborted(Promise.all([checkTokenizerFiles(dir), readEosIds(dir)]), signal, LOAD_ABORTED, () => undefined);
-      model = new Model(nm, showPath(dir), nm.info(), loadTokenizer(dir), new Set(eos));
+      model = new Model(nm, showPath(dir), nm.info(), loadTokenizer(dir, { cacheDir: opts.cacheDir }), new Set(eos));
     } catch (err) {
       nm.dispose();
       throw err;
