@@ -3,7 +3,7 @@ import type { Sade } from 'sade';
 
 import { DEVICES, type Device } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
-import { RustAsrServer, type ServeOptions } from '../server/server.js';
+import type { ServeOptions } from '../server/server.js';
 import { DEFAULT_MODEL, enumOpt, intOpt, numberOpt, stringOpt } from './options.js';
 
 // Same values as EXIT_FAILURE / EXIT_USAGE in ./index.ts (not imported: index.ts imports this module).
@@ -43,6 +43,8 @@ export function parseServeFlags(flags: Flags, env: NodeJS.ProcessEnv = process.e
  */
 async function runServe(flags: Flags): Promise<void> {
   const opts = parseServeFlags(flags);
+  // The server modules are loaded by this command only, not by every CLI start.
+  const { RustAsrServer } = await import('../server/server.js');
   const server = new RustAsrServer(opts);
   const log = (s: string) => process.stderr.write(`rustasr serve: ${s}\n`);
   let stopping = false;
