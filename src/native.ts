@@ -148,6 +148,8 @@ export interface NativeModel {
   createSession(): NativeSession;
   /** A forced aligner's state (rejects with INVALID_ARGUMENT for an ASR model). */
   createAligner(): NativeAligner;
+  /** Decode steps since load: batched steps run (one pass over the weights each) and the session steps they served. */
+  batchStats(): { batches: number; rows: number };
   dispose(): void;
 }
 

@@ -377,6 +377,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("createSession", &ModelWrap::CreateSession),
                         InstanceMethod("createAligner", &ModelWrap::CreateAligner),
+                        InstanceMethod("batchStats", &ModelWrap::BatchStatsOf),
                         InstanceMethod("dispose", &ModelWrap::Dispose)});
   }
 
@@ -387,6 +388,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   const rustasr::Model& model(Napi::Env env) {
     if (!model_) throw make_error(env, "INVALID_ARGUMENT", "the model has been disposed");
     return *model_;
+  }
+
+  // batchStats() -> { batches, rows }: decode steps run together (rows / batches sessions per weight pass).
+  Napi::Value BatchStatsOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const rustasr::BatchStats b = rustasr::batch_stats(model(env));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("batches", static_cast<double>(b.batches));
+    o.Set("rows", static_cast<double>(b.rows));
+    return o;
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {

@@ -41,6 +41,8 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <atomic>
+#include <thread>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,6 +50,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/probe.h"
 #include "backend/cpu/gemv.h"
+#include "model/model.h"
 #include "io/file.h"
 #include "io/large_pages.h"
 #include "io/safetensors.h"
@@ -1129,6 +1132,90 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
   }
 }
 
+// Batched decoding (model/batch.h): the golden cases of one model decode at the same time, each on its own
+// thread, joining and leaving at different steps (a prefill of one runs while the others step); each
+// session's logits at every step must equal bit for bit those of the same session decoding alone, and the
+// model's batcher must have served several sessions in one pass at least once.
+void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std::vector<std::pair<std::string, const CaseData*>>& cases,
+                  const std::string& tag) {
+  if (cases.empty() || !model->backend().rows_independent()) return;
+  const rustasr::ModelInfo info = rustasr::model_info(*model);
+  struct Run {
+    std::vector<int32_t> head, tail;
+    const CaseData* d;
+    size_t steps, join_after;  // steps to decode; start once the first session has done this many
+    std::vector<std::vector<float>> solo, batched;
+    std::string error;
+  };
+  std::vector<Run> runs;
+  for (size_t i = 0; i < cases.size() && i < 4; ++i) {
+    const CaseData& d = *cases[i].second;
+    const std::vector<int32_t> ids = to_i32(d.input_ids);
+    size_t pad0 = 0, pads = 0;
+    while (pad0 < ids.size() && ids[pad0] != info.audio_token_id) ++pad0;
+    while (pad0 + pads < ids.size() && ids[pad0 + pads] == info.audio_token_id) ++pads;
+    Run r;
+    r.head.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(pad0));
+    r.tail.assign(ids.begin() + static_cast<std::ptrdiff_t>(pad0 + pads), ids.end());
+    r.d = &d;
+    const size_t steps_of[4] = {14, 6, 12, 9}, join_of[4] = {0, 0, 3, 5};
+    r.steps = steps_of[i];
+    r.join_after = join_of[i];
+    runs.push_back(std::move(r));
+  }
+  // Decodes `r` on session s: start, then `steps` steps fed their own argmax, every step's logits kept.
+  auto decode = [&](Run& r, std::vector<std::vector<float>>& out, std::atomic<size_t>* progress) {
+    rustasr::Session s(model);
+    s.append_audio(r.d->wav.data(), r.d->wav.size());
+    int32_t tok = s.start(r.head.data(), static_cast<int64_t>(r.head.size()), r.tail.data(),
+                          static_cast<int64_t>(r.tail.size())).token;
+    for (size_t k = 0; k < r.steps; ++k) {
+      out.push_back(s.step(tok));
+      tok = rustasr::argmax(out.back().data(), static_cast<int64_t>(out.back().size()));
+      if (progress) progress->fetch_add(1);
+    }
+  };
+  for (Run& r : runs) decode(r, r.solo, nullptr);
+  const rustasr::BatchStats before = rustasr::batch_stats(*model);
+  std::atomic<size_t> first_done{0};
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < runs.size(); ++i)
+    threads.emplace_back([&, i] {
+      Run& r = runs[i];
+      try {
+        while (first_done.load() < r.join_after) std::this_thread::yield();
+        decode(r, r.batched, i == 0 ? &first_done : nullptr);
+      } catch (const std::exception& e) {
+        r.error = e.what();
+        first_done.store(1000);
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  const rustasr::BatchStats after = rustasr::batch_stats(*model);
+  bool same = true;
+  std::string detail;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    if (!r.error.empty()) {
+      same = false;
+      detail += " " + cases[i].first + ": " + r.error;
+      continue;
+    }
+    for (size_t k = 0; k < r.steps; ++k)
+      if (k >= r.batched.size() || r.batched[k].size() != r.solo[k].size() ||
+          std::memcmp(r.batched[k].data(), r.solo[k].data(), r.solo[k].size() * sizeof(float)) != 0) {
+        same = false;
+        detail += " " + cases[i].first + " differs at step " + std::to_string(k);
+        break;
+      }
+  }
+  const int64_t batches = after.batches - before.batches, rows = after.rows - before.rows;
+  report(same, tag + "batched decoding: " + std::to_string(runs.size()) + " sessions joining and leaving, logits bit-identical to alone",
+         detail);
+  report(rows > batches && batches > 0, tag + "batched decoding: sessions shared weight passes",
+         std::to_string(rows) + " session steps in " + std::to_string(batches) + " passes");
+}
+
 // Backend::linear / linear_multi on shapes the tiny model never has (column counts that are not a multiple
 // of any vector width, row counts that leave remainders, 1..40 activation rows: the gemv and the gemm paths)
 // for every kernel and weight dtype, against a float64 reference. Buffers are sized exactly, so the
@@ -1146,6 +1233,7 @@ void kernel_checks() {
     std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
     for (const char* dt : {"BF16", "F16", "F32"}) {
       double worst = 0;
+      bool rows_alone = true;
       for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}, {70, 1100}}) {
         const int64_t rows = shape.first, cols = shape.second;
         // Weights: values exactly representable in BF16 (hence in F16 and F32 too, for this range).
@@ -1181,6 +1269,14 @@ void kernel_checks() {
           std::vector<float> y2(y.size()), y3(y.size());
           for (float& v : x) v = next();
           be->linear(x.data(), n, w, bias, y.data());
+          // Up to 4 rows (the matrix-vector path): each row's result is the one it gets alone, bit for bit
+          // (batched decoding relies on it).
+          if (n <= 4)
+            for (int64_t i = 0; i < n; ++i) {
+              std::vector<float> one(static_cast<size_t>(rows));
+              be->linear(x.data() + i * cols, 1, w, bias, one.data());
+              if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0) rows_alone = false;
+            }
           const rustasr::Weight* ws[2] = {&w, &w};
           float* ys[2] = {y2.data(), y3.data()};
           be->linear_multi(x.data(), n, ws, ys, 2);
@@ -1200,6 +1296,7 @@ void kernel_checks() {
       }
       report(worst <= 1e-5, "linear / linear_multi odd shapes [" + k + ", " + dt + "]",
              "max rel err " + fmt(worst) + " (tol 1e-05)");
+      report(rows_alone, "linear with 2-4 rows: each row bit-identical to it alone [" + k + ", " + dt + "]");
     }
   }
 }
@@ -1687,6 +1784,19 @@ int main(int argc, char** argv) {
           run_case_int8(m, c, data.at(c.name), k);
         } catch (const std::exception& e) {
           report(false, c.name + " [" + k + ", int8]", std::string("exception: ") + e.what());
+        }
+      }
+      // Batched decoding on this kernel: the cases of each model (and its int8 form) decode together.
+      for (const auto& [key, m] : models) {
+        if (!m || (key.find('#') != std::string::npos && key.substr(key.find('#')) != "#int8")) continue;
+        const std::string dir = key.substr(0, key.find('#'));
+        std::vector<std::pair<std::string, const CaseData*>> cs;
+        for (const Case& c : cases)
+          if (c.model_dir == dir) cs.emplace_back(c.name, &data.at(c.name));
+        try {
+          batch_checks(m, cs, dir + " [" + k + (key.find("#int8") != std::string::npos ? ", int8] " : "] "));
+        } catch (const std::exception& e) {
+          report(false, dir + " [" + k + "] batched decoding", std::string("exception: ") + e.what());
         }
       }
       for (const AlignerCase& c : acases) {

@@ -362,6 +362,15 @@ export class Model {
     return this.nativeModel.createSession();
   }
 
+  /**
+   * Decode steps since the model was loaded: `batches` passes over the weights and the `rows` (session steps)
+   * they served. Transcriptions on one model that decode at the same time step together, up to 4 per pass,
+   * with the same results as alone: rows / batches is the sharing achieved. Zeros after dispose().
+   */
+  batchStats(): { batches: number; rows: number } {
+    return this.nativeModel ? this.nativeModel.batchStats() : { batches: 0, rows: 0 };
+  }
+
   /** What the checkpoint is: 'asr' (Qwen3-ASR) or 'forced_aligner' (Qwen3-ForcedAligner, see align()). */
   get kind(): ModelKind {
     return this.info.kind;

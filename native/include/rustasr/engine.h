@@ -124,6 +124,7 @@ struct DeviceStatus {
 std::vector<DeviceStatus> devices();
 
 class Model;
+class StepBatcher;
 
 // Intermediate encoder outputs, exposed for stage-by-stage verification.
 struct EncoderOutputs {
@@ -193,7 +194,8 @@ class Session {
   void cancel();
 
   // Greedy decoding: feeds one token and returns the id of its largest logit (argmax), without handing the
-  // logits out (no per-step allocation).
+  // logits out (no per-step allocation). Sessions of one model that step at the same time are run together,
+  // one pass over the weights for all of them, with results bit-identical to stepping alone (model/batch.h).
   int32_t step_greedy(int32_t token);
 
   // ---- Stage by stage (tests and tools): the same computations, with their intermediate results. ----
@@ -221,6 +223,13 @@ class Session {
   struct State;  // internal (native/src/model/session_state.h)
 
  private:
+  friend class StepBatcher;
+  // The steps of several sessions of one model as one batched step (rows = sessions; see model/batch.h):
+  // token i goes through session ss[i] (its KV cache appended, its position advanced); ids[i] = argmax of its
+  // logits, copied to *logits[i] when that is not null. `scratch` holds the batch's activations.
+  static void step_rows(const Model& m, Session* const* ss, const int32_t* tokens, int n, State& scratch,
+                        int32_t* ids, std::vector<float>* const* logits);
+  bool cancelled() const;
   // Runs n new tokens (embeddings in h, [n, hidden]) at positions pos0.. through the decoder layers in
   // blocks of rows, appending to the KV cache; the final-norm output of the last row goes to last_normed.
   void decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed);
@@ -285,6 +294,14 @@ ModelInfo model_info(const Model& model);
 // written to the cache), "unwritable" (quantised at load; the cache could not be written), "off" (bf16, or
 // ModelParams.int8_cache = false).
 std::string int8_cache_state(const Model& model);
+
+// Decode steps since the model was loaded: the batched steps run (one pass over the weights each) and the
+// session steps they served (rows; rows / batches = sessions per pass). See Session::step_greedy.
+struct BatchStats {
+  int64_t batches = 0;
+  int64_t rows = 0;
+};
+BatchStats batch_stats(const Model& model);
 
 // Matrix-vector kernels this CPU can run, best first (e.g. {"avx512bf16", "avx512f", "avx2", "scalar"}).
 std::vector<std::string> cpu_kernels();

@@ -47,6 +47,10 @@ class Backend {
   virtual int threads() const = 0;
   // For GPUs, the device's name (e.g. "NVIDIA H100 80GB HBM3"); the CPU backend returns "".
   virtual std::string device_name() const { return std::string(); }
+  // True when every row-wise op (linear with up to 4 rows, norms, elementwise ops) computes each row with the
+  // same arithmetic whatever the other rows of the call: sessions can then decode together, bit-identical to
+  // decoding alone (model/batch.h). The CPU backend promises it; the GPU backends do not.
+  virtual bool rows_independent() const { return false; }
 
   // ---- memory ----
   // count float32 elements of backend memory (uninitialised); alloc(0) may return nullptr. Throws

@@ -20,7 +20,8 @@ Model::Model(ModelConfig config, ModelWeights weights, std::unique_ptr<Backend> 
     : config_(std::move(config)),
       weights_(std::move(weights)),
       backend_(std::move(backend)),
-      mel_(mel_params) {}
+      mel_(mel_params),
+      batcher_(std::make_unique<StepBatcher>(*this)) {}
 
 int64_t Model::tokens_per_chunk() const {
   return conv_out_len(conv_out_len(conv_out_len(chunk_frames())));

@@ -46,6 +46,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   std::string kernel() const override { return isa_name(isa_); }
   int threads() const override { return pool_.size(); }
+  bool rows_independent() const override { return true; }
 
   // Host memory, 64-byte aligned (whole cache lines for the SIMD kernels). (Transparent huge pages for
   // the KV cache were tried: no measurable change in a 0.6B step with 800 cached positions.)

@@ -212,7 +212,7 @@ T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t
     blk_avx2<2, M>(in, W, cols, r + 2, y, ldy);
     return;
   }
-  constexpr int U = (R * M == 1) ? 4 : (R * M <= 4) ? 2 : 1;
+  constexpr int U = (R == 1) ? 4 : (R <= 4) ? 2 : 1;  // by R only: a row's sums do not depend on M
   __m256 acc[U][R][M];
   RUSTASR_UNROLL
   for (int u = 0; u < U; ++u)
@@ -292,7 +292,7 @@ T512 inline __m512 ld16_bf16_mask(const uint16_t* p, __mmask16 k) {
 
 template <int R, int M>
 T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
-  constexpr int U = (R * M == 1) ? 4 : (R * M <= 4) ? 2 : 1;
+  constexpr int U = (R == 1) ? 4 : (R <= 4) ? 2 : 1;  // by R only: a row's sums do not depend on M
   __m512 acc[U][R][M];
   RUSTASR_UNROLL
   for (int u = 0; u < U; ++u)
@@ -352,8 +352,8 @@ T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64
 template <int R, int M>
 T512BF void blk_avx512bf16(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y,
                            int64_t ldy) {
-  // One accumulator set per activation part when there are few (row, m) pairs, to hide latency.
-  constexpr int NA = (R * M <= 4) ? 3 : 1;
+  // One accumulator set per activation part (R <= 4), to hide latency; by R only: a row's sums do not depend on M.
+  constexpr int NA = (R <= 4) ? 3 : 1;
   __m512 acc[NA][R][M];
   RUSTASR_UNROLL
   for (int a = 0; a < NA; ++a)
@@ -408,7 +408,7 @@ T512BF void blk_avx512bf16(const GemvInput& in, const uint16_t* W, int64_t cols,
 #if defined(__aarch64__)
 template <int R, int M>
 void blk_neon(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
-  constexpr int NA = (R * M <= 4) ? 2 : 1;
+  constexpr int NA = (R <= 4) ? 2 : 1;  // by R only: a row's sums do not depend on M
   float32x4_t acc[NA][R][M];
   RUSTASR_UNROLL
   for (int a = 0; a < NA; ++a)
@@ -1339,7 +1339,11 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
   // One activation row (decode): the AVX-512F and AVX2 paths read one weight row at a time (a single
   // sequential stream per thread, 4x unrolled); measured faster than 4-row blocks (31 vs 40-50 ms per 0.6B
   // step here). The AVX512-BF16 path keeps its 4-row blocks, which measured faster for it.
-  const bool single_stream = in.m == 1 && (isa == Isa::kAvx512f || isa == Isa::kAvx2);
+  // Several activation rows (sessions decoding together, tiny prefills): one weight row at a time, with the
+  // accumulators of the one-row kernel for each activation row, so that a row's result does not depend on
+  // the other rows of the call (batched decoding is bit-identical to decoding alone; the kernels' unroll
+  // depends on R only).
+  const bool single_stream = in.m > 1 || isa == Isa::kAvx512f || isa == Isa::kAvx2;
   if (!single_stream)
     for (; r + 4 <= r1; r += 4) four(in, W, w.cols, r, y, ldy);
   for (; r < r1; ++r) one(in, W, w.cols, r, y, ldy);
