@@ -26,8 +26,10 @@ export interface NativeModelInfo {
   supportLanguages: string[];
   kernel: string;
   threads: number;
-  /** Decoder weight format in use: 'bf16' or 'int8'. */
+  /** Decoder weight format in use: 'bf16', 'int8' or 'int4'. */
   quant: string;
+  /** The arithmetic of the encoder and prefill products in use: 'f32' or 'bf16' (LoadModelOptions.precision). */
+  precision: 'f32' | 'bf16';
   /**
    * int8 only, how the quantised decoder was obtained: 'hit' (mapped from the on-disk cache), 'miss'
    * (quantised at load, then written to the cache), 'unwritable' (quantised at load; the cache directory
@@ -157,7 +159,7 @@ export interface NativeBinding {
   loadModel(
     /** A path, or a Buffer of its bytes (names that are not valid UTF-8). */
     dir: string | Buffer,
-    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; lowMemory?: boolean; largePages?: boolean; device?: string; deviceIndex?: number },
+    opts: { threads?: number; kernel?: string; quant?: string; precision?: string; cacheDir?: string | false; lowMemory?: boolean; largePages?: boolean; device?: string; deviceIndex?: number },
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
   devices(): Promise<NativeDeviceStatus[]>;

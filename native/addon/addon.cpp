@@ -425,6 +425,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("kernel", mi.kernel);
     o.Set("threads", mi.threads);
     o.Set("quant", mi.quant);
+    o.Set("precision", mi.precision);
     o.Set("int8Cache", rustasr::int8_cache_state(model(env)));
     o.Set("largePages", mi.large_pages);
     o.Set("device", mi.device);
@@ -500,6 +501,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       Napi::Value q = o.Get("quant");
       if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
       params.quant = q.As<Napi::String>().Utf8Value();
+    }
+    if (o.Has("precision") && !o.Get("precision").IsUndefined()) {
+      Napi::Value q = o.Get("precision");
+      if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "precision must be a string");
+      params.precision = q.As<Napi::String>().Utf8Value();
     }
     params.low_memory = bool_option(o, "lowMemory", params.low_memory);
     params.large_pages = bool_option(o, "largePages", params.large_pages);

@@ -415,10 +415,15 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
 // max |d| / max |golden prefill logits| <= 0.02 for the prefill logits and the teacher-forced decode subset;
 // step k's argmax must equal the golden id when its golden top-1/top-2 margin exceeds 2 * 0.02 * maxabs.
 constexpr double kInt8LogitsTol = 0.02;
+// int4 decoder weights (quant "int4": blocks of 32 columns, scale max|w|/7): the measured drift on the golden
+// cases is 0.21-0.28 of max |golden prefill logits| (prefill) and 0.085-0.12 (decode subset) on every kernel
+// (docs/performance.md, "int4"); the budget is 1.25x the largest. Greedy ids are reported, not required.
+constexpr double kInt4LogitsTol = 0.35;
 
-void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
-                   const std::string& kernel) {
-  const std::string tag = c.name + " [" + kernel + ", int8] ";
+void run_case_quant(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
+                    const std::string& kernel, const std::string& quant, double tol, bool ids_required) {
+  const double kInt8LogitsTol = tol;
+  const std::string tag = c.name + " [" + kernel + ", " + quant + "] ";
   rustasr::Session s(model);
   const rustasr::ModelInfo info = rustasr::model_info(*model);
   const std::vector<int32_t> ids = to_i32(d.input_ids);
@@ -446,7 +451,25 @@ void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Cas
   }
   report(worst / scale <= kInt8LogitsTol, tag + "decode_logits_subset",
          "max|d|/max|prefill golden| " + fmt(worst / scale) + " (tol " + fmt(kInt8LogitsTol) + ")");
-  report(bad.empty(), tag + "greedy ids at " + std::to_string(n_decided) + " decided steps", bad);
+  if (ids_required) {
+    report(bad.empty(), tag + "greedy ids at " + std::to_string(n_decided) + " decided steps", bad);
+  } else {
+    // Reported, not required (int4): the teacher-forced argmax against the golden ids at every step.
+    size_t same = 0;
+    rustasr::Session t(model);
+    std::vector<float> l = t.prefill(ids.data(), static_cast<int64_t>(ids.size()), d.embeds.data(), n_audio);
+    for (size_t k = 0; k < d.generated.size(); ++k) {
+      if (k > 0) l = t.step(static_cast<int32_t>(d.generated[k - 1]));
+      same += rustasr::argmax(l.data(), static_cast<int64_t>(l.size())) == d.generated[k] ? 1 : 0;
+    }
+    report(true, tag + "teacher-forced greedy ids equal to golden: " + std::to_string(same) + "/" +
+                     std::to_string(d.generated.size()));
+  }
+}
+
+void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
+                   const std::string& kernel) {
+  run_case_quant(model, c, d, kernel, "int8", kInt8LogitsTol, true);
 }
 
 // ---- forced-aligner cases (aligner/index.json) --------------------------------------------------------
@@ -1785,16 +1808,32 @@ int main(int argc, char** argv) {
         } catch (const std::exception& e) {
           report(false, c.name + " [" + k + ", int8]", std::string("exception: ") + e.what());
         }
+        try {
+          auto& m = models[c.model_dir + "#int4"];
+          if (!m) {
+            rustasr::ModelParams p;
+            p.threads = o.threads;
+            p.kernel = k;
+            p.device = o.device;
+            p.quant = "int4";
+            m = rustasr::load_model(o.root + "/" + c.model_dir, p);
+            report(rustasr::model_info(*m).quant == "int4", c.model_dir + " loads as int4 with kernel " + k);
+          }
+          run_case_quant(m, c, data.at(c.name), k, "int4", kInt4LogitsTol, false);
+        } catch (const std::exception& e) {
+          report(false, c.name + " [" + k + ", int4]", std::string("exception: ") + e.what());
+        }
       }
       // Batched decoding on this kernel: the cases of each model (and its int8 form) decode together.
       for (const auto& [key, m] : models) {
-        if (!m || (key.find('#') != std::string::npos && key.substr(key.find('#')) != "#int8")) continue;
+        if (!m) continue;
         const std::string dir = key.substr(0, key.find('#'));
         std::vector<std::pair<std::string, const CaseData*>> cs;
         for (const Case& c : cases)
           if (c.model_dir == dir) cs.emplace_back(c.name, &data.at(c.name));
         try {
-          batch_checks(m, cs, dir + " [" + k + (key.find("#int8") != std::string::npos ? ", int8] " : "] "));
+          const size_t hash = key.find('#');
+          batch_checks(m, cs, dir + " [" + k + (hash == std::string::npos ? "] " : ", " + key.substr(hash + 1) + "] "));
         } catch (const std::exception& e) {
           report(false, dir + " [" + k + "] batched decoding", std::string("exception: ") + e.what());
         }

@@ -189,6 +189,7 @@ export function loadOptionsOf(o: LoadModelOptions): LoadModelOptions {
     threads: o.threads,
     kernel: o.kernel,
     quant: o.quant,
+    precision: o.precision,
     cacheDir: o.cacheDir,
     lowMemory: o.lowMemory,
     largePages: o.largePages,

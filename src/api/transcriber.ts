@@ -68,7 +68,7 @@ export interface TranscriberOptions extends RecognizeOptions {
 
 function modelFor(opts: RecognizeOptions): { model: Model | Promise<Model>; owns: boolean } {
   if (typeof opts.model === 'string') {
-    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages, signal: opts.signal };
+    const load = { device: opts.device, deviceIndex: opts.deviceIndex, threads: opts.threads, kernel: opts.kernel, quant: opts.quant, precision: opts.precision, cacheDir: opts.cacheDir, lowMemory: opts.lowMemory, largePages: opts.largePages, signal: opts.signal };
     const model = loadModel(opts.model, load).then((m) => {
       try {
         requireKind(m, 'asr');
@@ -106,8 +106,9 @@ function alignerOf(opts: RecognizeOptions): { aligner: Promise<Model>; owns: Pro
     return { aligner: err, owns: Promise.resolve(false) };
   }
   if (ts === 'none') return undefined;
-  // The aligner runs in BF16 (its timestamps are classes with narrow margins; quant applies to the ASR model).
-  const loaded = Promise.resolve().then(() => alignerFor(opts.aligner, { ...loadOptionsOf(opts), quant: undefined }));
+  // The aligner runs in BF16 weights and float32 arithmetic (its timestamps are classes with narrow margins;
+  // quant and precision apply to the ASR model).
+  const loaded = Promise.resolve().then(() => alignerFor(opts.aligner, { ...loadOptionsOf(opts), quant: undefined, precision: undefined }));
   const aligner = loaded.then(({ model }) => {
     if (opts.language !== undefined && opts.language !== null && opts.language !== '') alignerLanguage(model, opts.language);
     return model;

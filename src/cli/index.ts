@@ -44,6 +44,10 @@ export interface InferOptions {
   maxSegmentSeconds?: number;
   threads?: number;
   kernel?: KernelName;
+  /** Decoder weight format: bf16 (default), int8, int4 (LoadModelOptions.quant). */
+  quant?: 'bf16' | 'int8' | 'int4';
+  /** Encoder / prefill arithmetic: f32 (default) or bf16 (LoadModelOptions.precision). */
+  precision?: 'f32' | 'bf16';
   /** 'word': word times from the forced aligner (json: `words`; srt/vtt: cues from them). */
   timestamps?: 'none' | 'word';
   /** The forced aligner: a directory or hub id (default Qwen/Qwen3-ForcedAligner-0.6B). */
@@ -66,6 +70,8 @@ const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   maxSegmentSeconds: 'max-segment-seconds',
   threads: 'threads',
   kernel: 'kernel',
+  quant: 'quant',
+  precision: 'precision',
   timestamps: 'timestamps',
   aligner: 'aligner',
   karaoke: 'karaoke',
@@ -89,6 +95,8 @@ export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknow
     maxSegmentSeconds: numberOpt('max-segment-seconds', raw.maxSegmentSeconds),
     threads: intOpt('threads', raw.threads, 0),
     kernel: enumOpt('kernel', raw.kernel, KERNELS),
+    quant: enumOpt('quant', raw.quant, ['bf16', 'int8', 'int4'] as const),
+    precision: enumOpt('precision', raw.precision, ['f32', 'bf16'] as const),
     timestamps: enumOpt('timestamps', raw.timestamps, TIMESTAMPS),
     aligner: stringOpt('aligner', raw.aligner),
     karaoke: boolOpt('karaoke', raw.karaoke),
@@ -198,6 +206,8 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
     deviceIndex: o.deviceIndex,
     threads: o.threads,
     kernel: o.kernel,
+    quant: o.quant,
+    precision: o.precision,
     language: o.language,
     context: o.context,
     maxNewTokens: o.maxNewTokens,
@@ -283,6 +293,8 @@ export async function main(argv: string[]): Promise<void> {
     .option('--max-segment-seconds', 'Longest segment decoded in one pass (default 1200)')
     .option('--threads', 'Number of CPU threads (default: all)')
     .option('--kernel', 'Force a CPU kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar (default auto)')
+    .option('--quant', 'Decoder weights: bf16 (default) | int8 | int4 (quantised at load, cached)')
+    .option('--precision', 'Encoder/prefill arithmetic: f32 (default, exact) | bf16 (faster on AVX512-BF16 CPUs)')
     .example('infer speech.wav --model ./Qwen3-ASR-0.6B')
     .example('infer - --model ./Qwen3-ASR-0.6B --format srt < speech.wav > speech.srt')
     .example('infer talk.wav --format vtt --timestamps word --karaoke > talk.vtt')

@@ -21,7 +21,7 @@ const LISTEN_FORMATS = ['tty', 'jsonl', 'text'] as const;
 type ListenFormat = (typeof LISTEN_FORMATS)[number];
 const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'metal'] as const;
 const KERNELS: readonly KernelName[] = ['auto', 'avx512bf16', 'avx512f', 'avx2', 'neon', 'scalar'];
-const QUANTS = ['bf16', 'int8'] as const;
+const QUANTS = ['bf16', 'int8', 'int4'] as const;
 
 export interface ListenIo {
   stdin: NodeJS.ReadableStream;

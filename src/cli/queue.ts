@@ -38,7 +38,7 @@ async function runWorker(flags: Flags): Promise<void> {
     model: stringOpt('model', flags['model']) ?? DEFAULT_MODEL,
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
-      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8'] as const),
+      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8', 'int4'] as const),
       threads: intOpt('threads', flags['threads'], 0),
     },
     concurrency: intOpt('concurrency', flags['concurrency'], 1),

@@ -22,7 +22,7 @@ export function parseServeFlags(flags: Flags, env: NodeJS.ProcessEnv = process.e
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
       deviceIndex: intOpt('device-index', flags['device-index'], 0),
-      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8'] as const),
+      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8', 'int4'] as const),
       threads: intOpt('threads', flags['threads'], 0),
     },
     host: stringOpt('host', flags['host']),

@@ -73,9 +73,19 @@ export interface LoadModelOptions {
    * Decoder weight format (default 'bf16': the checkpoint's weights, read in place). 'int8' quantises the
    * decoder's linear weights and lm_head at load (symmetric int8, one scale per 128 columns): about half
    * the memory traffic per decoded token and a smaller resident set, at a small accuracy cost
-   * (docs/performance.md, "int8").
+   * (docs/performance.md, "int8"). 'int4' (CPU only): symmetric int4 in blocks of 32 columns with a scale
+   * each, ~0.63 bytes per weight (a third of BF16's traffic per token), at a larger accuracy cost
+   * (docs/performance.md, "int4").
    */
-  quant?: 'bf16' | 'int8';
+  quant?: 'bf16' | 'int8' | 'int4';
+  /**
+   * CPU: the arithmetic of the batched products of the encoder and the prefill (default 'f32': float32
+   * activations times the exact weights, the golden-exact numerics). 'bf16' rounds the activations to BF16
+   * and uses the CPU's BF16 dot product (AVX512-BF16; about twice the products' peak rate), at a measured
+   * drift (docs/performance.md, "BF16 activations"); CPUs without it keep 'f32' (`info.precision` says
+   * which is in use). Decode steps are not affected.
+   */
+  precision?: 'f32' | 'bf16';
   /**
    * Where derived data is cached between loads, one file per model directory, rebuilt whenever its sources
    * change: the tokenizer's binary BPE tables (`<cacheDir>/tokenizer/`: a later process reads them in a few
@@ -296,6 +306,12 @@ export class Model {
     if (opts.cacheDir !== undefined && opts.cacheDir !== false && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) {
       throw new RustAsrError('INVALID_OPTION', `cacheDir must be a non-empty string or false, got ${String(opts.cacheDir)}`);
     }
+    if (opts.quant !== undefined && !(['bf16', 'int8', 'int4'] as unknown[]).includes(opts.quant)) {
+      throw new RustAsrError('INVALID_OPTION', `quant must be 'bf16', 'int8' or 'int4', got ${String(opts.quant)}`);
+    }
+    if (opts.precision !== undefined && !(['f32', 'bf16'] as unknown[]).includes(opts.precision)) {
+      throw new RustAsrError('INVALID_OPTION', `precision must be 'f32' or 'bf16', got ${String(opts.precision)}`);
+    }
     if (opts.lowMemory !== undefined && typeof opts.lowMemory !== 'boolean') {
       throw new RustAsrError('INVALID_OPTION', `lowMemory must be a boolean, got ${String(opts.lowMemory)}`);
     }
@@ -313,6 +329,7 @@ export class Model {
         threads: opts.threads,
         kernel: opts.kernel,
         quant: opts.quant,
+        precision: opts.precision,
         cacheDir: opts.cacheDir,
         lowMemory: opts.lowMemory,
         largePages: opts.largePages,

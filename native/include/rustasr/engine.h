@@ -48,6 +48,8 @@ struct ModelParams {
   std::string kernel = "auto";  // CPU matrix-vector path: auto | avx512bf16 | avx512f | avx2 | neon | scalar
   // Decoder weight format: "bf16" (the checkpoint's, read in place) or "int8" (the decoder's linear
   // weights and lm_head quantised at load: symmetric int8 with a float32 scale per 128 columns).
+  // "int4": the same weights as symmetric int4 in blocks of 32 columns with a float32 scale each (~0.63 bytes
+  // per weight; CPU only), cached like int8.
   std::string quant = "bf16";
   // int8 only: the quantised decoder is cached on disk, in `<cache_dir>/int8/`, and mapped on later loads
   // instead of being quantised again (see int8_cache_state). Empty = $RUSTASR_CACHE_DIR, else
@@ -75,6 +77,11 @@ struct ModelParams {
   // GPU that fails to initialise falls back to the CPU and ModelInfo::device_fallback says why.
   std::string device = "cpu";
   int device_index = 0;  // which GPU (CUDA ordinal)
+  // CPU: the arithmetic of the batched products (encoder, prefill). "f32" (default): float32 activations times
+  // the exactly upcast weights (golden-exact). "bf16": activations rounded to BF16 and the CPU's BF16 dot
+  // product (AVX512-BF16), ~2x the products' peak rate, at a measured drift (docs/performance.md, "BF16
+  // activations"); CPUs without it use "f32". Decode steps are unchanged.
+  std::string precision = "f32";
 };
 
 // Read-only facts about a loaded model, all taken from config.json.
@@ -97,7 +104,8 @@ struct ModelInfo {
   int64_t window_samples;  // samples per encoder attention window (n_window_infer frames: 8 s for the real models)
   std::string kernel;  // the matrix-vector kernel actually in use
   int threads;
-  std::string quant;   // "bf16" or "int8" (ModelParams.quant)
+  std::string quant;   // "bf16", "int8" or "int4" (ModelParams.quant)
+  std::string precision;  // "f32" or "bf16" (ModelParams.precision, as in use)
   std::string device;           // the backend in use: "cpu", "cuda" or "metal"
   std::string device_name;      // GPU name ("" on the CPU)
   std::string device_fallback;  // with device "auto": why a GPU found was not used ("" otherwise)

@@ -51,6 +51,9 @@ class Backend {
   // same arithmetic whatever the other rows of the call: sessions can then decode together, bit-identical to
   // decoding alone (model/batch.h). The CPU backend promises it; the GPU backends do not.
   virtual bool rows_independent() const { return false; }
+  // The arithmetic of the batched products in use: "f32", or "bf16" (BackendOptions::precision, where this
+  // backend and CPU can run it).
+  virtual std::string precision() const { return "f32"; }
 
   // ---- memory ----
   // count float32 elements of backend memory (uninitialised); alloc(0) may return nullptr. Throws

@@ -226,8 +226,15 @@ int64_t int8_group(int64_t cols) {
   return cols;
 }
 
+// int4: blocks of 32 columns (else 16); 0 when the row cannot be split so (that tensor is quantised as int8).
+int64_t int4_group(int64_t cols) {
+  for (int64_t g : {32, 16})
+    if (cols % g == 0) return g;
+  return 0;
+}
+
 size_t weight_bytes(const Weight& w) {
-  return static_cast<size_t>(w.rows) * static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+  return static_cast<size_t>(w.rows) * static_cast<size_t>(weight_row_bytes(w));
 }
 
 // Drops the pages of a mapped tensor from the process (they are re-read from the file if touched again).
@@ -313,11 +320,36 @@ void quantize_rows(const Weight& src, int64_t group, int64_t r0, int64_t r1, int
   }
 }
 
+// Quantises rows [r0, r1) of `src` into int4 blocks of `group` columns (DType::kI4 layout, tensor.h):
+// scale = max|w| / 7, q = round-to-nearest-even(w * 7 / max|w|) in -7 .. 7, stored as q + 8.
+void quantize_rows_i4(const Weight& src, int64_t group, int64_t r0, int64_t r1, uint8_t* q, float* scales) {
+  const int64_t cols = src.cols, gpr = cols / group, half = group / 2;
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    weight_to_f32(src, r * cols, cols, row.data());
+    for (int64_t g = 0; g < gpr; ++g) {
+      const float* v = row.data() + g * group;
+      float mx = 0.f;
+      for (int64_t i = 0; i < group; ++i) mx = std::max(mx, std::fabs(v[i]));
+      scales[r * gpr + g] = mx / 7.f;
+      const float inv = mx > 0.f ? 7.f / mx : 0.f;
+      uint8_t* out = q + r * (cols / 2) + g * half;
+      constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest-even without a libm call
+      auto nib = [&](float x) {
+        float t = (x * inv + kRound) - kRound;
+        t = t > 7.f ? 7.f : (t < -7.f ? -7.f : t);
+        return static_cast<uint8_t>(static_cast<int>(t) + 8);
+      };
+      for (int64_t j = 0; j < half; ++j) out[j] = static_cast<uint8_t>(nib(v[j]) | (nib(v[half + j]) << 4));
+    }
+  }
+}
+
 }  // namespace
 
 namespace {
 
-// The weights int8 replaces, in a fixed order (the order of the cache file's tensors).
+// The weights int8 / int4 replace, in a fixed order (the order of the cache file's tensors).
 std::vector<Weight*> int8_targets(ModelWeights& w) {
   std::vector<Weight*> targets;
   for (DecoderLayerWeights& L : w.dec_layers)
@@ -328,15 +360,26 @@ std::vector<Weight*> int8_targets(ModelWeights& w) {
 
 }  // namespace
 
-void quantize_decoder_int8(ModelWeights& w, int threads) {
+namespace {
+// The dtype and group a target of `bits` quantisation gets (int4 needs rows of whole 16-column blocks; a
+// tensor without them is int8).
+DType quant_dtype(const Weight& src, int bits) {
+  return bits == 4 && int4_group(src.cols) > 0 ? DType::kI4 : DType::kI8;
+}
+int64_t quant_group(const Weight& src, DType dt) { return dt == DType::kI4 ? int4_group(src.cols) : int8_group(src.cols); }
+}  // namespace
+
+void quantize_decoder(ModelWeights& w, int threads, int bits) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   threads = std::max(1, threads);
   for (Weight* t : int8_targets(w)) {
     const Weight src = *t;
-    if (src.dtype == DType::kI8 || src.rows <= 0 || src.cols <= 0) continue;
-    const int64_t group = int8_group(src.cols);
+    if (src.dtype == DType::kI8 || src.dtype == DType::kI4 || src.rows <= 0 || src.cols <= 0) continue;
+    const DType dt = quant_dtype(src, bits);
+    const int64_t group = quant_group(src, dt);
     prefault_source(w, src);
-    auto q = std::shared_ptr<int8_t>(new int8_t[static_cast<size_t>(src.rows * src.cols)], std::default_delete<int8_t[]>());
+    const size_t qbytes = static_cast<size_t>(src.rows) * static_cast<size_t>(dt == DType::kI4 ? src.cols / 2 : src.cols);
+    auto q = std::shared_ptr<uint8_t>(new uint8_t[qbytes], std::default_delete<uint8_t[]>());
     auto sc = std::shared_ptr<float>(new float[static_cast<size_t>(src.rows * (src.cols / group))],
                                      std::default_delete<float[]>());
     // Rows in blocks handed out dynamically over the workers.
@@ -346,7 +389,11 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
       for (;;) {
         const int64_t r0 = next.fetch_add(block);
         if (r0 >= src.rows) break;
-        quantize_rows(src, group, r0, std::min(src.rows, r0 + block), q.get(), sc.get());
+        const int64_t r1 = std::min(src.rows, r0 + block);
+        if (dt == DType::kI4)
+          quantize_rows_i4(src, group, r0, r1, q.get(), sc.get());
+        else
+          quantize_rows(src, group, r0, r1, reinterpret_cast<int8_t*>(q.get()), sc.get());
       }
     };
     const int nt = static_cast<int>(std::min<int64_t>(threads, (src.rows + block - 1) / block));
@@ -356,7 +403,7 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
     for (std::thread& th : pool) th.join();
     Weight out = src;
     out.data = q.get();
-    out.dtype = DType::kI8;
+    out.dtype = dt;
     out.scales = sc.get();
     out.group = group;
     w.owned.push_back(q);
@@ -367,8 +414,10 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
     if (!shared) release_source(w, src);
   }
   // The tied embedding table was read whole for lm_head: drop it too (lookups fault in single rows).
-  if (w.lm_head.dtype == DType::kI8) release_source(w, w.embed_tokens);
+  if (w.lm_head.dtype == DType::kI8 || w.lm_head.dtype == DType::kI4) release_source(w, w.embed_tokens);
 }
+
+void quantize_decoder_int8(ModelWeights& w, int threads) { quantize_decoder(w, threads, 8); }
 
 // ------------------------------------------------------------------------------------------------
 // The on-disk int8 cache.
@@ -444,8 +493,12 @@ std::string expand_home(const std::string& p) {
 
 struct CacheEntry {
   Weight* w;
+  DType dtype;  // kI8 or kI4
   int64_t group;
   uint64_t q_off, s_off;  // relative to the data offset
+  uint64_t q_bytes() const {
+    return static_cast<uint64_t>(w->rows) * static_cast<uint64_t>(dtype == DType::kI4 ? w->cols / 2 : w->cols);
+  }
 };
 
 struct CachePlan {
@@ -454,11 +507,17 @@ struct CachePlan {
   std::vector<CacheEntry> entries;
 };
 
-CachePlan plan_cache(ModelWeights& w, const std::string& model_dir) {
+CachePlan plan_cache(ModelWeights& w, const std::string& model_dir, int bits) {
   CachePlan plan;
   std::string& m = plan.meta;
-  m = "rustasr int8 cache v1\n";
-  m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+  if (bits == 4) {
+    m = "rustasr int4 cache v1\n";
+    m += "quant symmetric int4 (q + 8 nibbles, blocks of 32 else 16 columns, low nibbles the first half), scale "
+         "max|w|/7; rows without such blocks int8\n";
+  } else {
+    m = "rustasr int8 cache v1\n";
+    m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+  }
   // The quantiser's float rounding may differ between architectures (FMA contraction): a cache is only
   // reused by the architecture that wrote it (a home directory shared by x86-64 and arm64 machines).
 #if defined(__x86_64__) || defined(_M_X64)
@@ -479,14 +538,15 @@ CachePlan plan_cache(ModelWeights& w, const std::string& model_dir) {
   uint64_t off = 0;
   for (Weight* t : int8_targets(w)) {
     if (t->rows <= 0 || t->cols <= 0) continue;
-    CacheEntry e{t, int8_group(t->cols), 0, 0};
+    const DType dt = quant_dtype(*t, bits);
+    CacheEntry e{t, dt, quant_group(*t, dt), 0, 0};
     e.q_off = off;
-    off = align_up(off + static_cast<uint64_t>(t->rows) * static_cast<uint64_t>(t->cols), 64);
+    off = align_up(off + e.q_bytes(), 64);
     e.s_off = off;
     off += static_cast<uint64_t>(t->rows) * static_cast<uint64_t>(t->cols / e.group) * sizeof(float);
     m += "tensor " + t->name + " " + dtype_name(t->dtype) + " " + std::to_string(t->rows) + " " +
-         std::to_string(t->cols) + " " + std::to_string(e.group) + " " + std::to_string(e.q_off) + " " +
-         std::to_string(e.s_off) + "\n";
+         std::to_string(t->cols) + " " + (bits == 4 ? std::string(dtype_name(dt)) + " " : std::string()) +
+         std::to_string(e.group) + " " + std::to_string(e.q_off) + " " + std::to_string(e.s_off) + "\n";
     plan.entries.push_back(e);
     off = align_up(off, 64);
   }
@@ -540,7 +600,7 @@ bool map_cache(ModelWeights& w, const CachePlan& plan, const std::string& path) 
   for (const CacheEntry& e : plan.entries) {
     Weight out = *e.w;
     out.data = data + e.q_off;
-    out.dtype = DType::kI8;
+    out.dtype = e.dtype;
     out.scales = reinterpret_cast<const float*>(data + e.s_off);
     out.group = e.group;
     *e.w = out;
@@ -584,7 +644,7 @@ bool write_all(int fd, const void* p, uint64_t n, uint64_t off) {
 // directory, flushed to disk, then renamed over `path`. False (and no file left behind) on any failure.
 bool write_cache(const CachePlan& plan, const std::string& dir, const std::string& path) {
   for (const CacheEntry& e : plan.entries)
-    if (e.w->dtype != DType::kI8 || e.w->group != e.group || !e.w->scales) return false;
+    if (e.w->dtype != e.dtype || e.w->group != e.group || !e.w->scales) return false;
   if (!make_dirs(dir)) return false;
   static std::atomic<unsigned> counter{0};
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
@@ -594,8 +654,7 @@ bool write_cache(const CachePlan& plan, const std::string& dir, const std::strin
   bool ok = write_all(fd, &pre, sizeof pre, 0) && write_all(fd, plan.meta.data(), plan.meta.size(), kPreambleBytes);
   for (const CacheEntry& e : plan.entries) {
     if (!ok) break;
-    const uint64_t n = static_cast<uint64_t>(e.w->rows) * static_cast<uint64_t>(e.w->cols);
-    ok = write_all(fd, e.w->data, n, plan.data_offset + e.q_off) &&
+    ok = write_all(fd, e.w->data, e.q_bytes(), plan.data_offset + e.q_off) &&
          write_all(fd, e.w->scales, static_cast<uint64_t>(e.w->rows) * (e.w->cols / e.group) * sizeof(float),
                    plan.data_offset + e.s_off);
   }
@@ -635,15 +694,20 @@ std::string default_cache_root() {
 }
 
 void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache) {
+  make_decoder_quant(w, threads, model_dir, cache, 8);
+}
+
+void make_decoder_quant(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache,
+                        int bits) {
   w.int8_cache = "off";
   w.int8_cache_path.clear();
   w.int8_mapped = false;
   if (!cache.enabled) {
-    quantize_decoder_int8(w, threads);
+    quantize_decoder(w, threads, bits);
     return;
   }
   const std::string root = cache.dir.empty() ? default_cache_root() : expand_home(cache.dir);
-  const CachePlan plan = plan_cache(w, model_dir);
+  const CachePlan plan = plan_cache(w, model_dir, bits);
   const std::string dir = root + "/int8";
   // One file per model directory and format version: the meta up to the first file line.
   const size_t key_len = std::min(plan.meta.size(), plan.meta.find("\nfile "));
@@ -655,7 +719,7 @@ void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_di
     return;
   }
   const size_t owned_before = w.owned.size();
-  quantize_decoder_int8(w, threads);
+  quantize_decoder(w, threads, bits);
   if (root.empty() || !write_cache(plan, dir, path)) {
     w.int8_cache = "unwritable";
     return;
@@ -702,10 +766,10 @@ void add_range(std::vector<Range>& out, const void* p, size_t n, const void* bas
 
 void add_weight(const ModelWeights& w, const Weight& x, std::vector<Range>& out) {
   if (x.empty()) return;
-  if (x.dtype == DType::kI8) {
+  if (x.dtype == DType::kI8 || x.dtype == DType::kI4) {
     if (!w.int8_mapped) return;
     const size_t n = static_cast<size_t>(x.rows) * static_cast<size_t>(x.cols);
-    add_range(out, x.data, n, w.int8_map_base, w.int8_map_size);
+    add_range(out, x.data, weight_bytes(x), w.int8_map_base, w.int8_map_size);
     add_range(out, x.scales, n / static_cast<size_t>(x.group) * sizeof(float), w.int8_map_base, w.int8_map_size);
     return;
   }
@@ -800,7 +864,7 @@ void keep_lookups_in_small_pages(ModelWeights& w, bool int8) {
     for (DecoderLayerWeights& L : w.dec_layers)
       for (Weight* x : {&L.in_norm, &L.q_norm, &L.k_norm, &L.post_norm}) norms.push_back(x);
     for (Weight* x : norms) {
-      if (x->empty() || x->dtype == DType::kI8) continue;
+      if (x->empty() || x->dtype == DType::kI8 || x->dtype == DType::kI4) continue;
       const size_t n = weight_bytes(*x);
       std::shared_ptr<uint64_t> copy(new uint64_t[(n + 7) / 8], std::default_delete<uint64_t[]>());
       std::memcpy(copy.get(), x->data, n);

@@ -129,6 +129,15 @@ std::string default_cache_root();
 // checkpoint, it is trusted once the header and size match).
 void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache);
 
+// quant = "int4" (bits 4) or "int8" (bits 8) at load, with the same cache rules as make_decoder_int8 (the
+// int4 file is another file of `<root>/int8/`: its header names int4). int4: symmetric int4 in blocks of 32
+// columns (else 16) with one float32 scale per block, scale = max|w| / 7 (DType::kI4, util/tensor.h); a
+// tensor whose rows cannot be split in such blocks is int8.
+void make_decoder_quant(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache,
+                        int bits);
+// The quantisation of make_decoder_quant without the cache.
+void quantize_decoder(ModelWeights& w, int threads, int bits);
+
 // Process-wide allocator policy for large buffers (glibc only; once per process, on the first load):
 // allocations of 1 MiB and more (activations, KV cache, packing buffers) are served by mmap and returned to
 // the system when freed, instead of staying resident in per-thread malloc arenas after a session ends. Left

@@ -205,6 +205,30 @@ TG512 void pack_b_f32(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t k
         for (int i = 0; i < 16; ++i) _mm512_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
       }
     }
+  } else if (w.dtype == DType::kI4 && w.group == 32 && k0 % 16 == 0) {
+    // 16 columns = one half of a 32-column block: its 16 bytes, low or high nibbles, looked up as q = nibble - 8.
+    const uint8_t* W = static_cast<const uint8_t*>(w.data);
+    const int64_t gpr = cols / 32, rb = cols / 2;
+    const __m512 table = _mm512_setr_ps(-8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+    for (; k + 16 <= kc; k += 16) {
+      const int64_t c = k0 + k, g = c / 32;
+      const int shift = (c % 32) == 16 ? 4 : 0;
+      for (int jb = 0; jb < kNr; jb += 16) {
+        __m512 r[16];
+        for (int j = 0; j < 16; ++j) {
+          if (jb + j < nr) {
+            const int64_t row = r0 + jb + j;
+            __m512i z = _mm512_maskz_cvtepu8_epi32(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(W + row * rb + g * 16)));
+            if (shift) z = _mm512_maskz_srli_epi32(kAll16, z, 4);
+            r[j] = _mm512_mul_ps(_mm512_maskz_permutexvar_ps(kAll16, z, table), _mm512_set1_ps(w.scales[row * gpr + g]));
+          } else {
+            r[j] = _mm512_setzero_ps();
+          }
+        }
+        transpose16(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
+      }
+    }
   } else if (w.dtype == DType::kF32) {
     const float* W = static_cast<const float*>(w.data);
     for (; k + 16 <= kc; k += 16) {
@@ -396,13 +420,18 @@ struct NextBlockPrefetch {
   int64_t lines_per_row = 0, total = 0, done = 0, per_call = 0;
 
   void set(const Weight& w, int64_t rows_b, int64_t rows_e, int64_t k0, int64_t kc, int64_t calls) {
-    const int64_t es = static_cast<int64_t>(dtype_size(w.dtype));
     base = static_cast<const char*>(w.data);
-    row_bytes = w.cols * es;
+    row_bytes = weight_row_bytes(w);
     r0 = rows_b;
     r1 = rows_e;
-    off = k0 * es;
-    len = kc * es;
+    if (w.dtype == DType::kI4) {  // two columns per byte
+      off = k0 / 2;
+      len = (kc + 1) / 2;
+    } else {
+      const int64_t es = static_cast<int64_t>(dtype_size(w.dtype));
+      off = k0 * es;
+      len = kc * es;
+    }
     lines_per_row = (len + 63) / 64;
     total = (r1 > r0) ? (r1 - r0) * lines_per_row : 0;
     done = 0;
@@ -710,7 +739,7 @@ void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w,
     // panel upcast then costs more than the product); wide inputs with many rows go to BLAS.
     // The packed AVX-512 kernel (gemm_packed512) beats both everywhere it applies.
     const bool own = (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) &&
-                     (w.dtype == DType::kBF16 || w.dtype == DType::kI8);
+                     (w.dtype == DType::kBF16 || w.dtype == DType::kI8 || w.dtype == DType::kI4);
     impl = (fits && !own) ? GemmImpl::kBlasPanels : GemmImpl::kOwn;
   }
   if (panel_rows <= 0) {

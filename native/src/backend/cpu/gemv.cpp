@@ -290,9 +290,10 @@ T512 inline __m512 ld16_bf16_mask(const uint16_t* p, __mmask16 k) {
       _mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), _mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xFFFF), _mm256_maskz_loadu_epi16(k, p)), 16));
 }
 
-template <int R, int M>
-T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
-  constexpr int U = (R == 1) ? 4 : (R <= 4) ? 2 : 1;  // by R only: a row's sums do not depend on M
+// R weight rows x M activation rows (x rows ldx apart), U accumulators per (weight row, activation row).
+template <int R, int M, int U>
+T512 void blk_avx512_core(const float* x, int64_t ldx, const uint16_t* W, int64_t cols, int64_t r, float* y,
+                          int64_t ldy) {
   __m512 acc[U][R][M];
   RUSTASR_UNROLL
   for (int u = 0; u < U; ++u)
@@ -303,8 +304,6 @@ T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64
   const uint16_t* w[R];
   RUSTASR_UNROLL
   for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
-  const float* x = in.x;
-  const int64_t ldx = in.ldx;
   int64_t c = 0;
   const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
   for (; c + 16 * U <= cols; c += 16 * U) {
@@ -347,6 +346,12 @@ T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64
       for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[u][i][m]);
       y[m * ldy + r + i] = hsum512(s);
     }
+}
+
+template <int R, int M>
+T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
+  // U by R only: a row's sums do not depend on M.
+  blk_avx512_core<R, M, (R == 1) ? 4 : (R <= 4) ? 2 : 1>(in.x, in.ldx, W, cols, r, y, ldy);
 }
 
 template <int R, int M>
@@ -739,6 +744,109 @@ const BlockI8Fn (*block_table_i8(Isa isa))[kGemvMaxRows] {
     default: return kTable_blk_i8_scalar;
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// int4 kernels (DType::kI4: blocks of `group` columns, one float32 scale each; layout in util/tensor.h).
+// Float32 activations times the exact small integers q (-7 .. 7), summed per block in float32, then scaled:
+// sum_g scale[r, g] * sum_{c in g} q[r, c] * x[c]. Each (weight row, activation row) has its own sums, so a
+// row's result does not depend on the other rows of the call.
+
+using BlockI4Fn = void (*)(const GemvInput& in, const uint8_t* W, const float* S, int64_t cols, int64_t group,
+                           int64_t r, float* y, int64_t ldy);
+
+template <int R, int M>
+void blk_i4_scalar(const GemvInput& in, const uint8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                   float* y, int64_t ldy) {
+  const int64_t gpr = cols / group, half = group / 2, rb = cols / 2;
+  float tot[R][M] = {};
+  float q[32];
+  for (int64_t g = 0; g < gpr; ++g) {
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* b = W + (r + i) * rb + g * half;
+      for (int64_t j = 0; j < half; ++j) {
+        q[j] = static_cast<float>((b[j] & 15) - 8);
+        q[half + j] = static_cast<float>((b[j] >> 4) - 8);
+      }
+      const float sc = S[(r + i) * gpr + g];
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const float* xg = in.x + m * in.ldx + g * group;
+        float acc[4] = {};
+        for (int64_t c = 0; c < group; c += 4)
+          RUSTASR_UNROLL
+          for (int k = 0; k < 4; ++k) acc[k] += q[c + k] * xg[c + k];
+        tot[i][m] += sc * ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = tot[i][m];
+}
+
+#if defined(RUSTASR_X86)
+// Blocks of 32 columns: 16 bytes zero-extended to 16 lanes; vpermps looks the low 4 bits of each lane up in a
+// table of q = nibble - 8 (the low nibbles as they are, the high ones after a shift by 4: vpermps ignores the
+// upper bits of its indices), two FMAs per block and activation row.
+template <int R, int M>
+T512 void blk_i4_avx512(const GemvInput& in, const uint8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                        float* y, int64_t ldy) {
+  (void)group;  // 32 (the dispatcher checks)
+  const int64_t gpr = cols / 32, rb = cols / 2;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  const __m512 table = _mm512_setr_ps(-8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+  const uint8_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * rb;
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * rb);
+  __m512 tot[R][M];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) tot[i][m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < gpr; ++g) {
+    if (kPrefetchAvx512 && (g & 3) == 0)
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) _mm_prefetch(next + i * rb + g * 16, kPrefetchHint);
+    __m512 lo[R], hi[R];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      // (The maskz forms avoid GCC 12's false -Wmaybe-uninitialized on the _mm512_undefined_* in the plain ones.)
+      constexpr __mmask16 all = static_cast<__mmask16>(0xFFFF);
+      const __m512i z = _mm512_maskz_cvtepu8_epi32(all, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i] + g * 16)));
+      lo[i] = _mm512_maskz_permutexvar_ps(all, z, table);
+      hi[i] = _mm512_maskz_permutexvar_ps(all, _mm512_maskz_srli_epi32(all, z, 4), table);
+    }
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m512 xl = _mm512_loadu_ps(x + m * ldx + g * 32);
+      const __m512 xh = _mm512_loadu_ps(x + m * ldx + g * 32 + 16);
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) {
+        __m512 acc = _mm512_mul_ps(lo[i], xl);
+        acc = _mm512_fmadd_ps(hi[i], xh, acc);
+        tot[i][m] = _mm512_fmadd_ps(acc, _mm512_set1_ps(S[(r + i) * gpr + g]), tot[i][m]);
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = hsum512(tot[i][m]);
+}
+#endif  // RUSTASR_X86
+
+#define RUSTASR_I4_TABLE(fn)                                                                   \
+  static const BlockI4Fn kTable_##fn[2][kGemvMaxRows] = {                                      \
+      {fn<4, 1>, fn<4, 2>, fn<4, 3>, fn<4, 4>}, {fn<1, 1>, fn<1, 2>, fn<1, 3>, fn<1, 4>}};
+
+RUSTASR_I4_TABLE(blk_i4_scalar)
+#if defined(RUSTASR_X86)
+RUSTASR_I4_TABLE(blk_i4_avx512)
+#endif
 
 // ------------------------------------------------------------------------------------------------
 // Float32 vector helpers.
@@ -1290,6 +1398,9 @@ void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
       return;
     }
+    case DType::kI4:
+      for (int64_t i = 0; i < n; ++i) out[i] = weight_at(w, offset + i);
+      return;
     case DType::kI8: {
       // Runs of one group share a scale: out = q * scale.
       const int8_t* src = static_cast<const int8_t*>(w.data);
@@ -1331,6 +1442,20 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
     for (; r < r1; ++r) one8(in, W8, w.scales, w.cols, w.group, r, y, ldy);
     return;
   }
+  if (w.dtype == DType::kI4) {
+    const BlockI4Fn(*t4)[kGemvMaxRows] = kTable_blk_i4_scalar;
+#if defined(RUSTASR_X86)
+    if ((isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) && w.group == 32) t4 = kTable_blk_i4_avx512;
+#endif
+    const BlockI4Fn four4 = t4[0][in.m - 1], one4 = t4[1][in.m - 1];
+    const uint8_t* W4 = static_cast<const uint8_t*>(w.data);
+    int64_t r = r0;
+    // Four weight rows per block for one activation row; several: one weight row at a time (registers).
+    if (in.m == 1)
+      for (; r + 4 <= r1; r += 4) four4(in, W4, w.scales, w.cols, w.group, r, y, ldy);
+    for (; r < r1; ++r) one4(in, W4, w.scales, w.cols, w.group, r, y, ldy);
+    return;
+  }
   if (w.dtype != DType::kBF16) return rows_generic(isa, in, w, r0, r1, y, ldy);
   const BlockFn(*table)[kGemvMaxRows] = block_table(isa);
   const BlockFn four = table[0][in.m - 1], one = table[1][in.m - 1];
@@ -1346,6 +1471,7 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
   const bool single_stream = in.m > 1 || isa == Isa::kAvx512f || isa == Isa::kAvx2;
   if (!single_stream)
     for (; r + 4 <= r1; r += 4) four(in, W, w.cols, r, y, ldy);
+
   for (; r < r1; ++r) one(in, W, w.cols, r, y, ldy);
 }
 
