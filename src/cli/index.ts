@@ -48,6 +48,8 @@ export interface InferOptions {
   quant?: 'bf16' | 'int8' | 'int4';
   /** Encoder / prefill arithmetic: f32 (default) or bf16 (LoadModelOptions.precision). */
   precision?: 'f32' | 'bf16';
+  /** false: no early stop on runaway repetition (RecognizeOptions.repetitionGuard; default true). */
+  repetitionGuard?: boolean;
   /** 'word': word times from the forced aligner (json: `words`; srt/vtt: cues from them). */
   timestamps?: 'none' | 'word';
   /** The forced aligner: a directory or hub id (default Qwen/Qwen3-ForcedAligner-0.6B). */
@@ -72,6 +74,7 @@ const OPTION_FLAGS: Record<keyof InferOptions, string> = {
   kernel: 'kernel',
   quant: 'quant',
   precision: 'precision',
+  repetitionGuard: 'repetition-guard',
   timestamps: 'timestamps',
   aligner: 'aligner',
   karaoke: 'karaoke',
@@ -97,6 +100,7 @@ export function parseInferOptions(raw: Partial<Record<keyof InferOptions, unknow
     kernel: enumOpt('kernel', raw.kernel, KERNELS),
     quant: enumOpt('quant', raw.quant, ['bf16', 'int8', 'int4'] as const),
     precision: enumOpt('precision', raw.precision, ['f32', 'bf16'] as const),
+    repetitionGuard: boolOpt('repetition-guard', raw.repetitionGuard),
     timestamps: enumOpt('timestamps', raw.timestamps, TIMESTAMPS),
     aligner: stringOpt('aligner', raw.aligner),
     karaoke: boolOpt('karaoke', raw.karaoke),
@@ -208,6 +212,7 @@ export async function runInfer(file: string, o: InferOptions, io: InferIo): Prom
     kernel: o.kernel,
     quant: o.quant,
     precision: o.precision,
+    repetitionGuard: o.repetitionGuard,
     language: o.language,
     context: o.context,
     maxNewTokens: o.maxNewTokens,
@@ -295,6 +300,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--kernel', 'Force a CPU kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar (default auto)')
     .option('--quant', 'Decoder weights: bf16 (default) | int8 | int4 (quantised at load, cached)')
     .option('--precision', 'Encoder/prefill arithmetic: f32 (default, exact) | bf16 (faster on AVX512-BF16 CPUs)')
+    .option('--repetition-guard', 'Stop runaway repetition early (default; --no-repetition-guard decodes up to --max-new-tokens)')
     .example('infer speech.wav --model ./Qwen3-ASR-0.6B')
     .example('infer - --model ./Qwen3-ASR-0.6B --format srt < speech.wav > speech.srt')
     .example('infer talk.wav --format vtt --timestamps word --karaoke > talk.vtt')
