@@ -25,6 +25,7 @@
         "native/src/model/encoder.cpp",
         "native/src/model/decoder.cpp",
         "native/src/model/session.cpp",
+        "native/src/model/batch.cpp",
         "native/src/model/aligner.cpp",
         "native/src/backend/select.cpp",
         "native/src/backend/cuda_loader.cpp",

@@ -5,6 +5,8 @@
 //   node bench/child.mjs prime '<json opts>'     loads opts.model as int8 with opts.cacheDir (writes the cache)
 //   node bench/child.mjs case '<json opts>'      load + cold start + idle CPU + timed transcriptions
 //                                                (opts.coldOnly: exit right before the first encode)
+//   node bench/child.mjs batch '<json opts>'     batched decoding: 1 and opts.sessions transcriptions decoding
+//                                                at once on one model, alternately, aggregate tokens/s
 //
 // For `case`, opts.spawnEpochMs is the parent's clock right before spawn(): cold start is measured from it
 // to the moment the first encode call is issued (node start, imports, audio read, Model.load with the
@@ -64,8 +66,9 @@ async function probe(opts) {
 
 async function prime(o) {
   const { Model } = await dist('index.js');
-  const m = await Model.load(o.model, { threads: o.threads, quant: 'int8', cacheDir: o.cacheDir });
+  const m = await Model.load(o.model, { threads: o.threads, quant: o.quant ?? 'int8', cacheDir: o.cacheDir });
   const state = m.info.int8Cache;
+  await m.ready(); // the tokenizer tables are written to the cache too
   m.dispose();
   out({ ok: true, int8Cache: state });
 }
@@ -92,7 +95,8 @@ async function runCase(o) {
   const loadOpts = { threads: o.threads, kernel: o.kernel };
   if (o.device && o.device !== 'cpu') loadOpts.device = o.device;
   if (o.quant && o.quant !== 'bf16') loadOpts.quant = o.quant;
-  if (loadOpts.quant && o.cacheDir !== undefined) loadOpts.cacheDir = o.cacheDir;
+  if (o.precision && o.precision !== 'f32') loadOpts.precision = o.precision;
+  if (o.cacheDir !== undefined) loadOpts.cacheDir = o.cacheDir;
   const memoryPhases = { start: memory() };
   const tLoad = performance.now();
   const model = await sdk.Model.load(o.model, loadOpts);
@@ -134,7 +138,7 @@ async function runCase(o) {
 
   const reps = [];
   for (let r = 0; r < o.reps; r++) {
-    const gen = model.decode(samples, { maxNewTokens: o.tokens });
+    const gen = model.decode(samples, { maxNewTokens: o.tokens, repetitionGuard: false });
     let res;
     // When each token arrived: the first comes from prefill, each later one from one decode step, so the
     // gaps between arrivals are the steps' times (the loop here does nothing else).
@@ -195,7 +199,7 @@ async function runCase(o) {
     nm.dispose();
     const { loadTokenizer } = await dist('text/tokenizer.js');
     t = performance.now();
-    await loadTokenizer(o.model);
+    await loadTokenizer(o.model, { cacheDir: o.cacheDir ?? false });
     loadParts.tokenizerMs = performance.now() - t;
   } catch (err) {
     loadParts.error = String(err?.message ?? err);
@@ -215,6 +219,7 @@ async function runCase(o) {
     promptTokens,
     idle,
     kernel: info.kernel,
+    precision: info.precision,
     device: info.device,
     threads: info.threads,
     quantInfo,
@@ -227,8 +232,55 @@ async function runCase(o) {
   });
 }
 
+/** One transcription with forced tokens; the arrival time of each token (ms, performance.now()). */
+async function timedDecode(model, samples, tokens) {
+  const arrivals = [];
+  const gen = model.decode(samples, { maxNewTokens: tokens, repetitionGuard: false });
+  for (;;) {
+    const it = await gen.next();
+    if (it.done) break;
+    arrivals.push(performance.now());
+  }
+  return arrivals;
+}
+
+async function batch(o) {
+  const sdk = await dist('index.js');
+  const samples = await sdk.loadAudio(o.clip, 16000);
+  const loadOpts = { threads: o.threads, kernel: o.kernel };
+  if (o.quant && o.quant !== 'bf16') loadOpts.quant = o.quant;
+  if (o.cacheDir !== undefined) loadOpts.cacheDir = o.cacheDir;
+  const model = await sdk.Model.load(o.model, loadOpts);
+  await model.ready();
+  await timedDecode(model, samples, 4); // warm-up: pages, buffers
+  const rounds = [];
+  for (let r = 0; r < o.reps; r++) {
+    for (const n of [1, o.sessions]) {
+      const before = model.batchStats();
+      const arrivals = await Promise.all(Array.from({ length: n }, () => timedDecode(model, samples, o.tokens)));
+      const after = model.batchStats();
+      // The window in which every session decodes: from the last first token (all are past their prefill) to
+      // the first last token (none has finished); the tokens that arrived in it, per second.
+      const start = Math.max(...arrivals.map((a) => a[0]));
+      const end = Math.min(...arrivals.map((a) => a[a.length - 1]));
+      const steps = arrivals.reduce((s, a) => s + a.filter((t) => t > start && t <= end).length, 0);
+      rounds.push({
+        sessions: n,
+        windowMs: end - start,
+        steps,
+        tokensPerSec: end > start ? (steps * 1000) / (end - start) : NaN,
+        rowsPerPass: (after.rows - before.rows) / Math.max(1, after.batches - before.batches),
+      });
+    }
+  }
+  const info = model.info;
+  model.dispose();
+  out({ ok: true, quant: info.quant, kernel: info.kernel, rounds });
+}
+
 try {
   if (mode === 'probe') await probe(JSON.parse(arg ?? '{}'));
+  else if (mode === 'batch') await batch(JSON.parse(arg));
   else if (mode === 'check') await check(arg);
   else if (mode === 'prime') await prime(JSON.parse(arg));
   else if (mode === 'case') await runCase(JSON.parse(arg));

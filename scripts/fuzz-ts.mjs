@@ -856,7 +856,15 @@ async function loadTok(ctx) {
   const { loadTokenizer } = await import('../dist/text/tokenizer.js');
   const goldenDir = resolve(process.env.RUSTASR_GOLDEN_DIR ?? join(root, '..', 'shared', 'golden'));
   const dir = resolve(ctx.args.model ?? join(goldenDir, 'models', 'tiny-a'));
-  return loadTokenizer(dir);
+  // The fast path without a cache file (built from the sources): the tokenizer production uses.
+  return loadTokenizer(dir, { cacheDir: false });
+}
+
+/** The reference tokenizer (@huggingface/tokenizers), the oracle of the fast path's encode. */
+async function loadRefTok(ctx) {
+  const { loadReferenceTokenizer } = await import('../dist/text/tokenizer.js');
+  const goldenDir = resolve(process.env.RUSTASR_GOLDEN_DIR ?? join(root, '..', 'shared', 'golden'));
+  return loadReferenceTokenizer(resolve(ctx.args.model ?? join(goldenDir, 'models', 'tiny-a')));
 }
 
 /**
@@ -933,7 +941,7 @@ async function textOracles(ctx) {
   return { tok, call, show, checkIncremental, checkHeader, buildPrompt, normalizeLanguage, SUPPORTED_LANGUAGES };
 }
 
-const TOKENIZER_FILES = ['dist/text/tokenizer.js', 'dist/text/prompt.js', 'dist/text/detokenizer.js', 'node_modules/@huggingface/tokenizers/dist/tokenizers.mjs'];
+const TOKENIZER_FILES = ['dist/text/tokenizer.js', 'dist/text/bpe.js', 'dist/text/prompt.js', 'dist/text/detokenizer.js', 'node_modules/@huggingface/tokenizers/dist/tokenizers.mjs'];
 
 const tokenizerTarget = {
   instrument: TOKENIZER_FILES,
@@ -941,6 +949,7 @@ const tokenizerTarget = {
   async setup(ctx) {
     const o = await textOracles(ctx);
     const { tok, call, show } = o;
+    const ref = await loadRefTok(ctx);
     const expectedText = expectedTextFn(tok);
     let roundTrips = 0;
     let prompts = 0;
@@ -957,6 +966,11 @@ const tokenizerTarget = {
         const ids = call('encode', () => tok.encode(s)).value;
         if (!Array.isArray(ids) || ids.some((id) => !Number.isInteger(id) || id < 0 || id >= tok.size)) throw new Finding('bad-ids', `${show(s)} -> ${show(ids)}`);
         if (s !== '' && ids.length === 0) throw new Finding('bad-ids', `${show(s)} encodes to nothing`);
+        // The fast path (text/bpe.ts) must give the library's ids.
+        const refIds = ref.encode(s);
+        if (refIds.length !== ids.length || refIds.some((id, i) => id !== ids[i])) {
+          throw new Finding('fast-path-mismatch', `${show(s)} -> ${show(ids)}, the library ${show(refIds)}`);
+        }
         const text = o.checkIncremental(ids, r() < 0.3);
         if (wellFormed(s)) {
           const back = tok.decode(ids);

@@ -27,8 +27,10 @@ export interface NativeModelInfo {
   supportLanguages: string[];
   kernel: string;
   threads: number;
-  /** Decoder weight format in use: 'bf16' or 'int8'. */
+  /** Decoder weight format in use: 'bf16', 'int8' or 'int4'. */
   quant: string;
+  /** The arithmetic of the encoder and prefill products in use: 'f32' or 'bf16' (LoadModelOptions.precision). */
+  precision: 'f32' | 'bf16';
   /**
    * int8 only, how the quantised decoder was obtained: 'hit' (mapped from the on-disk cache), 'miss'
    * (quantised at load, then written to the cache), 'unwritable' (quantised at load; the cache directory
@@ -149,6 +151,8 @@ export interface NativeModel {
   createSession(): NativeSession;
   /** A forced aligner's state (rejects with INVALID_ARGUMENT for an ASR model). */
   createAligner(): NativeAligner;
+  /** Decode steps since load: batched steps run (one pass over the weights each) and the session steps they served. */
+  batchStats(): { batches: number; rows: number };
   dispose(): void;
 }
 
@@ -156,7 +160,7 @@ export interface NativeBinding {
   loadModel(
     /** A path, or a Buffer of its bytes (names that are not valid UTF-8). */
     dir: string | Buffer,
-    opts: { threads?: number; kernel?: string; quant?: string; cacheDir?: string | false; lowMemory?: boolean; largePages?: boolean; device?: string; deviceIndex?: number },
+    opts: { threads?: number; kernel?: string; quant?: string; precision?: string; cacheDir?: string | false; lowMemory?: boolean; largePages?: boolean; device?: string; deviceIndex?: number },
   ): Promise<NativeModel>;
   /** cpu, cuda, metal (in that order) as probed here; probing a GPU loads its driver, off the main thread. */
   devices(): Promise<NativeDeviceStatus[]>;
@@ -192,6 +196,8 @@ export interface NativeProbeResult {
   /** The linked BLAS, e.g. "openblas Haswell (OpenBLAS 0.3.21 ...)", "accelerate" or "none". */
   blas: string;
   bandwidth?: { threads: number; bytes: number; isa: string; seconds: number[] };
+  /** Register-only multiply-add loops (the silicon's compute peak): 'fp32-fma' always, 'bf16-dot' where the CPU has it. */
+  peak: { kind: 'fp32-fma' | 'bf16-dot'; isa: string; threads: number; flops: number; seconds: number[] }[];
   gemm: { impl: string; isa: string; threads: number; n: number; rows: number; cols: number; flops: number; seconds: number[] }[];
 }
 
@@ -200,14 +206,17 @@ export interface NativeDevBinding {
   /** Matrix-vector kernels this CPU can run, best first. */
   cpuKernels(): string[];
   /**
-   * Machine probes for `npm run bench`: read bandwidth (threads stream a large buffer) and the engine's
-   * batched-product rate on BF16 weights. Seconds are per repetition. bandwidthBytes = 0 skips bandwidth.
+   * Machine probes for `npm run bench`: read bandwidth (threads stream a large buffer), the compute peak
+   * (register-only multiply-add loops, `peakReps` repetitions of about `peakSeconds`; 0 reps skips it) and the
+   * engine's batched-product rate on BF16 weights. Seconds are per repetition. bandwidthBytes = 0 skips bandwidth.
    */
   probe(opts?: {
     threads?: number;
     kernel?: string;
     bandwidthBytes?: number;
     bandwidthReps?: number;
+    peakSeconds?: number;
+    peakReps?: number;
     gemm?: { impl: 'auto' | 'own' | 'blas' | 'blas-threaded'; n: number; rows: number; cols: number }[];
     gemmReps?: number;
   }): Promise<NativeProbeResult>;

@@ -67,9 +67,14 @@ describe('simultaneous transcriptions on one model', () => {
     const parallel = await Promise.all(CASES.map((c) => transcribe(goldenPath(c.audio), { model, ...optsOf(c) })));
     expect(parallel.map((r) => r.tokens)).toEqual(sequential);
 
-    // Eight interleaved decode generators (every case twice) over the same model.
+    // Eight interleaved decode generators (every case twice) over the same model: they decode together
+    // (batched steps, several sessions per pass over the weights), with the ids of decoding alone.
+    const before = model.batchStats();
     const gens = await Promise.all([...CASES, ...CASES].map((c) => collect(model, c)));
     expect(gens).toEqual([...sequential, ...sequential]);
+    const after = model.batchStats();
+    expect(after.rows - before.rows).toBe(gens.reduce((n, g) => n + g.length - 1, 0)); // every step but the prefill's
+    expect(after.rows - before.rows).toBeGreaterThan(after.batches - before.batches);
     expect(native().liveObjects().sessions).toBe(0);
   });
 

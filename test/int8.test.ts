@@ -116,7 +116,10 @@ describe.each(nativeDev().cpuKernels())('int8 kernel %s', (kernel) => {
 describe('quant option', () => {
   it('rejects an unknown format', async () => {
     const c = await loadCase(cases[0]!);
-    await expect(Model.load(c.modelDir, { quant: 'int4' as 'int8' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(Model.load(c.modelDir, { quant: 'int3' as 'int8' })).rejects.toMatchObject({ code: 'INVALID_OPTION' });
+    // The native layer checks it too (a caller of the binding directly).
+    const { native } = await import('../src/native.js');
+    await expect(native().loadModel(c.modelDir, { quant: 'int3' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 
   it('bf16 is the default', async () => {

@@ -1,13 +1,28 @@
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RustAsrError, fromNative, isRustAsrError } from '../src/errors.js';
-import { loadTokenizer, type AsrTokenizer } from '../src/text/tokenizer.js';
+import * as tokenizerModule from '../src/text/tokenizer.js';
+import { loadReferenceTokenizer, loadTokenizer, type AsrTokenizer } from '../src/text/tokenizer.js';
 import { goldenPath, listCases, loadCase } from './helpers/golden.js';
 import { streamDecoder } from './helpers/stream-decoder.js';
 
 const MODEL_DIR = goldenPath('models', 'tiny-a');
+
+// Tokenizer cache files of this file's loads go to a scratch root, never the user's cache.
+let cacheRoot: string;
+const savedCacheEnv = process.env['RUSTASR_CACHE_DIR'];
+beforeAll(async () => {
+  cacheRoot = await mkdtemp(join(tmpdir(), 'rustasr-tokcache-'));
+  process.env['RUSTASR_CACHE_DIR'] = cacheRoot;
+});
+afterAll(async () => {
+  if (savedCacheEnv === undefined) delete process.env['RUSTASR_CACHE_DIR'];
+  else process.env['RUSTASR_CACHE_DIR'] = savedCacheEnv;
+  await rm(cacheRoot, { recursive: true, force: true });
+});
 
 async function codeOf(p: Promise<unknown>): Promise<{ code: string | undefined; message: string }> {
   try {
@@ -130,6 +145,166 @@ describe('tokenizer', () => {
     const half = tok.encode('𝄞');
     expect(sd2.push(half[0] as number)).toBe('');
     expect(sd2.flush()).toBe('\uFFFD'); // dangling bytes at the end
+  });
+});
+
+/** Every file under test/fuzz/tokenizer (the fuzz corpus and the hand-made seeds). */
+function fuzzCorpus(): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const f of readdirSync(d).sort()) {
+      const p = join(d, f);
+      if (statSync(p).isDirectory()) walk(p);
+      else out.push(readFileSync(p, 'utf8'));
+    }
+  };
+  walk(join(import.meta.dirname, 'fuzz', 'tokenizer'));
+  return out;
+}
+
+/** Deterministic strings mixing scripts, spacing, digits, contractions, combining marks, emoji and added tokens. */
+function generatedStrings(count: number): string[] {
+  const pieces = [
+    'a', 'Z', 'the', ' ', '  ', '   ', '\n', '\r\n', '\r', '\t', ' \n', '1', '23', '4567', '.', ',', '!?', '...', "'s", "'S",
+    "'ll", "'LL", "'Re", "'ſ", 'ſ', 'K', 'é', 'e\u0301', 'A\u030a', 'Ω', 'жук', 'Ёлка', '中文', 'ゃ', '한국어', 'ไทย', 'مرحبا',
+    '😀', '👩‍👩‍👧', '🇺🇦', '\u00a0', '\u2028', '\u0085', '\ufeff', '\u200b', '\u3000', '<|im_start|>', '<|im_end|>', '<asr_text>',
+    '<|audio_pad|>', '<|im_start', '|>', '<', '_', '-', '—', '$', '%', '½', '²', '٣', '\u0000', '\u007f', '\ud800', 'x\udc00y',
+  ];
+  let seed = 0x2545f491;
+  const rnd = (n: number): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    let s = '';
+    const len = 1 + rnd(12);
+    for (let k = 0; k < len; k++) s += pieces[rnd(pieces.length)] as string;
+    out.push(s);
+  }
+  return out;
+}
+
+describe('tokenizer fast path (binary tables) against @huggingface/tokenizers', () => {
+  let fast: AsrTokenizer;
+  let ref: AsrTokenizer;
+  let scratch: string;
+  beforeAll(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'rustasr-tokfast-'));
+    ref = await loadReferenceTokenizer(MODEL_DIR);
+    fast = await loadTokenizer(MODEL_DIR, { cacheDir: join(scratch, 'cache') });
+  });
+  afterAll(async () => {
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('encodes the fuzz corpus exactly as the library (whole files, each line, each line after an added token)', () => {
+    const corpus = fuzzCorpus();
+    expect(corpus.length).toBeGreaterThan(50);
+    let checked = 0;
+    for (const text of corpus) {
+      for (const s of [text, ...text.split('\n'), ...text.split('\n').map((l) => `<|im_start|>${l}<|im_end|>`)]) {
+        expect(fast.encode(s), JSON.stringify(s.slice(0, 120))).toEqual(ref.encode(s));
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(200);
+  });
+
+  it('encodes 3000 generated strings exactly as the library', () => {
+    for (const s of generatedStrings(3000)) expect(fast.encode(s), JSON.stringify(s)).toEqual(ref.encode(s));
+  });
+
+  it('encodes the text of every 5th vocabulary token exactly as the library', () => {
+    const dec = new TextDecoder('utf-8', { fatal: true });
+    let n = 0;
+    for (let id = 0; id < 151643; id += 5) {
+      let text: string;
+      try {
+        text = dec.decode(ref.tokenBytes(id));
+      } catch {
+        continue; // part of a multi-byte character
+      }
+      expect(fast.encode(text), `id ${id}`).toEqual(ref.encode(text));
+      n++;
+    }
+    expect(n).toBeGreaterThan(25_000);
+  });
+
+  it('decodes, looks up and streams as the reference tokenizer', () => {
+    expect(fast.size).toBe(ref.size);
+    expect(fast.addedTokens).toEqual(ref.addedTokens);
+    const ids = [...ref.encode('Привет, world! 中文 😀'), 151644, 151704, 151645, 151800, -3, 3.5];
+    expect(fast.decode(ids)).toBe(ref.decode(ids));
+    expect(fast.decode(ids, { skipSpecial: true })).toBe(ref.decode(ids, { skipSpecial: true }));
+    for (const id of [0, 1, 198, 8948, 77091, 151642, 151643, 151644, 151704, 151705, 200000, -1]) {
+      expect(fast.idToToken(id), `idToToken(${id})`).toBe(ref.idToToken(id));
+      expect([...fast.tokenBytes(id)], `tokenBytes(${id})`).toEqual([...ref.tokenBytes(id)]);
+      expect(fast.isSpecial(id)).toBe(ref.isSpecial(id));
+    }
+    for (const t of ['system', 'Ċ', 'Ġthe', '<|im_start|>', '<asr_text>', 'no such token']) expect(fast.tokenToId(t)).toBe(ref.tokenToId(t));
+    const a = streamDecoder(fast), b = streamDecoder(ref);
+    for (const id of ref.encode('ёжик 😀 中')) expect(a.push(id)).toBe(b.push(id));
+    expect(a.flush()).toBe(b.flush());
+  });
+
+  it('caches its tables: a miss writes the file, a hit reads it; a damaged, truncated or stale file is rebuilt', async () => {
+    const dir = join(scratch, 'model');
+    await mkdir(dir, { recursive: true });
+    for (const f of ['vocab.json', 'merges.txt', 'tokenizer_config.json']) await copyFile(join(MODEL_DIR, f), join(dir, f));
+    const root = join(scratch, 'cache2');
+    const sample = 'Hello, мир! 中文 <|im_end|>';
+    const want = ref.encode(sample);
+    const load = async (): Promise<[string, number[]]> => {
+      const t = await loadTokenizer(dir, { cacheDir: root });
+      return [tokenizerModule.lastTokenizerSource, t.encode(sample)];
+    };
+    expect(await load()).toEqual(['miss', want]);
+    const files = await readdir(join(root, 'tokenizer'));
+    expect(files).toHaveLength(1);
+    const file = join(root, 'tokenizer', files[0] as string);
+    expect(await load()).toEqual(['hit', want]);
+    // One flipped payload byte: the checksum fails.
+    const bytes = await readFile(file);
+    bytes[bytes.length - 100] = (bytes[bytes.length - 100] as number) ^ 0x40;
+    await writeFile(file, bytes);
+    expect(await load()).toEqual(['miss', want]);
+    await truncate(file, 1000);
+    expect(await load()).toEqual(['miss', want]);
+    expect(await load()).toEqual(['hit', want]);
+    // The source changed (a new modification time): rebuilt.
+    await utimes(join(dir, 'merges.txt'), new Date(), new Date(Date.now() - 3600_000));
+    expect(await load()).toEqual(['miss', want]);
+    expect(await load()).toEqual(['hit', want]);
+    // No cache, or one that cannot be written: built every time, same ids.
+    const t = await loadTokenizer(dir, { cacheDir: false });
+    expect([tokenizerModule.lastTokenizerSource, t.encode(sample)]).toEqual(['off', want]);
+    if (process.getuid?.() !== 0) {
+      const ro = join(scratch, 'ro');
+      await mkdir(ro);
+      await chmod(ro, 0o500);
+      const u = await loadTokenizer(dir, { cacheDir: join(ro, 'sub') });
+      expect([tokenizerModule.lastTokenizerSource, u.encode(sample)]).toEqual(['unwritable', want]);
+    }
+    const blocked = join(scratch, 'blocked');
+    await writeFile(blocked, 'a file where the cache directory should be');
+    const v = await loadTokenizer(dir, { cacheDir: blocked });
+    expect([tokenizerModule.lastTokenizerSource, v.encode(sample)]).toEqual(['unwritable', want]);
+  });
+
+  it('falls back to the library for an added token the fast path does not cover (lstrip)', async () => {
+    const dir = join(scratch, 'lstrip');
+    await mkdir(dir, { recursive: true });
+    for (const f of ['vocab.json', 'merges.txt']) await copyFile(join(MODEL_DIR, f), join(dir, f));
+    const config = JSON.parse(await readFile(join(MODEL_DIR, 'tokenizer_config.json'), 'utf8')) as { added_tokens_decoder: Record<string, { lstrip?: boolean }> };
+    (config.added_tokens_decoder['151645'] as { lstrip?: boolean }).lstrip = true;
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    const t = await loadTokenizer(dir, { cacheDir: join(scratch, 'cache3') });
+    expect(tokenizerModule.lastTokenizerSource).toBe('reference');
+    // lstrip: the space before <|im_end|> is taken by the token.
+    expect(t.encode('a <|im_end|>')).toEqual([64, 151645]);
   });
 });
 

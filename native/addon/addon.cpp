@@ -377,6 +377,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("createSession", &ModelWrap::CreateSession),
                         InstanceMethod("createAligner", &ModelWrap::CreateAligner),
+                        InstanceMethod("batchStats", &ModelWrap::BatchStatsOf),
                         InstanceMethod("dispose", &ModelWrap::Dispose)});
   }
 
@@ -387,6 +388,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   const rustasr::Model& model(Napi::Env env) {
     if (!model_) throw make_error(env, "INVALID_ARGUMENT", "the model has been disposed");
     return *model_;
+  }
+
+  // batchStats() -> { batches, rows }: decode steps run together (rows / batches sessions per weight pass).
+  Napi::Value BatchStatsOf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const rustasr::BatchStats b = rustasr::batch_stats(model(env));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("batches", static_cast<double>(b.batches));
+    o.Set("rows", static_cast<double>(b.rows));
+    return o;
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -414,6 +425,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("kernel", mi.kernel);
     o.Set("threads", mi.threads);
     o.Set("quant", mi.quant);
+    o.Set("precision", mi.precision);
     o.Set("int8Cache", rustasr::int8_cache_state(model(env)));
     o.Set("largePages", mi.large_pages);
     o.Set("device", mi.device);
@@ -489,6 +501,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       Napi::Value q = o.Get("quant");
       if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "quant must be a string");
       params.quant = q.As<Napi::String>().Utf8Value();
+    }
+    if (o.Has("precision") && !o.Get("precision").IsUndefined()) {
+      Napi::Value q = o.Get("precision");
+      if (!q.IsString()) throw make_error(env, "INVALID_ARGUMENT", "precision must be a string");
+      params.precision = q.As<Napi::String>().Utf8Value();
     }
     params.low_memory = bool_option(o, "lowMemory", params.low_memory);
     params.large_pages = bool_option(o, "largePages", params.large_pages);

@@ -134,10 +134,11 @@ Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
 }
 
 
-// probe({ threads?, kernel?, bandwidthBytes?, bandwidthReps?, gemm?: [{ impl, n, rows, cols }], gemmReps? })
-// -> Promise<{ blas, bandwidth?: { threads, bytes, isa, seconds[] }, gemm: [{ impl, isa, threads, n, rows, cols,
-// flops, seconds[] }] }>: the machine floors for `npm run bench` (native/src/backend/cpu/probe.h).
-// bandwidthBytes = 0 skips the bandwidth probe.
+// probe({ threads?, kernel?, bandwidthBytes?, bandwidthReps?, peakSeconds?, peakReps?, gemm?: [{ impl, n, rows,
+// cols }], gemmReps? }) -> Promise<{ blas, bandwidth?: { threads, bytes, isa, seconds[] }, peak: [{ kind, isa,
+// threads, flops, seconds[] }], gemm: [{ impl, isa, threads, n, rows, cols, flops, seconds[] }] }>: the machine
+// floors for `npm run bench` (native/src/backend/cpu/probe.h). bandwidthBytes = 0 skips the bandwidth probe,
+// peakReps = 0 (the default) the compute peak (every kind this CPU has: fp32-fma, bf16-dot).
 Napi::Value Probe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct Shape {
@@ -150,6 +151,8 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
     int64_t bw_bytes = int64_t(1) << 30;
     int bw_reps = 5;
     int gemm_reps = 3;
+    double peak_seconds = 0.2;
+    int peak_reps = 0;
     std::vector<Shape> shapes;
   };
   auto args = std::make_shared<Args>();
@@ -164,6 +167,8 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
     args->bw_bytes = static_cast<int64_t>(num(o, "bandwidthBytes", static_cast<double>(args->bw_bytes)));
     args->bw_reps = static_cast<int>(num(o, "bandwidthReps", args->bw_reps));
     args->gemm_reps = static_cast<int>(num(o, "gemmReps", args->gemm_reps));
+    args->peak_seconds = num(o, "peakSeconds", args->peak_seconds);
+    args->peak_reps = static_cast<int>(num(o, "peakReps", args->peak_reps));
     if (o.Has("kernel") && o.Get("kernel").IsString()) args->kernel = o.Get("kernel").As<Napi::String>().Utf8Value();
     if (o.Has("gemm") && o.Get("gemm").IsArray()) {
       Napi::Array a = o.Get("gemm").As<Napi::Array>();
@@ -182,15 +187,19 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   auto blas = std::make_shared<std::string>();
   auto bw = std::make_shared<rustasr::cpu::BandwidthProbe>();
   auto gemms = std::make_shared<std::vector<rustasr::cpu::GemmProbe>>();
+  auto peaks = std::make_shared<std::vector<rustasr::cpu::PeakProbe>>();
   return queue(
       env,
-      [args, blas, bw, gemms] {
+      [args, blas, bw, gemms, peaks] {
         *blas = rustasr::cpu::probe_blas_info();
+        if (args->peak_reps > 0)
+          for (const std::string& kind : rustasr::cpu::probe_peak_kinds())
+            peaks->push_back(rustasr::cpu::probe_compute_peak(args->threads, kind, args->peak_seconds, args->peak_reps));
         if (args->bw_bytes > 0) *bw = rustasr::cpu::probe_read_bandwidth(args->threads, args->bw_bytes, args->bw_reps);
         for (const Shape& s : args->shapes)
           gemms->push_back(rustasr::cpu::probe_gemm(args->threads, args->kernel, s.impl, s.n, s.rows, s.cols, args->gemm_reps));
       },
-      [blas, bw, gemms](Napi::Env env) -> Napi::Value {
+      [blas, bw, gemms, peaks](Napi::Env env) -> Napi::Value {
         auto secs = [&](const std::vector<double>& v) {
           Napi::Array a = Napi::Array::New(env, v.size());
           for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
@@ -206,6 +215,18 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
           b.Set("seconds", secs(bw->seconds));
           o.Set("bandwidth", b);
         }
+        Napi::Array pa = Napi::Array::New(env, peaks->size());
+        for (size_t i = 0; i < peaks->size(); ++i) {
+          const rustasr::cpu::PeakProbe& p = (*peaks)[i];
+          Napi::Object r = Napi::Object::New(env);
+          r.Set("kind", p.kind);
+          r.Set("isa", p.isa);
+          r.Set("threads", p.threads);
+          r.Set("flops", p.flops);
+          r.Set("seconds", secs(p.seconds));
+          pa.Set(static_cast<uint32_t>(i), r);
+        }
+        o.Set("peak", pa);
         Napi::Array ga = Napi::Array::New(env, gemms->size());
         for (size_t i = 0; i < gemms->size(); ++i) {
           const rustasr::cpu::GemmProbe& g = (*gemms)[i];

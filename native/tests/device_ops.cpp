@@ -98,6 +98,8 @@ std::unique_ptr<OwnedWeight> make_weight(Rng& rng, DType dt, int64_t rows, int64
       o->w.group = group;
       break;
     }
+    case DType::kI4:  // CPU only: no GPU backend takes int4 weights (the device checks never ask for them)
+      break;
   }
   return o;
 }

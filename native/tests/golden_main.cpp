@@ -41,12 +41,16 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <atomic>
+#include <thread>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/probe.h"
+#include "backend/cpu/gemv.h"
+#include "model/model.h"
 #include "io/file.h"
 #include "io/large_pages.h"
 #include "io/safetensors.h"
@@ -411,10 +415,15 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
 // max |d| / max |golden prefill logits| <= 0.02 for the prefill logits and the teacher-forced decode subset;
 // step k's argmax must equal the golden id when its golden top-1/top-2 margin exceeds 2 * 0.02 * maxabs.
 constexpr double kInt8LogitsTol = 0.02;
+// int4 decoder weights (quant "int4": blocks of 32 columns, scale max|w|/7): the measured drift on the golden
+// cases is 0.21-0.28 of max |golden prefill logits| (prefill) and 0.085-0.12 (decode subset) on every kernel
+// (docs/performance.md, "int4"); the budget is 1.25x the largest. Greedy ids are reported, not required.
+constexpr double kInt4LogitsTol = 0.35;
 
-void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
-                   const std::string& kernel) {
-  const std::string tag = c.name + " [" + kernel + ", int8] ";
+void run_case_quant(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
+                    const std::string& kernel, const std::string& quant, double tol, bool ids_required) {
+  const double kInt8LogitsTol = tol;
+  const std::string tag = c.name + " [" + kernel + ", " + quant + "] ";
   rustasr::Session s(model);
   const rustasr::ModelInfo info = rustasr::model_info(*model);
   const std::vector<int32_t> ids = to_i32(d.input_ids);
@@ -442,7 +451,25 @@ void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Cas
   }
   report(worst / scale <= kInt8LogitsTol, tag + "decode_logits_subset",
          "max|d|/max|prefill golden| " + fmt(worst / scale) + " (tol " + fmt(kInt8LogitsTol) + ")");
-  report(bad.empty(), tag + "greedy ids at " + std::to_string(n_decided) + " decided steps", bad);
+  if (ids_required) {
+    report(bad.empty(), tag + "greedy ids at " + std::to_string(n_decided) + " decided steps", bad);
+  } else {
+    // Reported, not required (int4): the teacher-forced argmax against the golden ids at every step.
+    size_t same = 0;
+    rustasr::Session t(model);
+    std::vector<float> l = t.prefill(ids.data(), static_cast<int64_t>(ids.size()), d.embeds.data(), n_audio);
+    for (size_t k = 0; k < d.generated.size(); ++k) {
+      if (k > 0) l = t.step(static_cast<int32_t>(d.generated[k - 1]));
+      same += rustasr::argmax(l.data(), static_cast<int64_t>(l.size())) == d.generated[k] ? 1 : 0;
+    }
+    report(true, tag + "teacher-forced greedy ids equal to golden: " + std::to_string(same) + "/" +
+                     std::to_string(d.generated.size()));
+  }
+}
+
+void run_case_int8(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
+                   const std::string& kernel) {
+  run_case_quant(model, c, d, kernel, "int8", kInt8LogitsTol, true);
 }
 
 // ---- forced-aligner cases (aligner/index.json) --------------------------------------------------------
@@ -1083,8 +1110,8 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
     expect_error("threads 2147483647", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); },
                  "at most");
     p = mp;
-    p.quant = "int4";
-    expect_error("quant int4", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });
+    p.quant = "int3";
+    expect_error("quant int3", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });
   }
   auto model = rustasr::load_model(model_src, mp);
   const rustasr::ModelInfo info = rustasr::model_info(*model);
@@ -1128,6 +1155,90 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
   }
 }
 
+// Batched decoding (model/batch.h): the golden cases of one model decode at the same time, each on its own
+// thread, joining and leaving at different steps (a prefill of one runs while the others step); each
+// session's logits at every step must equal bit for bit those of the same session decoding alone, and the
+// model's batcher must have served several sessions in one pass at least once.
+void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std::vector<std::pair<std::string, const CaseData*>>& cases,
+                  const std::string& tag) {
+  if (cases.empty() || !model->backend().rows_independent()) return;
+  const rustasr::ModelInfo info = rustasr::model_info(*model);
+  struct Run {
+    std::vector<int32_t> head, tail;
+    const CaseData* d;
+    size_t steps, join_after;  // steps to decode; start once the first session has done this many
+    std::vector<std::vector<float>> solo, batched;
+    std::string error;
+  };
+  std::vector<Run> runs;
+  for (size_t i = 0; i < cases.size() && i < 4; ++i) {
+    const CaseData& d = *cases[i].second;
+    const std::vector<int32_t> ids = to_i32(d.input_ids);
+    size_t pad0 = 0, pads = 0;
+    while (pad0 < ids.size() && ids[pad0] != info.audio_token_id) ++pad0;
+    while (pad0 + pads < ids.size() && ids[pad0 + pads] == info.audio_token_id) ++pads;
+    Run r;
+    r.head.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(pad0));
+    r.tail.assign(ids.begin() + static_cast<std::ptrdiff_t>(pad0 + pads), ids.end());
+    r.d = &d;
+    const size_t steps_of[4] = {14, 6, 12, 9}, join_of[4] = {0, 0, 3, 5};
+    r.steps = steps_of[i];
+    r.join_after = join_of[i];
+    runs.push_back(std::move(r));
+  }
+  // Decodes `r` on session s: start, then `steps` steps fed their own argmax, every step's logits kept.
+  auto decode = [&](Run& r, std::vector<std::vector<float>>& out, std::atomic<size_t>* progress) {
+    rustasr::Session s(model);
+    s.append_audio(r.d->wav.data(), r.d->wav.size());
+    int32_t tok = s.start(r.head.data(), static_cast<int64_t>(r.head.size()), r.tail.data(),
+                          static_cast<int64_t>(r.tail.size())).token;
+    for (size_t k = 0; k < r.steps; ++k) {
+      out.push_back(s.step(tok));
+      tok = rustasr::argmax(out.back().data(), static_cast<int64_t>(out.back().size()));
+      if (progress) progress->fetch_add(1);
+    }
+  };
+  for (Run& r : runs) decode(r, r.solo, nullptr);
+  const rustasr::BatchStats before = rustasr::batch_stats(*model);
+  std::atomic<size_t> first_done{0};
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < runs.size(); ++i)
+    threads.emplace_back([&, i] {
+      Run& r = runs[i];
+      try {
+        while (first_done.load() < r.join_after) std::this_thread::yield();
+        decode(r, r.batched, i == 0 ? &first_done : nullptr);
+      } catch (const std::exception& e) {
+        r.error = e.what();
+        first_done.store(1000);
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  const rustasr::BatchStats after = rustasr::batch_stats(*model);
+  bool same = true;
+  std::string detail;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    if (!r.error.empty()) {
+      same = false;
+      detail += " " + cases[i].first + ": " + r.error;
+      continue;
+    }
+    for (size_t k = 0; k < r.steps; ++k)
+      if (k >= r.batched.size() || r.batched[k].size() != r.solo[k].size() ||
+          std::memcmp(r.batched[k].data(), r.solo[k].data(), r.solo[k].size() * sizeof(float)) != 0) {
+        same = false;
+        detail += " " + cases[i].first + " differs at step " + std::to_string(k);
+        break;
+      }
+  }
+  const int64_t batches = after.batches - before.batches, rows = after.rows - before.rows;
+  report(same, tag + "batched decoding: " + std::to_string(runs.size()) + " sessions joining and leaving, logits bit-identical to alone",
+         detail);
+  report(rows > batches && batches > 0, tag + "batched decoding: sessions shared weight passes",
+         std::to_string(rows) + " session steps in " + std::to_string(batches) + " passes");
+}
+
 // Backend::linear / linear_multi on shapes the tiny model never has (column counts that are not a multiple
 // of any vector width, row counts that leave remainders, 1..40 activation rows: the gemv and the gemm paths)
 // for every kernel and weight dtype, against a float64 reference. Buffers are sized exactly, so the
@@ -1145,7 +1256,8 @@ void kernel_checks() {
     std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
     for (const char* dt : {"BF16", "F16", "F32"}) {
       double worst = 0;
-      for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}}) {
+      bool rows_alone = true;
+      for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}, {70, 1100}}) {
         const int64_t rows = shape.first, cols = shape.second;
         // Weights: values exactly representable in BF16 (hence in F16 and F32 too, for this range).
         std::vector<float> wf(static_cast<size_t>(rows * cols)), bf(static_cast<size_t>(rows));
@@ -1175,11 +1287,19 @@ void kernel_checks() {
         bias.rows = 1;
         bias.cols = rows;
         bias.name = "test.b";
-        for (int64_t n : {1, 2, 3, 4, 5, 9, 40}) {
+        for (int64_t n : {1, 2, 3, 4, 5, 9, 40, 131}) {
           std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
           std::vector<float> y2(y.size()), y3(y.size());
           for (float& v : x) v = next();
           be->linear(x.data(), n, w, bias, y.data());
+          // Up to 4 rows (the matrix-vector path): each row's result is the one it gets alone, bit for bit
+          // (batched decoding relies on it).
+          if (n <= 4)
+            for (int64_t i = 0; i < n; ++i) {
+              std::vector<float> one(static_cast<size_t>(rows));
+              be->linear(x.data() + i * cols, 1, w, bias, one.data());
+              if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0) rows_alone = false;
+            }
           const rustasr::Weight* ws[2] = {&w, &w};
           float* ys[2] = {y2.data(), y3.data()};
           be->linear_multi(x.data(), n, ws, ys, 2);
@@ -1199,8 +1319,135 @@ void kernel_checks() {
       }
       report(worst <= 1e-5, "linear / linear_multi odd shapes [" + k + ", " + dt + "]",
              "max rel err " + fmt(worst) + " (tol 1e-05)");
+      report(rows_alone, "linear with 2-4 rows: each row bit-identical to it alone [" + k + ", " + dt + "]");
     }
   }
+}
+
+// The batched products on other arithmetic and ops: Backend::conv3x3s2_gelu (the direct packed kernel on
+// AVX-512, im2col + GEMM elsewhere) against a float64 reference with the exact GELU, on input sizes that are
+// odd, smaller than a micro-panel and wider than one, with 1, 3 and 17 input channels (BF16 weights); and
+// the opt-in BF16-activation precision ("bf16": activations rounded to BF16) on linear, within the error
+// BF16 rounding of x allows (2^-8 of the products' magnitude), while its F32 default stays exact.
+void conv_and_precision_checks() {
+  uint64_t rng = 0x853c49e6748fea9bull;
+  auto next = [&] {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return static_cast<float>(static_cast<double>(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  };
+  auto bf16_round = [](float f) {
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    b &= 0xffff0000u;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  for (const std::string& k : rustasr::cpu_kernels()) {
+    rustasr::BackendOptions bo;
+    bo.threads = 2;
+    bo.kernel = k;
+    std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+    struct Conv {
+      int64_t cin, cout, h, w;
+    };
+    double worst = 0;
+    for (const Conv c : {Conv{1, 40, 128, 100}, Conv{3, 13, 9, 7}, Conv{17, 37, 16, 13}, Conv{1, 5, 2, 1}, Conv{17, 24, 31, 66}}) {
+      const int64_t K = c.cin * 9, oh = (c.h + 1) / 2, ow = (c.w + 1) / 2;
+      std::vector<float> in(static_cast<size_t>(c.cin * c.h * c.w)), wf(static_cast<size_t>(c.cout * K)),
+          bf(static_cast<size_t>(c.cout)), out(static_cast<size_t>(c.cout * oh * ow));
+      for (float& v : in) v = next();
+      for (float& v : wf) v = bf16_round(next() * 0.5f);
+      for (float& v : bf) v = next() * 0.1f;
+      std::unique_ptr<uint16_t[]> w16(new uint16_t[wf.size()]);
+      for (size_t i = 0; i < wf.size(); ++i) {
+        uint32_t b;
+        std::memcpy(&b, &wf[i], 4);
+        w16[i] = static_cast<uint16_t>(b >> 16);
+      }
+      rustasr::Weight w, bias;
+      w.dtype = rustasr::DType::kBF16;
+      w.data = w16.get();
+      w.rows = c.cout;
+      w.cols = K;
+      w.name = "test.conv";
+      bias.dtype = rustasr::DType::kF32;
+      bias.data = bf.data();
+      bias.rows = 1;
+      bias.cols = c.cout;
+      bias.name = "test.conv_b";
+      be->conv3x3s2_gelu(in.data(), c.cin, c.h, c.w, w, bias, out.data());
+      for (int64_t co = 0; co < c.cout; ++co)
+        for (int64_t oy = 0; oy < oh; ++oy)
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            double acc = bf[static_cast<size_t>(co)], mag = std::fabs(acc);
+            for (int64_t ci = 0; ci < c.cin; ++ci)
+              for (int64_t ky = 0; ky < 3; ++ky)
+                for (int64_t kx = 0; kx < 3; ++kx) {
+                  const int64_t iy = 2 * oy + ky - 1, ix = 2 * ox + kx - 1;
+                  if (iy < 0 || iy >= c.h || ix < 0 || ix >= c.w) continue;
+                  const double p = static_cast<double>(in[static_cast<size_t>((ci * c.h + iy) * c.w + ix)]) *
+                                   wf[static_cast<size_t>(co * K + ci * 9 + ky * 3 + kx)];
+                  acc += p;
+                  mag += std::fabs(p);
+                }
+            const double ref = 0.5 * acc * (1.0 + std::erf(acc / std::sqrt(2.0)));
+            const double e = std::fabs(out[static_cast<size_t>((co * oh + oy) * ow + ox)] - ref) / (mag + 1e-30);
+            worst = std::max(worst, std::isnan(e) ? 1.0 : e);
+          }
+    }
+    report(worst <= 1e-5, "conv3x3s2_gelu 5 shapes [" + k + "]", "max err / sum |products| " + fmt(worst) + " (tol 1e-05)");
+
+    // BF16 activations on linear: BF16 and int8-like (F32) weights, shapes across the k blocks.
+    rustasr::BackendOptions bb = bo;
+    bb.precision = "bf16";
+    std::unique_ptr<rustasr::Backend> bbe = rustasr::make_cpu_backend(bb);
+    double worst_bf = 0, worst_exact = 0;
+    for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {70, 1100}, {130, 257}}) {
+      const int64_t rows = shape.first, cols = shape.second;
+      std::vector<float> wf(static_cast<size_t>(rows * cols));
+      for (float& v : wf) v = bf16_round(next() * 0.5f);
+      std::unique_ptr<uint16_t[]> w16(new uint16_t[wf.size()]);
+      for (size_t i = 0; i < wf.size(); ++i) {
+        uint32_t b;
+        std::memcpy(&b, &wf[i], 4);
+        w16[i] = static_cast<uint16_t>(b >> 16);
+      }
+      rustasr::Weight w;
+      w.dtype = rustasr::DType::kBF16;
+      w.data = w16.get();
+      w.rows = rows;
+      w.cols = cols;
+      w.name = "test.W";
+      for (int64_t n : {5, 40, 131}) {
+        std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows)), ye(y.size());
+        for (float& v : x) v = next();
+        bbe->linear(x.data(), n, w, rustasr::Weight{}, y.data());
+        be->linear(x.data(), n, w, rustasr::Weight{}, ye.data());
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const double p = static_cast<double>(x[static_cast<size_t>(i * cols + c)]) * wf[static_cast<size_t>(r * cols + c)];
+              ref += p;
+              mag += std::fabs(p);
+            }
+            const size_t at = static_cast<size_t>(i * rows + r);
+            const double e = std::fabs(y[at] - ref) / (mag + 1e-30), ee = std::fabs(ye[at] - ref) / (mag + 1e-30);
+            worst_bf = std::max(worst_bf, std::isnan(e) ? 1.0 : e);
+            worst_exact = std::max(worst_exact, std::isnan(ee) ? 1.0 : ee);
+          }
+      }
+    }
+    // On the AVX-512 paths of a CPU with AVX512-BF16 the mode must take effect (BF16 rounding shows).
+    const bool bf_active = (k == "avx512f" || k == "avx512bf16") &&
+                           rustasr::cpu::isa_supported(rustasr::cpu::Isa::kAvx512bf16);
+    report(worst_bf <= 1.0 / 256 && worst_exact <= 1e-5 && (!bf_active || worst_bf > 1e-5),
+           "linear precision bf16 / f32 [" + k + "]",
+           "bf16 max err / sum |products| " + fmt(worst_bf) + " (tol 3.9e-03), f32 " + fmt(worst_exact) + " (tol 1e-05)");
+  }
+  rustasr::BackendOptions bad;
+  bad.precision = "fp8";
+  expect_error("precision fp8", ErrorCode::kInvalidArgument, [&] { rustasr::make_cpu_backend(bad); });
 }
 
 // Backend::attention for one query row (decode) on every kernel and thread count, against a float64
@@ -1289,6 +1536,17 @@ void gelu_checks() {
     }
     report(worst <= 2.5e-7 && std::isnan(y.back()), "gelu -30..30 [" + k + "]",
            "max err / max(1, |x|) " + fmt(worst) + " (tol 2.5e-07), NaN -> " + fmt(y.back()));
+    // silu(g) * u over the same range (u = 1.5), and in place (out aliasing gate, as the decoder runs it).
+    std::vector<float> up(xs.size(), 1.5f), g = xs;
+    be->silu_mul(g.data(), up.data(), static_cast<int64_t>(g.size()), g.data());
+    double worst_s = 0;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) {
+      const double x = xs[i], ref = x / (1.0 + std::exp(-x)) * 1.5;
+      const double e = std::fabs(g[i] - ref) / std::max(1.0, std::fabs(x));
+      worst_s = std::max(worst_s, std::isnan(e) ? 1.0 : e);
+    }
+    report(worst_s <= 2.5e-7 && std::isnan(g.back()), "silu_mul -30..30 [" + k + "]",
+           "max err / max(1, |x|) " + fmt(worst_s) + " (tol 2.5e-07), NaN -> " + fmt(g.back()));
   }
 }
 
@@ -1386,6 +1644,13 @@ void probe_checks() {
   expect_error("probe_read_bandwidth 100 bytes", ErrorCode::kInvalidArgument,
                [] { cpu::probe_read_bandwidth(1, 100, 1); });
   report(cpu::probe_blas_info().rfind("openblas", 0) == 0, "probe_blas_info", cpu::probe_blas_info());
+  for (const std::string& kind : cpu::probe_peak_kinds()) {
+    const cpu::PeakProbe p = cpu::probe_compute_peak(2, kind, 0.01, 2);
+    report(p.seconds.size() == 2 && p.flops > 0 && p.threads == 2 && !p.isa.empty() && p.seconds[0] > 0,
+           "probe_compute_peak " + kind, p.isa + ", " + fmt(p.flops / p.seconds[0] / 1e9) + " GFLOP/s");
+  }
+  expect_error("probe_compute_peak unknown kind", ErrorCode::kInvalidArgument,
+               [] { cpu::probe_compute_peak(1, "fp64", 0.01, 1); });
 }
 
 struct Options {
@@ -1543,6 +1808,35 @@ int main(int argc, char** argv) {
         } catch (const std::exception& e) {
           report(false, c.name + " [" + k + ", int8]", std::string("exception: ") + e.what());
         }
+        try {
+          auto& m = models[c.model_dir + "#int4"];
+          if (!m) {
+            rustasr::ModelParams p;
+            p.threads = o.threads;
+            p.kernel = k;
+            p.device = o.device;
+            p.quant = "int4";
+            m = rustasr::load_model(o.root + "/" + c.model_dir, p);
+            report(rustasr::model_info(*m).quant == "int4", c.model_dir + " loads as int4 with kernel " + k);
+          }
+          run_case_quant(m, c, data.at(c.name), k, "int4", kInt4LogitsTol, false);
+        } catch (const std::exception& e) {
+          report(false, c.name + " [" + k + ", int4]", std::string("exception: ") + e.what());
+        }
+      }
+      // Batched decoding on this kernel: the cases of each model (and its int8 form) decode together.
+      for (const auto& [key, m] : models) {
+        if (!m) continue;
+        const std::string dir = key.substr(0, key.find('#'));
+        std::vector<std::pair<std::string, const CaseData*>> cs;
+        for (const Case& c : cases)
+          if (c.model_dir == dir) cs.emplace_back(c.name, &data.at(c.name));
+        try {
+          const size_t hash = key.find('#');
+          batch_checks(m, cs, dir + " [" + k + (hash == std::string::npos ? "] " : ", " + key.substr(hash + 1) + "] "));
+        } catch (const std::exception& e) {
+          report(false, dir + " [" + k + "] batched decoding", std::string("exception: ") + e.what());
+        }
       }
       for (const AlignerCase& c : acases) {
         for (const bool int8 : {false, true}) {
@@ -1596,6 +1890,7 @@ int main(int argc, char** argv) {
       // The model-free checks: each reports its own results; an exception fails it by name.
       const std::pair<const char*, void (*)()> standalone[] = {
           {"kernel checks", kernel_checks},
+          {"conv and precision checks", conv_and_precision_checks},
           {"attention checks", attention_checks},
           {"gelu checks", gelu_checks},
           {"probe checks", probe_checks},

@@ -169,7 +169,7 @@ function alignerOf(opts: RecognizeOptions): { aligner: Promise<Model>; owns: Pro
   }
   if (ts === 'none') return undefined;
   // The aligner runs in BF16 (its timestamps are classes with narrow margins; quant applies to the ASR model).
-  const loaded = Promise.resolve().then(() => alignerFor(opts.aligner, { ...loadOptionsOf(opts), quant: undefined }));
+  const loaded = Promise.resolve().then(() => alignerFor(opts.aligner, { ...loadOptionsOf(opts), quant: undefined, precision: undefined }));
   const aligner = loaded.then(({ model }) => {
     if (opts.language !== undefined && opts.language !== null && opts.language !== '') alignerLanguage(model, opts.language);
     return model;

@@ -45,7 +45,8 @@ export const FORMATS = ['text', 'json', 'srt', 'vtt'] as const;
 export type OutputFormat = (typeof FORMATS)[number];
 const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'metal'] as const;
 const KERNELS: readonly KernelName[] = ['auto', 'avx512bf16', 'avx512f', 'avx2', 'neon', 'scalar'];
-const QUANTS = ['bf16', 'int8'] as const;
+const QUANTS = ['bf16', 'int8', 'int4'] as const;
+const PRECISIONS = ['f32', 'bf16'] as const;
 /** Upper bound of --max-new-tokens (a segment's transcript is far shorter; this only stops typos). */
 export const MAX_NEW_TOKENS_LIMIT = 32_768;
 /** Upper bound of --device-index. */
@@ -66,6 +67,10 @@ export interface InferOptions {
   threads?: number;
   kernel?: KernelName;
   quant?: (typeof QUANTS)[number];
+  /** Encoder / prefill arithmetic: f32 (default) or bf16 (LoadModelOptions.precision). */
+  precision?: (typeof PRECISIONS)[number];
+  /** false: no early stop on runaway repetition (RecognizeOptions.repetitionGuard; default true). */
+  repetitionGuard?: boolean;
   /** Write one output file per input into this directory instead of stdout. */
   outputDir?: string;
   /** No progress, no segment lines, no summary on stderr. */
@@ -93,6 +98,8 @@ export const OPTION_FLAGS: Record<Exclude<keyof InferOptions, 'raw'>, string> = 
   threads: 'threads',
   kernel: 'kernel',
   quant: 'quant',
+  precision: 'precision',
+  repetitionGuard: 'repetition-guard',
   outputDir: 'output-dir',
   quiet: 'quiet',
   timestamps: 'timestamps',
@@ -115,6 +122,7 @@ export const INFER_VALUE_FLAGS = [
   '--threads',
   '--kernel',
   '--quant',
+  '--precision',
   '--output-dir',
   '--rate',
   '--channels',
@@ -160,6 +168,8 @@ export function parseInferOptions(raw: RawOptions): InferOptions {
     threads: intOpt('threads', raw.threads, 0, threadsMax, ` (0: all ${threadsMax} hardware threads)`),
     kernel: enumOpt('kernel', raw.kernel, KERNELS),
     quant: enumOpt('quant', raw.quant, QUANTS),
+    precision: enumOpt('precision', raw.precision, PRECISIONS),
+    repetitionGuard: boolOpt('repetition-guard', raw.repetitionGuard),
     outputDir: stringOpt('output-dir', raw.outputDir),
     quiet: boolOpt('quiet', raw.quiet),
     timestamps: enumOpt('timestamps', raw.timestamps, TIMESTAMPS),
@@ -261,6 +271,7 @@ async function transcribeOne(
     language: o.language,
     context: o.context,
     maxNewTokens: o.maxNewTokens,
+    repetitionGuard: o.repetitionGuard,
     maxSegmentSeconds: subtitles && aligner === undefined ? Math.min(o.maxSegmentSeconds ?? Infinity, FALLBACK_CUE_SECONDS) : o.maxSegmentSeconds,
     raw: o.raw,
     signal,
@@ -375,6 +386,7 @@ export async function runInfer(files: string[], o: InferOptions, io: InferIo): P
       threads: o.threads,
       kernel: o.kernel,
       quant: o.quant,
+      precision: o.precision,
       onProgress: term.enabled ? (p) => term.status(downloadLine(p), p.received === p.total) : undefined,
     });
   } catch (err) {
@@ -496,7 +508,9 @@ export function registerInfer(prog: Sade): Sade {
     .option('--max-new-tokens', `Maximum number of generated tokens per segment (default 512, at most ${MAX_NEW_TOKENS_LIMIT})`)
     .option('--max-segment-seconds', `Longest segment decoded in one pass (default ${MAX_SEGMENT_SECONDS}, from 1 to ${MAX_SEGMENT_SECONDS})`)
     .option('--threads', 'Number of CPU threads (default 0: all)')
-    .option('--quant', 'Decoder weights: bf16 (default) | int8 (faster, smaller; see docs/performance.md)')
+    .option('--quant', 'Decoder weights: bf16 (default) | int8 (faster, smaller) | int4 (CPU; smallest, larger drift); see docs/performance.md')
+    .option('--precision', 'Encoder/prefill arithmetic: f32 (default, exact) | bf16 (faster on AVX512-BF16 CPUs)')
+    .option('--repetition-guard', 'Stop runaway repetition early (default; --no-repetition-guard decodes up to --max-new-tokens)')
     .option('--kernel', 'Force a CPU kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar (default auto)')
     .option('--raw', 'The input is headerless PCM: give --rate, --channels (default 1), --encoding (default s16le)')
     .option('--rate', 'Raw PCM: samples per second')

@@ -21,7 +21,7 @@ const LISTEN_FORMATS = ['tty', 'jsonl', 'text'] as const;
 type ListenFormat = (typeof LISTEN_FORMATS)[number];
 const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'metal'] as const;
 const KERNELS: readonly KernelName[] = ['auto', 'avx512bf16', 'avx512f', 'avx2', 'neon', 'scalar'];
-const QUANTS = ['bf16', 'int8'] as const;
+const QUANTS = ['bf16', 'int8', 'int4'] as const;
 
 export interface ListenIo {
   stdin: NodeJS.ReadableStream;
@@ -136,7 +136,7 @@ export function registerListen(prog: Sade): void {
     .option('--model, -m', 'Model directory or Hugging Face repo id (default Qwen/Qwen3-ASR-0.6B)')
     .option('--device', 'auto | cpu | cuda | metal')
     .option('--device-index', 'Which GPU (CUDA device ordinal)')
-    .option('--quant', 'bf16 | int8 (decoder weights; int8 is faster and smaller)')
+    .option('--quant', 'bf16 | int8 | int4 (decoder weights; int8 is faster and smaller, int4 CPU only)')
     .option('--threads', 'Number of CPU threads (default: all)')
     .option('--kernel', 'Force a CPU kernel')
     .option('--language', 'Force the language (e.g. English); default: detect')

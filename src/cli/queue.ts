@@ -4,9 +4,8 @@ import type { Sade } from 'sade';
 
 import { DEVICES, type Device } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
-import { enqueueTranscriptions } from '../queue/enqueue.js';
-import { DEFAULT_QUEUE, type TranscriptionJob } from '../queue/jobs.js';
-import { TranscriptionWorker } from '../queue/worker.js';
+import { DEFAULT_QUEUE } from '../queue/defaults.js';
+import type { TranscriptionJob } from '../queue/jobs.js';
 import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, UsageError, enumOpt, intOpt, maxThreads, numberOpt, stringOpt } from './common.js';
 
 // Same values as in ./index.ts (not imported: index.ts imports this module).
@@ -27,7 +26,9 @@ function redisUrl(flags: Flags): string {
   return url;
 }
 
+// The queue modules (and ioredis, ~0.3 s to import) are loaded only by these commands, not by every CLI start.
 async function runWorker(flags: Flags): Promise<void> {
+  const { TranscriptionWorker } = await import('../queue/worker.js');
   const lockSeconds = numberOpt('lock-seconds', flags['lock-seconds'], 1, 86400);
   const worker = await TranscriptionWorker.start({
     redis: redisUrl(flags),
@@ -35,7 +36,7 @@ async function runWorker(flags: Flags): Promise<void> {
     model: stringOpt('model', flags['model']) ?? DEFAULT_MODEL,
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
-      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8'] as const),
+      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8', 'int4'] as const),
       threads: intOpt('threads', flags['threads'], 0, maxThreads()),
     },
     concurrency: intOpt('concurrency', flags['concurrency'], 1, 1024),
@@ -72,6 +73,7 @@ async function runEnqueue(first: string | undefined, flags: Flags): Promise<void
   for (const k of Object.keys(options) as (keyof typeof options)[]) if (options[k] === undefined) delete options[k];
   const timeout = numberOpt('timeout', flags['timeout'], 0.001, 86400 * 365);
   const jobs: TranscriptionJob[] = inputs.map((input) => ({ input, options, ...(id === undefined ? {} : { id }) }));
+  const { enqueueTranscriptions } = await import('../queue/enqueue.js');
   const outcomes = await enqueueTranscriptions(redisUrl(flags), jobs, {
     queue: stringOpt('queue', flags['queue']),
     wait: flags['wait'] !== false,

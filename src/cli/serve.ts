@@ -3,7 +3,7 @@ import type { Sade } from 'sade';
 
 import { DEVICES, type Device } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
-import { RustAsrServer, type ServeOptions } from '../server/server.js';
+import type { ServeOptions } from '../server/server.js';
 import { DEFAULT_MODEL, EXIT_FAILURE, EXIT_USAGE, enumOpt, intOpt, maxThreads, numberOpt, stringOpt } from './common.js';
 
 
@@ -19,7 +19,7 @@ export function parseServeFlags(flags: Flags, env: NodeJS.ProcessEnv = process.e
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
       deviceIndex: intOpt('device-index', flags['device-index'], 0, 255),
-      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8'] as const),
+      quant: enumOpt('quant', flags['quant'], ['bf16', 'int8', 'int4'] as const),
       threads: intOpt('threads', flags['threads'], 0, maxThreads()),
     },
     host: stringOpt('host', flags['host']),
@@ -40,6 +40,8 @@ export function parseServeFlags(flags: Flags, env: NodeJS.ProcessEnv = process.e
  */
 async function runServe(flags: Flags): Promise<void> {
   const opts = parseServeFlags(flags);
+  // The server modules are loaded by this command only, not by every CLI start.
+  const { RustAsrServer } = await import('../server/server.js');
   const server = new RustAsrServer(opts);
   const log = (s: string) => process.stderr.write(`rustasr serve: ${s}\n`);
   let stopping = false;

@@ -55,16 +55,27 @@ export interface LoadModelOptions {
    * Decoder weight format (default 'bf16': the checkpoint's weights, read in place). 'int8' quantises the
    * decoder's linear weights and lm_head at load (symmetric int8, one scale per 128 columns): about half
    * the memory traffic per decoded token and a smaller resident set, at a small accuracy cost
-   * (docs/performance.md, "int8").
+   * (docs/performance.md, "int8"). 'int4' (CPU only): symmetric int4 in blocks of 32 columns with a scale
+   * each, ~0.63 bytes per weight (a third of BF16's traffic per token), at a larger accuracy cost
+   * (docs/performance.md, "int4").
    */
-  quant?: 'bf16' | 'int8';
+  quant?: 'bf16' | 'int8' | 'int4';
   /**
-   * With quant 'int8': where the quantised decoder is cached between loads (in `<cacheDir>/int8/`, one
-   * file per model directory, rebuilt whenever the checkpoint changes). Later loads map it instead of
-   * quantising again: a fast cold start, and its pages are file-backed. Default: $RUSTASR_CACHE_DIR, else
-   * $XDG_CACHE_HOME/rustasr, else ~/.cache/rustasr (the model download cache). `false`: quantise at every
-   * load. An unwritable directory is not an error (the model is quantised at load); `info.int8Cache` says
-   * what happened.
+   * CPU: the arithmetic of the batched products of the encoder and the prefill (default 'f32': float32
+   * activations times the exact weights, the golden-exact numerics). 'bf16' rounds the activations to BF16
+   * and uses the CPU's BF16 dot product (AVX512-BF16; about twice the products' peak rate), at a measured
+   * drift (docs/performance.md, "BF16 activations"); CPUs without it keep 'f32' (`info.precision` says
+   * which is in use). Decode steps are not affected.
+   */
+  precision?: 'f32' | 'bf16';
+  /**
+   * Where derived data is cached between loads, one file per model directory, rebuilt whenever its sources
+   * change: the tokenizer's binary BPE tables (`<cacheDir>/tokenizer/`: a later process reads them in a few
+   * milliseconds instead of building the tokenizer from vocab.json and merges.txt), and with quant 'int8' the
+   * quantised decoder (`<cacheDir>/int8/`: later loads map it instead of quantising again, and its pages are
+   * file-backed). Default: $RUSTASR_CACHE_DIR, else $XDG_CACHE_HOME/rustasr, else ~/.cache/rustasr (the model
+   * download cache). `false`: nothing is cached (the tokenizer tables are built and int8 quantised at every
+   * load). An unwritable directory is not an error; `info.int8Cache` says what happened to int8.
    */
   cacheDir?: string | false;
   /**
@@ -276,7 +287,7 @@ export class Model {
     let model: Model;
     try {
       const [, eos] = await untilAborted(Promise.all([checkTokenizerFiles(dir), readEosIds(dir)]), signal, LOAD_ABORTED, () => undefined);
-      model = new Model(nm, showPath(dir), nm.info(), loadTokenizer(dir), new Set(eos));
+      model = new Model(nm, showPath(dir), nm.info(), loadTokenizer(dir, { cacheDir: params.cacheDir }), new Set(eos));
     } catch (err) {
       nm.dispose();
       throw err;
@@ -310,6 +321,15 @@ export class Model {
   createSession(): NativeSession {
     if (!this.nativeModel) throw new RustAsrError('INVALID_ARGUMENT', 'the model has been disposed');
     return this.nativeModel.createSession();
+  }
+
+  /**
+   * Decode steps since the model was loaded: `batches` passes over the weights and the `rows` (session steps)
+   * they served. Transcriptions on one model that decode at the same time step together, up to 4 per pass,
+   * with the same results as alone: rows / batches is the sharing achieved. Zeros after dispose().
+   */
+  batchStats(): { batches: number; rows: number } {
+    return this.nativeModel ? this.nativeModel.batchStats() : { batches: 0, rows: 0 };
   }
 
   /** What the checkpoint is: 'asr' (Qwen3-ASR) or 'forced_aligner' (Qwen3-ForcedAligner, see align()). */

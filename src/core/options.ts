@@ -38,7 +38,8 @@ export interface NativeLoadParams {
   deviceIndex?: number;
   threads?: number;
   kernel?: string;
-  quant?: string;
+  quant?: 'bf16' | 'int8' | 'int4';
+  precision?: 'f32' | 'bf16';
   cacheDir?: string | false;
   lowMemory?: boolean;
   largePages?: boolean;
@@ -57,6 +58,12 @@ const name: Check = (v, n) => {
   if (typeof v !== 'string' || v === '') throw new RustAsrError('INVALID_OPTION', `${n} must be a non-empty string, got ${String(v)}`);
   return v;
 };
+const oneOf = (values: readonly string[]): Check => (v, name) => {
+  if (typeof v !== 'string' || !values.includes(v)) {
+    throw new RustAsrError('INVALID_OPTION', `${name} must be one of ${values.map((x) => `'${x}'`).join(', ')}, got ${String(v)}`);
+  }
+  return v;
+};
 const bool: Check = (v, name) => {
   if (typeof v !== 'boolean') throw new RustAsrError('INVALID_OPTION', `${name} must be a boolean, got ${String(v)}`);
   return v;
@@ -67,7 +74,8 @@ export const LOAD_OPTIONS: Readonly<Record<Exclude<keyof NativeLoadParams, 'devi
   deviceIndex: intIn(0, MAX_DEVICE_INDEX),
   threads: intIn(0, MAX_THREADS),
   kernel: name,
-  quant: name,
+  quant: oneOf(['bf16', 'int8', 'int4']),
+  precision: oneOf(['f32', 'bf16']),
   cacheDir: (v: unknown, name: string) => {
     if (v !== false && (typeof v !== 'string' || v === '' || v.includes('\0'))) {
       throw new RustAsrError('INVALID_OPTION', `${name} must be a non-empty string or false, got ${String(v)}`);

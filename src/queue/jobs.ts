@@ -8,8 +8,7 @@ import { checkMaxNewTokens } from '../core/options.js';
 import { RustAsrError } from '../errors.js';
 import type { SegmentResult } from '../stages/tokens.js';
 
-/** The queue name used when none is given. */
-export const DEFAULT_QUEUE = 'rustasr';
+export { DEFAULT_QUEUE } from './defaults.js';
 
 /** Per-job decoding options (the transcribe() options that make sense across machines). */
 export interface TranscriptionJobOptions {

@@ -1,16 +1,25 @@
 // Qwen2/Qwen3 byte-level BPE tokenizer built from a checkpoint's vocab.json + merges.txt +
 // tokenizer_config.json (the Qwen3-ASR checkpoints ship no tokenizer.json).
 //
-// Encoding is delegated to @huggingface/tokenizers, fed an in-memory tokenizer.json equivalent to the one
-// transformers' Qwen2TokenizerFast would build: NFC normaliser, Split(Qwen2 regex, Isolated) followed by
-// ByteLevel(add_prefix_space=false, use_regex=false), BPE, ByteLevel decoder, and every entry of
-// `added_tokens_decoder` as a non-normalised added token. Decoding is done here from raw token bytes, so
-// that ids outside the vocabulary (unused embedding rows a model may still generate) never throw and
-// incomplete UTF-8 sequences can be handled incrementally.
+// The source of truth for encoding is @huggingface/tokenizers, fed an in-memory tokenizer.json equivalent to
+// the one transformers' Qwen2TokenizerFast would build: NFC normaliser, Split(Qwen2 regex, Isolated) followed
+// by ByteLevel(add_prefix_space=false, use_regex=false), BPE, ByteLevel decoder, and every entry of
+// `added_tokens_decoder` as a non-normalised added token (loadReferenceTokenizer). Building it takes ~0.4 s
+// of a core per process, so loadTokenizer uses the fast path of text/bpe.ts instead: the same pipeline over
+// compact tables, read from a validated binary cache file (text/tokenizer-cache.ts) once they were built,
+// and checked against the library on the fuzz corpus (test/tokenizer.test.ts). A configuration the fast path
+// does not cover falls back to the library. Decoding is done here from raw token bytes, so that ids outside
+// the vocabulary (unused embedding rows a model may still generate) never throw and incomplete UTF-8
+// sequences can be handled incrementally.
+
+import { stat } from 'node:fs/promises';
 
 import { Tokenizer } from '@huggingface/tokenizers';
 import { RustAsrError } from '../errors.js';
-import { FILE_LIMITS, childPath, readRegularFile, showPath } from '../hub/files.js';
+import { resolveCacheDir } from '../hub/cache.js';
+import { FILE_LIMITS, childPath, readRegularFile, showPath, statRegularFile } from '../hub/files.js';
+import { FastBpe, buildBpeTables, bytesTokenString, type BpeTables } from './bpe.js';
+import { readTablesCache, tokenizerCachePath, writeTablesCache, type SourceStamp } from './tokenizer-cache.js';
 
 /** The pre-tokenizer regex of Qwen2's tokenizer.json (Oniguruma syntax, translated by the library). */
 export const QWEN2_PRETOKENIZE_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
@@ -172,6 +181,7 @@ function parseAddedTokens(config: Record<string, unknown>): AddedTokenJson[] {
   return out;
 }
 
+/** The reference tokenizer: @huggingface/tokenizers for encoding (see the top of this file). */
 class QwenTokenizer implements AsrTokenizer {
   readonly size: number;
   readonly addedTokens: readonly AddedTokenInfo[];
@@ -307,23 +317,166 @@ class QwenTokenizer implements AsrTokenizer {
   }
 }
 
+/** Decoding and lookups shared by the fast tokenizer: raw token bytes from the tables. */
+class FastQwenTokenizer implements AsrTokenizer {
+  readonly size: number;
+  readonly addedTokens: readonly AddedTokenInfo[];
+  private readonly bpe: FastBpe;
+  private readonly added = new Map<number, AddedTokenInfo>();
+  private readonly addedByContent = new Map<string, number>();
+  private readonly addedBytes = new Map<number, Uint8Array>();
+  private byToken: Map<string, number> | undefined;
+
+  constructor(
+    private readonly t: BpeTables,
+    added: AddedTokenJson[],
+  ) {
+    let size = t.size;
+    for (const a of added) {
+      size = Math.max(size, a.id + 1);
+      const info: AddedTokenInfo = { id: a.id, content: a.content, special: a.special };
+      this.added.set(a.id, info);
+      this.addedByContent.set(a.content, a.id);
+      this.addedBytes.set(a.id, utf8.encode(a.content));
+    }
+    this.size = size;
+    this.addedTokens = [...this.added.values()];
+    this.bpe = new FastBpe(t, added);
+  }
+
+  encode(text: string): number[] {
+    return this.bpe.encode(text);
+  }
+
+  decode(ids: ArrayLike<number>, opts?: DecodeOptions): string {
+    let total = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as number;
+      if (!(opts?.skipSpecial && this.isSpecial(id))) total += this.tokenBytes(id).length;
+    }
+    const all = new Uint8Array(total);
+    let off = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as number;
+      if (opts?.skipSpecial && this.isSpecial(id)) continue;
+      const b = this.tokenBytes(id);
+      all.set(b, off);
+      off += b.length;
+    }
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(all); // ignoreBOM: keep a leading U+FEFF
+  }
+
+  tokenToId(token: string): number | undefined {
+    const a = this.addedByContent.get(token);
+    if (a !== undefined) return a;
+    if (!this.byToken) {
+      // Built on first use (tools and tests; transcription never needs it).
+      this.byToken = new Map();
+      for (let id = 0; id < this.t.size; id++) {
+        if ((this.t.offsets[id + 1] as number) > (this.t.offsets[id] as number)) this.byToken.set(this.vocabToken(id), id);
+      }
+    }
+    return this.byToken.get(token);
+  }
+
+  private vocabToken(id: number): string {
+    return bytesTokenString(this.t.blob.subarray(this.t.offsets[id], this.t.offsets[id + 1]));
+  }
+
+  idToToken(id: number): string | undefined {
+    if (!Number.isInteger(id) || id < 0) return undefined;
+    const a = this.added.get(id);
+    if (a) return a.content;
+    if (id >= this.t.size || (this.t.offsets[id + 1] as number) === (this.t.offsets[id] as number)) return undefined;
+    return this.vocabToken(id);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.added.get(id)?.special === true;
+  }
+
+  tokenBytes(id: number): Uint8Array {
+    const a = this.addedBytes.get(id);
+    if (a) return a;
+    if (!Number.isInteger(id) || id < 0 || id >= this.t.size) return EMPTY;
+    return this.t.blob.subarray(this.t.offsets[id], this.t.offsets[id + 1]);
+  }
+}
+
+export interface LoadTokenizerOptions {
+  /**
+   * Root of the cache directory the fast path keeps its binary tables in (`<root>/tokenizer/`): by default the
+   * model cache root ($RUSTASR_CACHE_DIR, else $XDG_CACHE_HOME/rustasr, else ~/.cache/rustasr). `false`: no
+   * cache file is read or written (the tables are built from the sources at every load).
+   */
+  cacheDir?: string | false;
+}
+
+async function readConfig(modelDir: string | Buffer): Promise<{ config: Record<string, unknown>; added: AddedTokenJson[] }> {
+  const config = parseJson('tokenizer_config.json', await readModelFile(modelDir, 'tokenizer_config.json'));
+  if (!isRecord(config)) throw invalid('tokenizer_config.json', 'expected an object');
+  return { config, added: parseAddedTokens(config) };
+}
+
+/** Whether the fast path reproduces the library for this configuration (the tables add their own condition). */
+function fastConfig(config: Record<string, unknown>, added: AddedTokenJson[]): boolean {
+  return config['split_special_tokens'] !== true && added.every((a) => !a.lstrip && !a.rstrip && !a.single_word && !a.normalized);
+}
+
+async function stampOf(modelDir: string | Buffer, name: string): Promise<SourceStamp> {
+  const file = childPath(modelDir, name);
+  await statRegularFile(file, { missing: { code: 'MODEL_NOT_FOUND', message: `tokenizer file not found: ${showPath(file)}` } });
+  const st = await stat(file, { bigint: true });
+  return { size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino };
+}
+
+/** How the last loadTokenizer call got its tables (tests and the bench): 'hit', 'miss' (built, cache written), 'unwritable', 'off', 'reference'. */
+export let lastTokenizerSource: 'hit' | 'miss' | 'unwritable' | 'off' | 'reference' = 'off';
+
 /**
- * Loads the tokenizer of a Qwen3-ASR checkpoint directory (vocab.json, merges.txt, tokenizer_config.json).
- * Missing files raise RustAsrError 'MODEL_NOT_FOUND'; malformed ones, or ones over their 16 MiB size cap,
- * 'INVALID_TOKENIZER'; a FIFO, device or
- * directory in their place 'IO_ERROR' (nothing blocks on it). `modelDir` may be a Buffer (a path that is not
- * valid UTF-8).
+ * The reference tokenizer (@huggingface/tokenizers for encoding), as loadTokenizer falls back to it: tests and
+ * the fuzzer compare the fast path with it. Same files and errors as loadTokenizer.
  */
-export async function loadTokenizer(modelDir: string | Buffer): Promise<AsrTokenizer> {
-  const [vocabText, mergesText, configText] = await Promise.all([
+export async function loadReferenceTokenizer(modelDir: string | Buffer): Promise<AsrTokenizer> {
+  const [vocabText, mergesText, { config, added }] = await Promise.all([
     readModelFile(modelDir, 'vocab.json'),
     readModelFile(modelDir, 'merges.txt'),
-    readModelFile(modelDir, 'tokenizer_config.json'),
+    readConfig(modelDir),
   ]);
-  const vocab = parseVocab(vocabText);
-  const merges = parseMerges(mergesText);
-  const config = parseJson('tokenizer_config.json', configText);
-  if (!isRecord(config)) throw invalid('tokenizer_config.json', 'expected an object');
-  const added = parseAddedTokens(config);
-  return new QwenTokenizer(vocab, merges, added, config);
+  return new QwenTokenizer(parseVocab(vocabText), parseMerges(mergesText), added, config);
+}
+
+/**
+ * Loads the tokenizer of a Qwen3-ASR checkpoint directory (vocab.json, merges.txt, tokenizer_config.json):
+ * the fast path (text/bpe.ts) with its tables from the cache file when it is valid for the files as they are
+ * now, else built from them (and the cache file written); the reference library when the configuration is
+ * one the fast path does not cover. Missing files raise RustAsrError 'MODEL_NOT_FOUND'; malformed ones, or
+ * ones over their 16 MiB size cap, 'INVALID_TOKENIZER'; a FIFO, device or directory in their place
+ * 'IO_ERROR' (nothing blocks on it). `modelDir` may be a Buffer (a path that is not valid UTF-8).
+ */
+export async function loadTokenizer(modelDir: string | Buffer, opts: LoadTokenizerOptions = {}): Promise<AsrTokenizer> {
+  const [{ config, added }, vocabStamp, mergesStamp] = await Promise.all([
+    readConfig(modelDir),
+    stampOf(modelDir, 'vocab.json'),
+    stampOf(modelDir, 'merges.txt'),
+  ]);
+  if (!fastConfig(config, added)) {
+    lastTokenizerSource = 'reference';
+    return loadReferenceTokenizer(modelDir);
+  }
+  const cachePath =
+    opts.cacheDir === false ? undefined : await tokenizerCachePath(resolveCacheDir(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }), modelDir);
+  let tables = cachePath ? await readTablesCache(cachePath, vocabStamp, mergesStamp) : undefined;
+  let source: typeof lastTokenizerSource = cachePath ? 'hit' : 'off';
+  if (!tables) {
+    const [vocabText, mergesText] = await Promise.all([readModelFile(modelDir, 'vocab.json'), readModelFile(modelDir, 'merges.txt')]);
+    tables = buildBpeTables(parseVocab(vocabText), parseMerges(mergesText));
+    if (cachePath) source = (await writeTablesCache(cachePath, tables, vocabStamp, mergesStamp)) ? 'miss' : 'unwritable';
+  }
+  if (!tables.eligible) {
+    lastTokenizerSource = 'reference';
+    return loadReferenceTokenizer(modelDir);
+  }
+  lastTokenizerSource = source;
+  return new FastQwenTokenizer(tables, added);
 }

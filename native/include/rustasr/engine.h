@@ -48,6 +48,8 @@ struct ModelParams {
   std::string kernel = "auto";  // CPU matrix-vector path: auto | avx512bf16 | avx512f | avx2 | neon | scalar
   // Decoder weight format: "bf16" (the checkpoint's, read in place) or "int8" (the decoder's linear
   // weights and lm_head quantised at load: symmetric int8 with a float32 scale per 128 columns).
+  // "int4": the same weights as symmetric int4 in blocks of 32 columns with a float32 scale each (~0.63 bytes
+  // per weight; CPU only), cached like int8.
   std::string quant = "bf16";
   // int8 only: the quantised decoder is cached on disk, in `<cache_dir>/int8/`, and mapped on later loads
   // instead of being quantised again (see int8_cache_state). Empty = $RUSTASR_CACHE_DIR, else
@@ -75,6 +77,11 @@ struct ModelParams {
   // GPU that fails to initialise falls back to the CPU and ModelInfo::device_fallback says why.
   std::string device = "cpu";
   int device_index = 0;  // which GPU (CUDA ordinal)
+  // CPU: the arithmetic of the batched products (encoder, prefill). "f32" (default): float32 activations times
+  // the exactly upcast weights (golden-exact). "bf16": activations rounded to BF16 and the CPU's BF16 dot
+  // product (AVX512-BF16), ~2x the products' peak rate, at a measured drift (docs/performance.md, "BF16
+  // activations"); CPUs without it use "f32". Decode steps are unchanged.
+  std::string precision = "f32";
 };
 
 // Read-only facts about a loaded model, all taken from config.json.
@@ -97,7 +104,8 @@ struct ModelInfo {
   int64_t window_samples;  // samples per encoder attention window (n_window_infer frames: 8 s for the real models)
   std::string kernel;  // the matrix-vector kernel actually in use
   int threads;
-  std::string quant;   // "bf16" or "int8" (ModelParams.quant)
+  std::string quant;   // "bf16", "int8" or "int4" (ModelParams.quant)
+  std::string precision;  // "f32" or "bf16" (ModelParams.precision, as in use)
   std::string device;           // the backend in use: "cpu", "cuda" or "metal"
   std::string device_name;      // GPU name ("" on the CPU)
   std::string device_fallback;  // with device "auto": why a GPU found was not used ("" otherwise)
@@ -124,6 +132,7 @@ struct DeviceStatus {
 std::vector<DeviceStatus> devices();
 
 class Model;
+class StepBatcher;
 
 // Intermediate encoder outputs, exposed for stage-by-stage verification.
 struct EncoderOutputs {
@@ -193,7 +202,8 @@ class Session {
   void cancel();
 
   // Greedy decoding: feeds one token and returns the id of its largest logit (argmax), without handing the
-  // logits out (no per-step allocation).
+  // logits out (no per-step allocation). Sessions of one model that step at the same time are run together,
+  // one pass over the weights for all of them, with results bit-identical to stepping alone (model/batch.h).
   int32_t step_greedy(int32_t token);
 
   // ---- Stage by stage (tests and tools): the same computations, with their intermediate results. ----
@@ -221,6 +231,13 @@ class Session {
   struct State;  // internal (native/src/model/session_state.h)
 
  private:
+  friend class StepBatcher;
+  // The steps of several sessions of one model as one batched step (rows = sessions; see model/batch.h):
+  // token i goes through session ss[i] (its KV cache appended, its position advanced); ids[i] = argmax of its
+  // logits, copied to *logits[i] when that is not null. `scratch` holds the batch's activations.
+  static void step_rows(const Model& m, Session* const* ss, const int32_t* tokens, int n, State& scratch,
+                        int32_t* ids, std::vector<float>* const* logits);
+  bool cancelled() const;
   // Runs n new tokens (embeddings in h, [n, hidden]) at positions pos0.. through the decoder layers in
   // blocks of rows, appending to the KV cache; the final-norm output of the last row goes to last_normed.
   void decoder_forward(int64_t pos0, float* h, int64_t n, float* last_normed);
@@ -285,6 +302,14 @@ ModelInfo model_info(const Model& model);
 // written to the cache), "unwritable" (quantised at load; the cache could not be written), "off" (bf16, or
 // ModelParams.int8_cache = false).
 std::string int8_cache_state(const Model& model);
+
+// Decode steps since the model was loaded: the batched steps run (one pass over the weights each) and the
+// session steps they served (rows; rows / batches = sessions per pass). See Session::step_greedy.
+struct BatchStats {
+  int64_t batches = 0;
+  int64_t rows = 0;
+};
+BatchStats batch_stats(const Model& model);
 
 // Matrix-vector kernels this CPU can run, best first (e.g. {"avx512bf16", "avx512f", "avx2", "scalar"}).
 std::vector<std::string> cpu_kernels();

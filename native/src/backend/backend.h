@@ -32,6 +32,10 @@ struct BackendOptions {
   int threads = 0;              // 0 = hardware concurrency
   std::string kernel = "auto";  // CPU matrix-vector kernel: auto | avx512bf16 | avx512f | avx2 | neon | scalar
   int device_index = 0;         // GPU backends: which device (CUDA ordinal)
+  // Batched products (encoder, prefill): "f32" (float32 activations times exactly upcast weights: the
+  // golden-exact numerics) or "bf16" (activations rounded to BF16, the CPU's BF16 dot product where it has
+  // one; see ModelParams::precision).
+  std::string precision = "f32";
 };
 
 class Backend {
@@ -43,6 +47,13 @@ class Backend {
   virtual int threads() const = 0;
   // For GPUs, the device's name (e.g. "NVIDIA H100 80GB HBM3"); the CPU backend returns "".
   virtual std::string device_name() const { return std::string(); }
+  // True when every row-wise op (linear with up to 4 rows, norms, elementwise ops) computes each row with the
+  // same arithmetic whatever the other rows of the call: sessions can then decode together, bit-identical to
+  // decoding alone (model/batch.h). The CPU backend promises it; the GPU backends do not.
+  virtual bool rows_independent() const { return false; }
+  // The arithmetic of the batched products in use: "f32", or "bf16" (BackendOptions::precision, where this
+  // backend and CPU can run it).
+  virtual std::string precision() const { return "f32"; }
 
   // ---- memory ----
   // count float32 elements of backend memory (uninitialised); alloc(0) may return nullptr. Throws
@@ -54,6 +65,11 @@ class Backend {
   virtual void copy(float* dst, const float* src, int64_t count) = 0;       // backend -> backend
   // Called once per weight at load, before any op uses it. The CPU backend reads the mapping in place.
   virtual void prepare_weight(Weight& w) { (void)w; }
+  // A hint: the first `count` floats at p (from alloc) are about to be written. The CPU backend maps large
+  // ranges in one call (MADV_POPULATE_WRITE) instead of taking one page fault per 4 KiB page (on the
+  // reference VM a fault costs several microseconds: ~70k of them for a 60 s prompt's activations and KV
+  // cache). Never fails.
+  virtual void prefault(float* p, int64_t count) { (void)p, (void)count; }
 
   // ---- ops ----
 
@@ -138,6 +154,7 @@ class DeviceBuffer {
       reset();
       p_ = be_->alloc(n);
       n_ = n;
+      be_->prefault(p_, n);
     }
     return p_;
   }

@@ -27,7 +27,8 @@ namespace rustasr {
 //                    each safetensors file's name, size, mtime and header hash), then one line per tensor:
 //                    name, source dtype, rows, cols, group, offsets of the int8 data and of the scales
 //                    (relative to the data offset)
-//   [data offset..)  per tensor: rows * cols int8, then rows * (cols / group) float32 scales, each on a
+//   [data offset..)  per tensor: rows * cols int8 (an int4 tensor: rows * cols / 2 bytes of nibble pairs),
+//                    then rows * (cols / group) float32 scales, each on a
 //                    64-byte boundary; the data offset is a multiple of 4096.
 // The meta the checkpoint implies is computed before the file is opened and must equal the file's byte for
 // byte, along with the preamble and the file size, so a stale, foreign, truncated or damaged header is
@@ -96,11 +97,17 @@ std::string expand_home(const std::string& p) {
 }
 
 Int8CachePlan plan_int8_cache(const std::string& model_dir, const std::vector<Int8CacheFile>& files,
-                              std::vector<Int8CacheTensor> tensors) {
+                              std::vector<Int8CacheTensor> tensors, int bits) {
   Int8CachePlan plan;
   std::string& m = plan.meta;
-  m = "rustasr int8 cache v1\n";
-  m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+  if (bits == 4) {
+    m = "rustasr int4 cache v1\n";
+    m += "quant symmetric int4 (q + 8 nibbles, blocks of 32 else 16 columns, low nibbles the first half), scale "
+         "max|w|/7; rows without such blocks int8\n";
+  } else {
+    m = "rustasr int8 cache v1\n";
+    m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+  }
   // The quantiser's float rounding may differ between architectures (FMA contraction): a cache is only
   // reused by the architecture that wrote it (a home directory shared by x86-64 and arm64 machines).
 #if defined(__x86_64__) || defined(_M_X64)
@@ -118,11 +125,12 @@ Int8CachePlan plan_int8_cache(const std::string& model_dir, const std::vector<In
   uint64_t off = 0;
   for (Int8CacheTensor& e : tensors) {
     e.q_off = off;
-    off = align_up(off + static_cast<uint64_t>(e.rows) * static_cast<uint64_t>(e.cols), 64);
+    off = align_up(off + e.q_bytes(), 64);
     e.s_off = off;
     off += static_cast<uint64_t>(e.rows) * static_cast<uint64_t>(e.cols / e.group) * sizeof(float);
     m += "tensor " + e.name + " " + e.dtype + " " + std::to_string(e.rows) + " " + std::to_string(e.cols) + " " +
-         std::to_string(e.group) + " " + std::to_string(e.q_off) + " " + std::to_string(e.s_off) + "\n";
+         (bits == 4 ? std::string(e.int4 ? "I4 " : "I8 ") : std::string()) + std::to_string(e.group) + " " +
+         std::to_string(e.q_off) + " " + std::to_string(e.s_off) + "\n";
     off = align_up(off, 64);
   }
   plan.tensors = std::move(tensors);
@@ -231,8 +239,7 @@ bool write_int8_cache(const Int8CachePlan& plan, const std::string& dir, const s
   bool ok = write_all(fd, &pre, sizeof pre, 0) && write_all(fd, plan.meta.data(), plan.meta.size(), kPreambleBytes);
   for (size_t i = 0; i < plan.tensors.size() && ok; ++i) {
     const Int8CacheTensor& e = plan.tensors[i];
-    const uint64_t n = static_cast<uint64_t>(e.rows) * static_cast<uint64_t>(e.cols);
-    ok = write_all(fd, payload[i].q, n, plan.data_offset + e.q_off) &&
+    ok = write_all(fd, payload[i].q, e.q_bytes(), plan.data_offset + e.q_off) &&
          write_all(fd, payload[i].scales, static_cast<uint64_t>(e.rows) * (e.cols / e.group) * sizeof(float),
                    plan.data_offset + e.s_off);
   }

@@ -24,7 +24,11 @@ struct Int8CacheTensor {
   std::string name;
   std::string dtype;  // the source dtype ("BF16", ...)
   int64_t rows = 0, cols = 0, group = 0;
+  bool int4 = false;  // int4 nibbles (cols / 2 bytes a row) instead of int8 (cols bytes a row)
   uint64_t q_off = 0, s_off = 0;
+  uint64_t q_bytes() const {
+    return static_cast<uint64_t>(rows) * static_cast<uint64_t>(int4 ? cols / 2 : cols);
+  }
 };
 
 // What a valid cache file for a checkpoint must hold, byte for byte: preamble, meta, size, offsets.
@@ -35,8 +39,10 @@ struct Int8CachePlan {
   std::string key;  // the file's name stem: one file per model directory and format version
 };
 
+// bits 8: an int8 cache file; bits 4: an int4 one (another file: its header names int4; tensors without
+// int4 blocks are int8 in it).
 Int8CachePlan plan_int8_cache(const std::string& model_dir, const std::vector<Int8CacheFile>& files,
-                              std::vector<Int8CacheTensor> tensors);
+                              std::vector<Int8CacheTensor> tensors, int bits = 8);
 
 // A mapped cache file: tensor i's int8 data at data + plan.tensors[i].q_off, its scales at data + s_off.
 struct Int8CacheMap {
@@ -52,7 +58,7 @@ bool map_int8_cache(const Int8CachePlan& plan, const std::string& path, Int8Cach
 
 // The quantised data of plan.tensors[i].
 struct Int8Payload {
-  const void* q = nullptr;        // rows * cols int8
+  const void* q = nullptr;        // q_bytes() of int8 / int4 data
   const float* scales = nullptr;  // rows * (cols / group) float32
 };
 

@@ -23,8 +23,9 @@ void Session::State::reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
   if (tokens <= capacity) return;
   const int64_t cap = std::max<int64_t>(tokens, capacity * 2);
   for (int64_t l = 0; l < layers; ++l) {
-    k_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim);
-    v_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim);
+    // The rows about to be written are mapped at once (Backend::prefault); the doubled tail is not.
+    be->prefault(k_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim), tokens * kv_dim);
+    be->prefault(v_cache[static_cast<size_t>(l)].grow_keep(cap * kv_dim), tokens * kv_dim);
   }
   capacity = cap;
 }
@@ -145,14 +146,17 @@ std::vector<float> Session::prefill(const int32_t* ids, int64_t n, const float* 
   return logits;
 }
 
+namespace {
+void check_step(const Model& m, int64_t pos, int32_t token) {
+  if (pos == 0) throw Error(ErrorCode::kInvalidArgument, "step: call prefill first");
+  if (token < 0 || token >= m.config().text.vocab_size)
+    throw Error(ErrorCode::kInvalidArgument, "step: token id " + std::to_string(token) + " out of range");
+}
+}  // namespace
+
 const std::vector<float>& Session::step_to_host(int32_t token) {
   const Model& m = *model_;
   const DecoderDims D(m.config().text);
-  if (pos_ == 0) throw Error(ErrorCode::kInvalidArgument, "step: call prefill first");
-  state_->check_cancel();
-  BusyScope busy(m);
-  if (token < 0 || token >= D.vocab)
-    throw Error(ErrorCode::kInvalidArgument, "step: token id " + std::to_string(token) + " out of range");
   Backend& be = m.backend();
   state_->reserve(pos_ + 1, D.layers, D.kv_dim);
   float* h = state_->dh.get(2 * D.hidden);
@@ -168,9 +172,90 @@ const std::vector<float>& Session::step_to_host(int32_t token) {
   return logits;
 }
 
-std::vector<float> Session::step(int32_t token) { return step_to_host(token); }
+void Session::step_rows(const Model& m, Session* const* ss, const int32_t* tokens, int n, State& S, int32_t* ids,
+                        std::vector<float>* const* logits_out) {
+  if (n <= 0) return;
+  const DecoderDims D(m.config().text);
+  const ModelWeights& w = m.weights();
+  Backend& be = m.backend();
+  for (int i = 0; i < n; ++i) ss[i]->state_->reserve(ss[i]->pos_ + 1, D.layers, D.kv_dim);
+  float* h = S.dh.get(n * D.hidden);
+  float* x = S.dx.get(n * D.hidden);
+  float* last = S.h.get(n * D.hidden);
+  float* q = S.dq.get(n * D.q_dim);
+  float* kn = S.k.get(n * D.kv_dim);
+  float* vn = S.v.get(n * D.kv_dim);
+  float* att = S.datt.get(n * D.q_dim);
+  float* gate = S.dgate.get(n * D.inter);
+  float* up = S.dup.get(n * D.inter);
+  // Each op below computes every row as the single-row step does (decoder_forward with n = 1): row-wise ops
+  // on all rows at once (their per-row arithmetic does not depend on the other rows), RoPE, the KV append and
+  // attention per session at its own position.
+  be.embed(w.embed_tokens, tokens, n, h);
+  for (int64_t l = 0; l < D.layers; ++l) {
+    const DecoderLayerWeights& L = w.dec_layers[static_cast<size_t>(l)];
+    be.rms_norm(h, n, D.hidden, L.in_norm, D.eps, x);
+    {
+      const Weight* ws[3] = {&L.q_w, &L.k_w, &L.v_w};
+      float* ys[3] = {q, kn, vn};
+      be.linear_multi(x, n, ws, ys, 3);
+    }
+    be.rms_norm(q, n * D.heads, D.hd, L.q_norm, D.eps, q);
+    be.rms_norm(kn, n * D.kv_heads, D.hd, L.k_norm, D.eps, kn);
+    for (int i = 0; i < n; ++i) {
+      State& Si = *ss[i]->state_;
+      const int64_t p = ss[i]->pos_;
+      float* qi = q + i * D.q_dim;
+      float* ki = kn + i * D.kv_dim;
+      be.rope(qi, 1, D.heads, D.hd, p, D.theta);
+      be.rope(ki, 1, D.kv_heads, D.hd, p, D.theta);
+      float* kc = Si.k_cache[static_cast<size_t>(l)].data();
+      float* vc = Si.v_cache[static_cast<size_t>(l)].data();
+      be.copy(kc + p * D.kv_dim, ki, D.kv_dim);
+      be.copy(vc + p * D.kv_dim, vn + i * D.kv_dim, D.kv_dim);
+      be.attention(qi, 1, p, kc, vc, p + 1, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att + i * D.q_dim);
+    }
+    be.linear(att, n, L.o_w, none(), x);
+    be.add(h, x, n * D.hidden);
+    be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x);
+    {
+      const Weight* ws[2] = {&L.gate_w, &L.up_w};
+      float* ys[2] = {gate, up};
+      be.linear_multi(x, n, ws, ys, 2);
+    }
+    be.silu_mul(gate, up, n * D.inter, gate);
+    be.linear(gate, n, L.down_w, none(), x);
+    be.add(h, x, n * D.hidden);
+  }
+  be.rms_norm(h, n, D.hidden, w.final_norm, D.eps, last);
+  float* dlogits = S.logits.get(n * D.vocab);
+  be.linear(last, n, w.lm_head, none(), dlogits);
+  for (int i = 0; i < n; ++i) {
+    std::vector<float>& out = logits_out[i] ? *logits_out[i] : S.host_logits;
+    out.resize(static_cast<size_t>(D.vocab));
+    be.download(out.data(), dlogits + i * D.vocab, D.vocab);
+    ids[i] = argmax(out.data(), D.vocab);
+    ++ss[i]->pos_;
+  }
+}
+
+std::vector<float> Session::step(int32_t token) {
+  check_step(*model_, pos_, token);
+  state_->check_cancel();
+  BusyScope busy(*model_);
+  if (model_->backend().rows_independent()) {
+    std::vector<float> logits;
+    model_->batcher().step(*this, token, &logits);
+    return logits;
+  }
+  return step_to_host(token);
+}
 
 int32_t Session::step_greedy(int32_t token) {
+  check_step(*model_, pos_, token);
+  state_->check_cancel();
+  BusyScope busy(*model_);
+  if (model_->backend().rows_independent()) return model_->batcher().step(*this, token, nullptr);
   const std::vector<float>& logits = step_to_host(token);
   return argmax(logits.data(), static_cast<int64_t>(logits.size()));
 }

@@ -37,17 +37,29 @@ std::vector<Weight*> int8_targets(ModelWeights& w) {
   return targets;
 }
 
+// The dtype and group a target of `bits` quantisation gets (int4 needs rows of whole 16-column blocks; a
+// tensor without them is int8).
+DType quant_dtype(const Weight& src, int bits) {
+  return bits == 4 && int4_group(src.cols) > 0 ? DType::kI4 : DType::kI8;
+}
+int64_t quant_group(const Weight& src, DType dt) { return dt == DType::kI4 ? int4_group(src.cols) : int8_group(src.cols); }
+bool quantised(DType dt) { return dt == DType::kI8 || dt == DType::kI4; }
+
 }  // namespace
 
-void quantize_decoder_int8(ModelWeights& w, int threads) {
+void quantize_decoder_int8(ModelWeights& w, int threads) { quantize_decoder(w, threads, 8); }
+
+void quantize_decoder(ModelWeights& w, int threads, int bits) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   threads = std::max(1, threads);
   for (Weight* t : int8_targets(w)) {
     const Weight src = *t;
-    if (src.dtype == DType::kI8 || src.rows <= 0 || src.cols <= 0) continue;
-    const int64_t group = int8_group(src.cols);
+    if (quantised(src.dtype) || src.rows <= 0 || src.cols <= 0) continue;
+    const DType dt = quant_dtype(src, bits);
+    const int64_t group = quant_group(src, dt);
     prefault_source(w, src);
-    auto q = std::shared_ptr<int8_t>(new int8_t[static_cast<size_t>(src.rows * src.cols)], std::default_delete<int8_t[]>());
+    const size_t qbytes = static_cast<size_t>(src.rows) * static_cast<size_t>(dt == DType::kI4 ? src.cols / 2 : src.cols);
+    auto q = std::shared_ptr<uint8_t>(new uint8_t[qbytes], std::default_delete<uint8_t[]>());
     auto sc = std::shared_ptr<float>(new float[static_cast<size_t>(src.rows * (src.cols / group))],
                                      std::default_delete<float[]>());
     // Rows in blocks handed out dynamically over the workers.
@@ -57,7 +69,11 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
       for (;;) {
         const int64_t r0 = next.fetch_add(block);
         if (r0 >= src.rows) break;
-        quantize_rows_int8(src, group, r0, std::min(src.rows, r0 + block), q.get(), sc.get());
+        const int64_t r1 = std::min(src.rows, r0 + block);
+        if (dt == DType::kI4)
+          quantize_rows_int4(src, group, r0, r1, q.get(), sc.get());
+        else
+          quantize_rows_int8(src, group, r0, r1, reinterpret_cast<int8_t*>(q.get()), sc.get());
       }
     };
     const int nt = static_cast<int>(std::min<int64_t>(threads, (src.rows + block - 1) / block));
@@ -67,7 +83,7 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
     for (std::thread& th : pool) th.join();
     Weight out = src;
     out.data = q.get();
-    out.dtype = DType::kI8;
+    out.dtype = dt;
     out.scales = sc.get();
     out.group = group;
     w.owned.push_back(q);
@@ -78,15 +94,20 @@ void quantize_decoder_int8(ModelWeights& w, int threads) {
     if (!shared) release_source(w, src);
   }
   // The tied embedding table was read whole for lm_head: drop it too (lookups fault in single rows).
-  if (w.lm_head.dtype == DType::kI8) release_source(w, w.embed_tokens);
+  if (quantised(w.lm_head.dtype)) release_source(w, w.embed_tokens);
 }
 
 void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache) {
+  make_decoder_quant(w, threads, model_dir, cache, 8);
+}
+
+void make_decoder_quant(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache,
+                        int bits) {
   w.int8_cache = "off";
   w.int8_cache_path.clear();
   w.int8_mapped = false;
   if (!cache.enabled) {
-    quantize_decoder_int8(w, threads);
+    quantize_decoder(w, threads, bits);
     return;
   }
   const std::string root = cache.dir.empty() ? default_cache_root() : expand_home(cache.dir);
@@ -103,9 +124,12 @@ void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_di
   for (Weight* t : int8_targets(w)) {
     if (t->rows <= 0 || t->cols <= 0) continue;
     targets.push_back(t);
-    tensors.push_back(Int8CacheTensor{t->name, dtype_name(t->dtype), t->rows, t->cols, int8_group(t->cols)});
+    const DType dt = quant_dtype(*t, bits);
+    Int8CacheTensor e{t->name, dtype_name(t->dtype), t->rows, t->cols, quant_group(*t, dt)};
+    e.int4 = dt == DType::kI4;
+    tensors.push_back(e);
   }
-  const Int8CachePlan plan = plan_int8_cache(model_dir, files, tensors);
+  const Int8CachePlan plan = plan_int8_cache(model_dir, files, tensors, bits);
   const std::string dir = root + "/int8";
   const std::string path = int8_cache_file(root, plan);
   // Points the int8 targets into a mapped cache file.
@@ -114,7 +138,7 @@ void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_di
       const Int8CacheTensor& e = plan.tensors[i];
       Weight out = *targets[i];
       out.data = m.data + e.q_off;
-      out.dtype = DType::kI8;
+      out.dtype = e.int4 ? DType::kI4 : DType::kI8;
       out.scales = reinterpret_cast<const float*>(m.data + e.s_off);
       out.group = e.group;
       *targets[i] = out;
@@ -132,11 +156,11 @@ void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_di
     return;
   }
   const size_t owned_before = w.owned.size();
-  quantize_decoder_int8(w, threads);
+  quantize_decoder(w, threads, bits);
   std::vector<Int8Payload> payload;
   for (size_t i = 0; i < targets.size(); ++i) {
     const Weight& t = *targets[i];
-    if (t.dtype != DType::kI8 || t.group != plan.tensors[i].group) {
+    if (t.dtype != (plan.tensors[i].int4 ? DType::kI4 : DType::kI8) || t.group != plan.tensors[i].group) {
       payload.clear();
       break;
     }

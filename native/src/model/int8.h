@@ -15,6 +15,11 @@ namespace rustasr {
 // (0 = hardware concurrency) share the work.
 void quantize_decoder_int8(ModelWeights& w, int threads);
 
+// The same with `bits` 8 (quantize_decoder_int8) or 4: symmetric int4 in blocks of 32 columns (else 16) with
+// one float32 scale per block, scale = max|w| / 7 (DType::kI4, util/tensor.h); a tensor whose rows cannot
+// be split in such blocks is int8.
+void quantize_decoder(ModelWeights& w, int threads, int bits);
+
 // The on-disk int8 cache: `dir` is the cache root (the int8 files go in `<root>/int8/`), empty = the
 // default root ($RUSTASR_CACHE_DIR, else $XDG_CACHE_HOME/rustasr, else $HOME/.cache/rustasr: the root the
 // SDK downloads models into). enabled = false: always quantise at load, never read or write a cache file.
@@ -35,5 +40,10 @@ struct Int8CacheOptions {
 // quantised buffers (w.int8_cache = "unwritable"). The int8 payload itself is not checksummed (like the
 // checkpoint, it is trusted once the header and size match).
 void make_decoder_int8(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache);
+
+// quant = "int4" (bits 4) or "int8" (bits 8) at load, with the cache rules of make_decoder_int8 (the int4
+// file is another file of `<root>/int8/`: its header names int4).
+void make_decoder_quant(ModelWeights& w, int threads, const std::string& model_dir, const Int8CacheOptions& cache,
+                        int bits);
 
 }  // namespace rustasr

@@ -22,7 +22,8 @@ Model::Model(ModelConfig config, ModelWeights weights, std::unique_ptr<Backend> 
     : config_(std::move(config)),
       weights_(std::move(weights)),
       backend_(std::move(backend)),
-      mel_(mel_params) {}
+      mel_(mel_params),
+      batcher_(std::make_unique<StepBatcher>(*this)) {}
 
 int64_t Model::tokens_per_chunk() const {
   return conv_out_len(conv_out_len(conv_out_len(chunk_frames())));
@@ -68,17 +69,21 @@ void for_each_weight(ModelWeights& w, F&& f) {
 
 std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParams& params) {
   if (params.threads < 0) throw Error(ErrorCode::kInvalidArgument, "threads must be >= 0");
-  const bool int8 = params.quant == "int8";
+  const bool int4 = params.quant == "int4";
+  const bool int8 = params.quant == "int8" || int4;  // quantised decoder (8 or 4 bits)
   if (!int8 && params.quant != "bf16" && !params.quant.empty())
-    throw Error(ErrorCode::kInvalidArgument, "unknown quant \"" + params.quant + "\" (expected bf16 or int8)");
+    throw Error(ErrorCode::kInvalidArgument, "unknown quant \"" + params.quant + "\" (expected bf16, int8 or int4)");
   ModelConfig config = load_model_config(dir + "/config.json");
   MelParams mel_params = load_mel_params(dir, config.audio.num_mel_bins);
   BackendOptions bo;
   bo.threads = params.threads;
   bo.kernel = params.kernel;
   bo.device_index = params.device_index;
+  bo.precision = params.precision;
   std::string fallback;
   std::unique_ptr<Backend> backend = choose_backend(params.device, bo, &fallback);
+  if (int4 && backend->name() != "cpu")
+    throw Error(ErrorCode::kUnsupportedDevice, "quant int4 runs on the CPU only (device " + backend->name() + ")");
   tune_allocator();
   ModelWeights weights = load_model_weights(dir, config);
   // 2 MiB pages only matter where the CPU reads the mapping (a GPU backend copies the weights once).
@@ -87,7 +92,9 @@ std::shared_ptr<const Model> load_model(const std::string& dir, const ModelParam
     prepare_weight_pages(weights, false);
     keep_lookups_in_small_pages(weights, int8);
   }
-  if (int8) make_decoder_int8(weights, backend->threads(), dir, Int8CacheOptions{params.int8_cache, params.cache_dir});
+  if (int8)
+    make_decoder_quant(weights, backend->threads(), dir, Int8CacheOptions{params.int8_cache, params.cache_dir},
+                       int4 ? 4 : 8);
   if (large_pages && int8) prepare_weight_pages(weights, true);
   for_each_weight(weights, [&](Weight& w) { backend->prepare_weight(w); });
   auto model = std::make_shared<Model>(std::move(config), std::move(weights), std::move(backend), mel_params);
@@ -114,7 +121,8 @@ ModelInfo model_info(const Model& m) {
   i.support_languages = c.support_languages;
   i.kernel = m.backend().kernel();
   i.threads = m.backend().threads();
-  i.quant = m.weights().lm_head.dtype == DType::kI8 ? "int8" : "bf16";
+  i.precision = m.backend().precision();
+  i.quant = m.weights().lm_head.dtype == DType::kI4 ? "int4" : m.weights().lm_head.dtype == DType::kI8 ? "int8" : "bf16";
   i.device = m.backend().name();
   i.device_name = m.backend().device_name();
   i.device_fallback = m.device_fallback();

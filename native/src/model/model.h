@@ -10,6 +10,7 @@
 #include "../audio/mel.h"
 #include "../backend/backend.h"
 #include "../io/config.h"
+#include "batch.h"
 #include "weights.h"
 
 namespace rustasr {
@@ -38,6 +39,9 @@ class Model {
   void set_low_memory(bool on) { low_memory_ = on; }
   std::atomic<int>& busy_sessions() const { return busy_; }
 
+  // Decode steps of this model's sessions that run together (model/batch.h).
+  StepBatcher& batcher() const { return *batcher_; }
+
  private:
   ModelConfig config_;
   ModelWeights weights_;
@@ -46,6 +50,7 @@ class Model {
   std::string device_fallback_;
   bool low_memory_ = false;
   mutable std::atomic<int> busy_{0};
+  std::unique_ptr<StepBatcher> batcher_;  // after backend_: it binds its scratch to the backend
 };
 
 // Output length of one 3x3 stride-2 pad-1 convolution: ceil(n / 2).

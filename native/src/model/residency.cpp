@@ -47,10 +47,10 @@ void add_range(std::vector<Range>& out, const void* p, size_t n, const void* bas
 
 void add_weight(const ModelWeights& w, const Weight& x, std::vector<Range>& out) {
   if (x.empty()) return;
-  if (x.dtype == DType::kI8) {
+  if (x.dtype == DType::kI8 || x.dtype == DType::kI4) {
     if (!w.int8_mapped) return;
     const size_t n = static_cast<size_t>(x.rows) * static_cast<size_t>(x.cols);
-    add_range(out, x.data, n, w.int8_map_base, w.int8_map_size);
+    add_range(out, x.data, weight_bytes(x), w.int8_map_base, w.int8_map_size);
     add_range(out, x.scales, n / static_cast<size_t>(x.group) * sizeof(float), w.int8_map_base, w.int8_map_size);
     return;
   }
@@ -145,7 +145,7 @@ void keep_lookups_in_small_pages(ModelWeights& w, bool int8) {
     for (DecoderLayerWeights& L : w.dec_layers)
       for (Weight* x : {&L.in_norm, &L.q_norm, &L.k_norm, &L.post_norm}) norms.push_back(x);
     for (Weight* x : norms) {
-      if (x->empty() || x->dtype == DType::kI8) continue;
+      if (x->empty() || x->dtype == DType::kI8 || x->dtype == DType::kI4) continue;
       const size_t n = weight_bytes(*x);
       std::shared_ptr<uint64_t> copy(new uint64_t[(n + 7) / 8], std::default_delete<uint64_t[]>());
       std::memcpy(copy.get(), x->data, n);

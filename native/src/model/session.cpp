@@ -44,7 +44,11 @@ Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) 
   state_.reset(new State(&model_->backend()));
 }
 
-Session::~Session() = default;
+Session::~Session() {
+  if (model_) model_->batcher().forget(this);
+}
+
+bool Session::cancelled() const { return state_->cancelled.load(std::memory_order_relaxed); }
 
 std::vector<float> Session::mel(const float* samples, size_t n) const {
   const MelExtractor& mel = model_->mel();
@@ -54,7 +58,10 @@ std::vector<float> Session::mel(const float* samples, size_t n) const {
   return out;
 }
 
-void Session::cancel() { state_->cancelled.store(true); }
+void Session::cancel() {
+  state_->cancelled.store(true);
+  model_->batcher().wake();  // a step waiting for its batch leaves
+}
 
 void Session::append_audio(const float* samples, size_t n) {
   if (n == 0) return;

@@ -8,6 +8,7 @@ const char* dtype_name(DType t) {
     case DType::kF16: return "F16";
     case DType::kF32: return "F32";
     case DType::kI8: return "I8";
+    case DType::kI4: return "I4";
   }
   return "?";
 }
@@ -69,6 +70,7 @@ void weight_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
       std::memcpy(out, base + offset * 4, static_cast<size_t>(n) * 4);
       return;
     case DType::kI8:
+    case DType::kI4:
       for (int64_t i = 0; i < n; ++i) out[i] = weight_at(w, offset + i);
       return;
   }

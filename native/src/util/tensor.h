@@ -9,9 +9,13 @@ namespace rustasr {
 
 // kI8: symmetric int8 quantised at load (ModelParams.quant = "int8"), never read from a checkpoint: element
 // (r, c) = data[r * cols + c] * scales[r * (cols / group) + c / group].
-enum class DType { kBF16, kF16, kF32, kI8 };
+// kI4: symmetric int4 quantised at load (quant "int4"): each row is blocks of `group` (16 or 32) columns of
+// group / 2 bytes; byte j of a block holds column j of the block in its low nibble and column group / 2 + j in
+// its high nibble, as q + 8 (q in -7 .. 7); element (r, c) = q * scales[r * (cols / group) + c / group].
+enum class DType { kBF16, kF16, kF32, kI8, kI4 };
 
-inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : t == DType::kI8 ? 1 : 2; }
+// Bytes per element (kI4: 1, an upper bound; weight_row_bytes gives the exact size of a row).
+inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : (t == DType::kI8 || t == DType::kI4) ? 1 : 2; }
 const char* dtype_name(DType t);
 
 // A read-only weight tensor: `data` points into the mapping. Shapes are row-major; a Linear weight is
@@ -33,9 +37,14 @@ struct Weight {
   bool empty() const { return data == nullptr; }
 };
 
+// Bytes of one row of `w`'s data (scales not included).
+inline int64_t weight_row_bytes(const Weight& w) {
+  return w.dtype == DType::kI4 ? w.cols / 2 : w.cols * static_cast<int64_t>(dtype_size(w.dtype));
+}
+
 // Bytes of a weight's data (scales not included).
 inline size_t weight_bytes(const Weight& w) {
-  return static_cast<size_t>(w.rows) * static_cast<size_t>(w.cols) * dtype_size(w.dtype);
+  return static_cast<size_t>(w.rows) * static_cast<size_t>(weight_row_bytes(w));
 }
 
 inline float bf16_to_f32(uint16_t h) {
@@ -56,6 +65,12 @@ inline float weight_at(const Weight& w, int64_t i) {
     case DType::kI8: {
       const int64_t r = i / w.cols, c = i % w.cols;
       return static_cast<float>(static_cast<const int8_t*>(w.data)[i]) * w.scales[r * (w.cols / w.group) + c / w.group];
+    }
+    case DType::kI4: {
+      const int64_t r = i / w.cols, c = i % w.cols, g = c / w.group, j = c % w.group, half = w.group / 2;
+      const uint8_t b = static_cast<const uint8_t*>(w.data)[r * (w.cols / 2) + g * half + j % half];
+      const int q = (j < half ? (b & 15) : (b >> 4)) - 8;
+      return static_cast<float>(q) * w.scales[r * (w.cols / w.group) + g];
     }
   }
   return 0.f;

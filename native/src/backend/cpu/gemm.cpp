@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #define RUSTASR_GEMM_X86 1
 #include <immintrin.h>
 #define TG512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define TG512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #endif
 
 #if defined(__clang__)
@@ -73,24 +75,35 @@ void gemm_own(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight
 
 #if defined(RUSTASR_GEMM_X86)
 // ------------------------------------------------------------------------------------------------
-// Packed AVX-512 GEMM (the float32-FMA path of the AVX-512 kernels). The weight is the "B" operand:
-// a block of kNc output rows x kKc columns is upcast to float32 and transposed into micro-panels
-// bp[k][32] (32 consecutive output rows per k), which stay in L1/L2 while every 1..12-row tile of x
-// streams past them. The micro-kernel keeps a 12 x 32 tile of y in 24 zmm accumulators and, per k,
-// loads two weight vectors and broadcasts 12 x values: 24 FMAs per 14 loads, no horizontal sums, and
-// y rows are written contiguously. Every product is an exact float32 FMA of the upcast weight, as on
-// the gemv paths; only the summation order differs.
+// Packed AVX-512 GEMM. C[M, N] (+)= A[M, K] * B[K, N] with a register tile of kMr rows of C (A values
+// broadcast) x kNr = 32 columns of C (two zmm of B), 24 zmm accumulators. Both operands are packed into
+// the layouts the micro-kernel streams, so every load is sequential:
+//   A: ap[k * kMr + m] (float32; rows m >= the tile's height are zero), or for the BF16-activation mode
+//      ap2[kp * kMr + m] = the BF16 pair (A[m, 2kp], A[m, 2kp + 1]) as one 32-bit word;
+//   B: bp[k * 32 + j] (float32), or for BF16 weights bp2[kp * 32 + j] = the BF16 pair (B[2kp, j],
+//      B[2kp + 1, j]): the weight's own bits, transposed 32 bits at a time, half the bytes of float32 and
+//      no conversion while packing; the micro-kernel splits a pair into two exact float32 vectors with one
+//      shift and one mask (2 integer ops per 24 FMAs).
+// Every product is an exact float32 FMA of the upcast weight (as on the gemv paths); only the summation
+// order differs from a plain loop. The BF16-activation mode (Precision::kBf16, AVX512-BF16) rounds the
+// activations to BF16 once and uses vdpbf16ps (two products per lane and instruction).
+//
+// linear: y[n, w.rows] = x[n, w.cols] * W^T is C = y with A = x and B = W^T (C's columns are W's rows).
+// conv:   out[cout, P] = Wc[cout, cin * 9] * im2col^T is C = out with A = Wc and B gathered from the
+//         input image straight into the packed layout (no im2col buffer, no transposed output).
 
-constexpr int kMr = 12;       // x rows per micro-tile
-constexpr int kNr = 32;       // output rows (y columns) per micro-panel
-constexpr int64_t kKc = 256;  // k block: a micro-panel is kKc * 32 * 4 = 32 KiB
-constexpr int64_t kNcMax = 8 * kNr;  // output rows packed at once (256 KiB of float32 at kKc = 256)
+constexpr int kMr = 12;              // rows of C per micro-tile
+constexpr int kNr = 32;              // columns of C per micro-panel
+// k per block (even): a BF16 micro-panel is 32 x 512 x 2 = 32 KiB, an A tile 12 x 512 x 4 = 24 KiB. Measured
+// on Zen 5 (one thread, CPU time, prefill and encoder shapes): 512 gives 84-94% of the FMA peak, 256 82-89%.
+constexpr int64_t kKc = 512;
+constexpr int64_t kNcMax = 8 * kNr;  // columns of C (weight rows) packed at once
 
 // (The maskz forms avoid GCC 12's false -Wmaybe-uninitialized on the _mm512_undefined_* in the plain ones.)
 constexpr __mmask16 kAll16 = static_cast<__mmask16>(0xFFFF);
 constexpr __mmask8 kAll8 = static_cast<__mmask8>(0xFF);
 
-// 16 x 16 float32 transpose of r[0..15] in place.
+// 16 x 16 32-bit transpose of r[0..15] in place.
 TG512 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
   for (int i = 0; i < 16; i += 2) {
@@ -123,26 +136,59 @@ TG512 inline __m512 bf16x16_to_f32(const uint16_t* p) {
   return _mm512_castsi512_ps(
       _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
+inline __mmask16 lanes16(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1);
+}
+inline uint16_t f32_to_bf16_rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
 
-// bp[k * 32 + j] = W[r0 + j, k0 + k] for j < nr (0 for nr <= j < 32), k < kc.
-TG512 void pack_panel(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
+// ---- packing ----
+
+// B from a BF16 weight, pairs: bp2[kp * 32 + j] = W[r0 + j, k0 + 2kp] | W[r0 + j, k0 + 2kp + 1] << 16 for
+// j < nr (0 above), kp < (kc + 1) / 2 (an odd kc's last pair has a zero high half).
+TG512 void pack_b_pairs(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, uint32_t* bp) {
   const int64_t cols = w.cols;
-  int64_t k = 0;
-  if (w.dtype == DType::kBF16) {
-    const uint16_t* W = static_cast<const uint16_t*>(w.data);
-    for (; k + 16 <= kc; k += 16) {
+  const uint16_t* W = static_cast<const uint16_t*>(w.data);
+  const int64_t kcp = (kc + 1) / 2;
+  int64_t kp = 0;
+  // 16 pairs (32 columns) of 16 rows at a time: a 16 x 16 transpose of 32-bit words. A weight row starts at
+  // an even column (cols even) for the 32-bit loads to be whole pairs; odd cols take the scalar path.
+  if ((cols & 1) == 0 && (k0 & 1) == 0) {
+    for (; kp + 16 <= kc / 2; kp += 16) {
       for (int jb = 0; jb < kNr; jb += 16) {
         __m512 r[16];
         for (int j = 0; j < 16; ++j)
-          r[j] = (jb + j < nr) ? bf16x16_to_f32(W + (r0 + jb + j) * cols + k0 + k) : _mm512_setzero_ps();
+          r[j] = (jb + j < nr) ? _mm512_loadu_ps(reinterpret_cast<const float*>(W + (r0 + jb + j) * cols + k0 + 2 * kp))
+                               : _mm512_setzero_ps();
         transpose16(r);
-        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(reinterpret_cast<float*>(bp + (kp + i) * kNr + jb), r[i]);
       }
     }
-  } else if (w.dtype == DType::kI8 && w.group % 16 == 0) {
+  }
+  for (; kp < kcp; ++kp)
+    for (int j = 0; j < kNr; ++j) {
+      uint32_t v = 0;
+      if (j < nr) {
+        const uint16_t* row = W + (r0 + j) * cols + k0;
+        v = row[2 * kp];
+        if (2 * kp + 1 < kc) v |= static_cast<uint32_t>(row[2 * kp + 1]) << 16;
+      }
+      bp[kp * kNr + j] = v;
+    }
+}
+
+// B from any other weight dtype, float32: bp[k * 32 + j] = W[r0 + j, k0 + k] (0 for j >= nr).
+TG512 void pack_b_f32(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
+  const int64_t cols = w.cols;
+  int64_t k = 0;
+  if (w.dtype == DType::kI8 && w.group % 16 == 0) {
     const int8_t* W = static_cast<const int8_t*>(w.data);
     const int64_t gpr = cols / w.group;
-    for (; k + 16 <= kc; k += 16) {
+    for (; k + 16 <= kc && (k0 + k) % 16 == 0; k += 16) {
       for (int jb = 0; jb < kNr; jb += 16) {
         __m512 r[16];
         for (int j = 0; j < 16; ++j) {
@@ -159,49 +205,212 @@ TG512 void pack_panel(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t k
         for (int i = 0; i < 16; ++i) _mm512_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
       }
     }
+  } else if (w.dtype == DType::kI4 && w.group == 32 && k0 % 16 == 0) {
+    // 16 columns = one half of a 32-column block: its 16 bytes, low or high nibbles, looked up as q = nibble - 8.
+    const uint8_t* W = static_cast<const uint8_t*>(w.data);
+    const int64_t gpr = cols / 32, rb = cols / 2;
+    const __m512 table = _mm512_setr_ps(-8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+    for (; k + 16 <= kc; k += 16) {
+      const int64_t c = k0 + k, g = c / 32;
+      const int shift = (c % 32) == 16 ? 4 : 0;
+      for (int jb = 0; jb < kNr; jb += 16) {
+        __m512 r[16];
+        for (int j = 0; j < 16; ++j) {
+          if (jb + j < nr) {
+            const int64_t row = r0 + jb + j;
+            __m512i z = _mm512_maskz_cvtepu8_epi32(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(W + row * rb + g * 16)));
+            if (shift) z = _mm512_maskz_srli_epi32(kAll16, z, 4);
+            r[j] = _mm512_mul_ps(_mm512_maskz_permutexvar_ps(kAll16, z, table), _mm512_set1_ps(w.scales[row * gpr + g]));
+          } else {
+            r[j] = _mm512_setzero_ps();
+          }
+        }
+        transpose16(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
+      }
+    }
+  } else if (w.dtype == DType::kF32) {
+    const float* W = static_cast<const float*>(w.data);
+    for (; k + 16 <= kc; k += 16) {
+      for (int jb = 0; jb < kNr; jb += 16) {
+        __m512 r[16];
+        for (int j = 0; j < 16; ++j)
+          r[j] = (jb + j < nr) ? _mm512_loadu_ps(W + (r0 + jb + j) * cols + k0 + k) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
+      }
+    }
   }
   for (; k < kc; ++k)
     for (int j = 0; j < kNr; ++j) bp[k * kNr + j] = j < nr ? weight_at(w, (r0 + j) * cols + k0 + k) : 0.f;
 }
 
-// y[m, 0..31] (+)= sum_k x[m, k] * bp[k, 0..31] for m < M; columns masked by (m0, m1).
+// A from activation rows: ap[k * kMr + m] = x[m * ldx + k0 + k] for m < mr (0 for mr <= m < kMr), k < kcr
+// (kcr >= kc: columns past kc are 0).
+TG512 void pack_a_f32(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, int64_t kcr, float* ap) {
+  constexpr __mmask16 kTile = static_cast<__mmask16>((1u << kMr) - 1);
+  int64_t k = 0;
+  for (; k + 16 <= kc; k += 16) {
+    __m512 r[16];
+    for (int m = 0; m < 16; ++m) r[m] = m < mr ? _mm512_loadu_ps(x + m * ldx + k0 + k) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(ap + (k + i) * kMr, kTile, r[i]);
+  }
+  for (; k < kcr; ++k)
+    for (int m = 0; m < kMr; ++m) ap[k * kMr + m] = (m < mr && k < kc) ? x[m * ldx + k0 + k] : 0.f;
+}
+
+// A from activation rows for the BF16 mode: ap2[kp * kMr + m] = bf16(x[m, k0 + 2kp]) | bf16(x[m, k0 + 2kp + 1]) << 16
+// (round to nearest even; 0 past kc and for m >= mr).
+TG512 void pack_a_pairs(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, uint32_t* ap) {
+  const int64_t kcp = (kc + 1) / 2;
+  for (int64_t kp = 0; kp < kcp; ++kp)
+    for (int m = 0; m < kMr; ++m) {
+      uint32_t v = 0;
+      if (m < mr) {
+        const float* row = x + m * ldx + k0;
+        v = f32_to_bf16_rne(row[2 * kp]);
+        if (2 * kp + 1 < kc) v |= static_cast<uint32_t>(f32_to_bf16_rne(row[2 * kp + 1])) << 16;
+      }
+      ap[kp * kMr + m] = v;
+    }
+}
+
+// A from weight rows (conv): ap[k * kMr + m] = W[r0 + m, k0 + k] as float32 (0 for m >= mr).
+TG512 void pack_a_weight(const Weight& w, int64_t r0, int mr, int64_t k0, int64_t kc, float* ap) {
+  constexpr __mmask16 kTile = static_cast<__mmask16>((1u << kMr) - 1);
+  const int64_t cols = w.cols;
+  int64_t k = 0;
+  if (w.dtype == DType::kBF16) {
+    const uint16_t* W = static_cast<const uint16_t*>(w.data);
+    for (; k + 16 <= kc; k += 16) {
+      __m512 r[16];
+      for (int m = 0; m < 16; ++m) r[m] = m < mr ? bf16x16_to_f32(W + (r0 + m) * cols + k0 + k) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(ap + (k + i) * kMr, kTile, r[i]);
+    }
+  }
+  for (; k < kc; ++k)
+    for (int m = 0; m < kMr; ++m) ap[k * kMr + m] = m < mr ? weight_at(w, (r0 + m) * cols + k0 + k) : 0.f;
+}
+
+// ---- micro-kernels: C[0..M, 0..32) (+)= A tile * B panel, C rows ldc apart, columns masked by (c0, c1) ----
+
 template <int M>
-TG512 void ukr(const float* x, int64_t ldx, const float* bp, int64_t kc, float* y, int64_t ldy, bool acc_in,
-               __mmask16 m0, __mmask16 m1) {
-  __m512 a0[M], a1[M];
+TG512 inline void ukr_store(__m512 (&a0)[M], __m512 (&a1)[M], float* c, int64_t ldc, bool acc_in, __mmask16 c0,
+                            __mmask16 c1) {
   RUSTASR_GEMM_UNROLL
   for (int m = 0; m < M; ++m) {
-    a0[m] = _mm512_setzero_ps();
-    a1[m] = _mm512_setzero_ps();
+    float* cr = c + m * ldc;
+    if (acc_in) {
+      a0[m] = _mm512_add_ps(a0[m], _mm512_maskz_loadu_ps(c0, cr));
+      a1[m] = _mm512_add_ps(a1[m], _mm512_maskz_loadu_ps(c1, cr + 16));
+    }
+    _mm512_mask_storeu_ps(cr, c0, a0[m]);
+    _mm512_mask_storeu_ps(cr + 16, c1, a1[m]);
   }
+}
+
+template <int M>
+TG512 inline void prefetch_c(const float* c, int64_t ldc) {
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + m * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + m * ldc + 16), _MM_HINT_T0);
+  }
+}
+
+// A float32 [k][kMr], B float32 [k][32].
+template <int M>
+TG512 void ukr_f32(const float* ap, const void* bpv, int64_t kc, float* c, int64_t ldc, bool acc_in, __mmask16 c0,
+                   __mmask16 c1) {
+  const float* bp = static_cast<const float*>(bpv);
+  prefetch_c<M>(c, ldc);
+  __m512 a0[M], a1[M];
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_loadu_ps(bp + k * kNr);
     const __m512 b1 = _mm512_loadu_ps(bp + k * kNr + 16);
     RUSTASR_GEMM_UNROLL
     for (int m = 0; m < M; ++m) {
-      const __m512 xv = _mm512_set1_ps(x[m * ldx + k]);
+      const __m512 xv = _mm512_set1_ps(ap[k * kMr + m]);
       a0[m] = _mm512_fmadd_ps(b0, xv, a0[m]);
       a1[m] = _mm512_fmadd_ps(b1, xv, a1[m]);
     }
   }
-  RUSTASR_GEMM_UNROLL
-  for (int m = 0; m < M; ++m) {
-    float* yr = y + m * ldy;
-    if (acc_in) {
-      a0[m] = _mm512_add_ps(a0[m], _mm512_maskz_loadu_ps(m0, yr));
-      a1[m] = _mm512_add_ps(a1[m], _mm512_maskz_loadu_ps(m1, yr + 16));
-    }
-    _mm512_mask_storeu_ps(yr, m0, a0[m]);
-    _mm512_mask_storeu_ps(yr + 16, m1, a1[m]);
-  }
+  ukr_store<M>(a0, a1, c, ldc, acc_in, c0, c1);
 }
 
-using UkrFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, __mmask16, __mmask16);
-const UkrFn kUkr[kMr + 1] = {nullptr,  ukr<1>, ukr<2>, ukr<3>,  ukr<4>,  ukr<5>, ukr<6>,
-                             ukr<7>,   ukr<8>, ukr<9>, ukr<10>, ukr<11>, ukr<12>};
+// A float32 [k][kMr] (k padded to even), B BF16 pairs [kp][32]: each pair split into two exact float32
+// vectors (the low half shifted up, the high half masked), then the same FMAs in the same k order as ukr_f32.
+template <int M>
+TG512 void ukr_w16(const float* ap, const void* bpv, int64_t kc, float* c, int64_t ldc, bool acc_in, __mmask16 c0,
+                   __mmask16 c1) {
+  const uint32_t* bp = static_cast<const uint32_t*>(bpv);
+  prefetch_c<M>(c, ldc);
+  const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 a0[M], a1[M];
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm512_setzero_ps();
+  const int64_t kcp = (kc + 1) / 2;
+  for (int64_t kp = 0; kp < kcp; ++kp) {
+    const __m512i p0 = _mm512_loadu_si512(bp + kp * kNr);
+    const __m512i p1 = _mm512_loadu_si512(bp + kp * kNr + 16);
+    const __m512 e0 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll16, p0, 16));
+    const __m512 e1 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll16, p1, 16));
+    const __m512 o0 = _mm512_castsi512_ps(_mm512_and_si512(p0, hi_mask));
+    const __m512 o1 = _mm512_castsi512_ps(_mm512_and_si512(p1, hi_mask));
+    const float* a = ap + 2 * kp * kMr;
+    RUSTASR_GEMM_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m512 xv = _mm512_set1_ps(a[m]);
+      a0[m] = _mm512_fmadd_ps(e0, xv, a0[m]);
+      a1[m] = _mm512_fmadd_ps(e1, xv, a1[m]);
+    }
+    RUSTASR_GEMM_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m512 xv = _mm512_set1_ps(a[kMr + m]);
+      a0[m] = _mm512_fmadd_ps(o0, xv, a0[m]);
+      a1[m] = _mm512_fmadd_ps(o1, xv, a1[m]);
+    }
+  }
+  ukr_store<M>(a0, a1, c, ldc, acc_in, c0, c1);
+}
 
-// Output rows [p0 * 32, p1 * 32) (clipped to w.rows), all of x and k.
-// Software prefetch of the weight bytes the next pack will read, spread over the micro-kernel calls of
+// BF16 mode: A BF16 pairs [kp][kMr], B BF16 pairs [kp][32], vdpbf16ps.
+template <int M>
+TG512BF void ukr_dp(const float* apv, const void* bpv, int64_t kc, float* c, int64_t ldc, bool acc_in, __mmask16 c0,
+                    __mmask16 c1) {
+  const uint32_t* ap = reinterpret_cast<const uint32_t*>(apv);
+  const uint32_t* bp = static_cast<const uint32_t*>(bpv);
+  prefetch_c<M>(c, ldc);
+  __m512 a0[M], a1[M];
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm512_setzero_ps();
+  const int64_t kcp = (kc + 1) / 2;
+  for (int64_t kp = 0; kp < kcp; ++kp) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + kp * kNr);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + kp * kNr + 16);
+    RUSTASR_GEMM_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(ap[kp * kMr + m]));
+      a0[m] = _mm512_dpbf16_ps(a0[m], b0, xv);
+      a1[m] = _mm512_dpbf16_ps(a1[m], b1, xv);
+    }
+  }
+  ukr_store<M>(a0, a1, c, ldc, acc_in, c0, c1);
+}
+
+using UkrFn = void (*)(const float*, const void*, int64_t, float*, int64_t, bool, __mmask16, __mmask16);
+#define RUSTASR_UKR_TABLE(fn)                                                                             \
+  const UkrFn kTable_##fn[kMr + 1] = {nullptr, fn<1>, fn<2>, fn<3>, fn<4>,  fn<5>, fn<6>,                 \
+                                      fn<7>,   fn<8>, fn<9>, fn<10>, fn<11>, fn<12>};
+RUSTASR_UKR_TABLE(ukr_f32)
+RUSTASR_UKR_TABLE(ukr_w16)
+RUSTASR_UKR_TABLE(ukr_dp)
+
+// Software prefetch of the weight bytes the next B pack will read, spread over the micro-kernel calls of
 // the current block so that the (DRAM-bound) weight stream overlaps the (compute-bound) products.
 struct NextBlockPrefetch {
   const char* base = nullptr;  // weight bytes
@@ -211,66 +420,99 @@ struct NextBlockPrefetch {
   int64_t lines_per_row = 0, total = 0, done = 0, per_call = 0;
 
   void set(const Weight& w, int64_t rows_b, int64_t rows_e, int64_t k0, int64_t kc, int64_t calls) {
-    const int64_t es = static_cast<int64_t>(dtype_size(w.dtype));
     base = static_cast<const char*>(w.data);
-    row_bytes = w.cols * es;
+    row_bytes = weight_row_bytes(w);
     r0 = rows_b;
     r1 = rows_e;
-    off = k0 * es;
-    len = kc * es;
+    if (w.dtype == DType::kI4) {  // two columns per byte
+      off = k0 / 2;
+      len = (kc + 1) / 2;
+    } else {
+      const int64_t es = static_cast<int64_t>(dtype_size(w.dtype));
+      off = k0 * es;
+      len = kc * es;
+    }
     lines_per_row = (len + 63) / 64;
     total = (r1 > r0) ? (r1 - r0) * lines_per_row : 0;
     done = 0;
+    row = line = 0;
     per_call = calls > 0 ? (total + calls - 1) / calls : total;
   }
+  int64_t row = 0, line = 0;  // the next line to prefetch (row - r0, line within the row)
   void step() {
     const int64_t end = std::min(total, done + per_call);
     for (; done < end; ++done) {
-      const int64_t r = r0 + done / lines_per_row, l = done % lines_per_row;
-      _mm_prefetch(base + r * row_bytes + off + l * 64, _MM_HINT_T1);
+      _mm_prefetch(base + (r0 + row) * row_bytes + off + line * 64, _MM_HINT_T1);
+      if (++line == lines_per_row) line = 0, ++row;
     }
   }
 };
 
-// Output rows [p0 * 32, p1 * 32) (clipped to w.rows), all of x and k.
-void packed_range(const float* x, int64_t n, const Weight& w, float* y, int64_t p0, int64_t p1,
-                  std::vector<float>& buf) {
+inline void col_masks(int64_t ncols, __mmask16* c0, __mmask16* c1) {
+  *c0 = lanes16(ncols);
+  *c1 = lanes16(ncols - 16);
+}
+
+struct PackBufs {
+  std::vector<float> a;     // packed A tiles (float32 or BF16 pairs)
+  std::vector<uint32_t> b;  // packed B block (float32 bits or BF16 pairs)
+};
+
+// linear, one thread's share: C rows (x rows) [i0, i1), C columns (weight rows) [p0 * 32, p1 * 32) clipped
+// to w.rows, all of k. k blocks outermost: the A tiles of a block are packed once and serve every B block.
+void linear_range(const float* x, int64_t i0, int64_t i1, const Weight& w, float* y, int64_t p0, int64_t p1,
+                  Precision prec, PackBufs& buf) {
   const int64_t rows = w.rows, cols = w.cols;
-  const int64_t kc_max = std::min(kKc, cols);
-  buf.resize(static_cast<size_t>(kNcMax * kc_max));
-  float* bp = buf.data();
-  const int64_t pn_max = kNcMax / kNr;
+  const bool pairs = w.dtype == DType::kBF16;
+  const bool dp = prec == Precision::kBf16 && pairs;
+  const UkrFn* table = dp ? kTable_ukr_dp : pairs ? kTable_ukr_w16 : kTable_ukr_f32;
+  const int64_t n = i1 - i0;
   const int64_t tiles = (n + kMr - 1) / kMr;
+  const int64_t kc_max = std::min(kKc, cols);
+  const int64_t kcr_max = (kc_max + 1) & ~int64_t(1);
+  buf.a.resize(static_cast<size_t>(tiles * kMr * kcr_max));
+  buf.b.resize(static_cast<size_t>(kNcMax * kcr_max));
+  float* abuf = buf.a.data();
+  uint32_t* bbuf = buf.b.data();
+  const int64_t pn_max = kNcMax / kNr;
   NextBlockPrefetch pf;
-  for (int64_t pb = p0; pb < p1; pb += pn_max) {
-    const int64_t pe = std::min(p1, pb + pn_max);
-    for (int64_t k0 = 0; k0 < cols; k0 += kKc) {
-      const int64_t kc = std::min(kKc, cols - k0);
+  for (int64_t k0 = 0; k0 < cols; k0 += kKc) {
+    const int64_t kc = std::min(kKc, cols - k0);
+    const int64_t kcr = (kc + 1) & ~int64_t(1);
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r = i0 + t * kMr;
+      const int mr = static_cast<int>(std::min<int64_t>(kMr, i1 - r));
+      if (dp)
+        pack_a_pairs(x + r * cols, cols, mr, k0, kc, reinterpret_cast<uint32_t*>(abuf + t * kMr * kcr));
+      else
+        pack_a_f32(x + r * cols, cols, mr, k0, kc, kcr, abuf + t * kMr * kcr);
+    }
+    for (int64_t pb = p0; pb < p1; pb += pn_max) {
+      const int64_t pe = std::min(p1, pb + pn_max);
       for (int64_t p = pb; p < pe; ++p) {
         const int nr = static_cast<int>(std::min<int64_t>(kNr, rows - p * kNr));
-        pack_panel(w, p * kNr, nr, k0, kc, bp + (p - pb) * kNr * kc);
+        if (pairs)
+          pack_b_pairs(w, p * kNr, nr, k0, kc, bbuf + (p - pb) * kNr * (kcr / 2));
+        else
+          pack_b_f32(w, p * kNr, nr, k0, kc, reinterpret_cast<float*>(bbuf) + (p - pb) * kNr * kc);
       }
-      // The block packed next: the next k range of these rows, else the first k range of the next rows.
+      // The block packed next: the next rows at this k, else the first rows at the next k.
       const int64_t calls = tiles * (pe - pb);
-      if (k0 + kKc < cols) {
-        pf.set(w, pb * kNr, std::min(rows, pe * kNr), k0 + kKc, std::min(kKc, cols - k0 - kKc), calls);
-      } else if (pe < p1) {
-        const int64_t pe2 = std::min(p1, pe + pn_max);
-        pf.set(w, pe * kNr, std::min(rows, pe2 * kNr), 0, std::min(kKc, cols), calls);
-      } else {
+      if (pe < p1)
+        pf.set(w, pe * kNr, std::min(rows, std::min(p1, pe + pn_max) * kNr), k0, kc, calls);
+      else if (k0 + kKc < cols)
+        pf.set(w, p0 * kNr, std::min(rows, std::min(p1, p0 + pn_max) * kNr), k0 + kKc, std::min(kKc, cols - k0 - kKc), calls);
+      else
         pf.set(w, 0, 0, 0, 0, calls);
-      }
-      for (int64_t i0 = 0; i0 < n; i0 += kMr) {
-        const int M = static_cast<int>(std::min<int64_t>(kMr, n - i0));
-        const UkrFn fn = kUkr[M];
+      const int64_t panel_elems = pairs ? kNr * (kcr / 2) : kNr * kc;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t r = i0 + t * kMr;
+        const int M = static_cast<int>(std::min<int64_t>(kMr, i1 - r));
+        const UkrFn fn = table[M];
         for (int64_t p = pb; p < pe; ++p) {
-          const int nr = static_cast<int>(std::min<int64_t>(kNr, rows - p * kNr));
-          const __mmask16 m0 = nr >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nr) - 1);
-          const __mmask16 m1 = nr >= 32 ? static_cast<__mmask16>(0xFFFF)
-                               : nr > 16 ? static_cast<__mmask16>((1u << (nr - 16)) - 1)
-                                         : static_cast<__mmask16>(0);
-          fn(x + i0 * cols + k0, cols, bp + (p - pb) * kNr * kc, kc, y + i0 * rows + p * kNr, rows, k0 > 0, m0,
-             m1);
+          __mmask16 c0, c1;
+          col_masks(rows - p * kNr, &c0, &c1);
+          fn(abuf + t * kMr * kcr, bbuf + (p - pb) * panel_elems, kc, y + r * rows + p * kNr, rows, k0 > 0, c0, c1);
           pf.step();
         }
       }
@@ -278,9 +520,15 @@ void packed_range(const float* x, int64_t n, const Weight& w, float* y, int64_t 
   }
 }
 
-void gemm_packed512(ThreadPool& pool, const float* x, int64_t n, const Weight& w, float* y) {
-  const int64_t panels = (w.rows + kNr - 1) / kNr;
-  // Output rows split evenly over the threads (each packs its own weight rows: the weight is read once).
+// Several weights of the same width against one x (q/k/v, gate/up): their output columns (weight rows) are
+// shared out together, so the pool wakes once and each thread's share is one run of panels. A thread packs
+// the A tiles of x once per task; the weights are read once.
+void gemm_packed512_multi(ThreadPool& pool, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
+                          int count, Precision prec) {
+  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);  // first panel of each weight, all numbered
+  for (int i = 0; i < count; ++i) first[static_cast<size_t>(i) + 1] = first[static_cast<size_t>(i)] + (ws[i]->rows + kNr - 1) / kNr;
+  const int64_t panels = first[static_cast<size_t>(count)];
+  // Output panels split evenly over the threads (each packs its own weight rows: every weight is read once).
   // With few panels per thread, x is split too so that every thread has work.
   const int64_t T = pool.size();
   const int64_t tiles = (n + kMr - 1) / kMr;
@@ -290,14 +538,119 @@ void gemm_packed512(ThreadPool& pool, const float* x, int64_t n, const Weight& w
   pool.parallel_for(
       tasks,
       [&](int64_t tb, int64_t te) {
-        thread_local std::vector<float> buf;
+        thread_local PackBufs buf;
         for (int64_t t = tb; t < te; ++t) {
           const int64_t pi = t / xs, xi = t % xs;
-          const int64_t p0 = panels * pi / pt, p1 = panels * (pi + 1) / pt;
+          const int64_t g0 = panels * pi / pt, g1 = panels * (pi + 1) / pt;
           // x split in multiples of the micro-tile height.
           const int64_t i0 = tiles * xi / xs * kMr, i1 = std::min(n, tiles * (xi + 1) / xs * kMr);
-          if (i0 >= i1 || p0 >= p1) continue;
-          packed_range(x + i0 * w.cols, i1 - i0, w, y + i0 * w.rows, p0, p1, buf);
+          if (i0 >= i1) continue;
+          for (int i = 0; i < count; ++i) {
+            const int64_t p0 = std::max(g0, first[static_cast<size_t>(i)]) - first[static_cast<size_t>(i)];
+            const int64_t p1 = std::min(g1, first[static_cast<size_t>(i) + 1]) - first[static_cast<size_t>(i)];
+            if (p0 < p1) linear_range(x, i0, i1, *ws[i], ys[i], p0, p1, prec, buf);
+          }
+        }
+      },
+      1, tasks);
+}
+
+// ---- convolution 3x3, stride 2, padding 1: out[cout, P] = Wc[cout, cin * 9] * B, B[k, p] gathered ----
+
+struct ConvGeom {
+  const float* in;
+  int64_t cin, h, w, oh, ow, P;
+};
+
+// bp[k * 32 + j] = in[ci, 2 oy + ky - 1, 2 ox + kx - 1] for k = k0 .. k0 + kc - 1 = ci * 9 + ky * 3 + kx and
+// pixel p = q * 32 + j = oy * ow + ox (0 outside the image and for p >= P): two masked gathers per k.
+TG512 void gather_b_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, float* bp) {
+  alignas(64) int32_t base[kNr];
+  uint32_t tap_mask[9] = {0};
+  for (int j = 0; j < kNr; ++j) {
+    const int64_t p = q * kNr + j;
+    base[j] = 0;
+    if (p >= g.P) continue;
+    const int64_t oy = p / g.ow, ox = p % g.ow;
+    base[j] = static_cast<int32_t>((2 * oy - 1) * g.w + (2 * ox - 1));
+    for (int ky = 0; ky < 3; ++ky)
+      for (int kx = 0; kx < 3; ++kx) {
+        const int64_t iy = 2 * oy + ky - 1, ix = 2 * ox + kx - 1;
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) tap_mask[ky * 3 + kx] |= 1u << j;
+      }
+  }
+  const __m512i b_lo = _mm512_load_si512(base), b_hi = _mm512_load_si512(base + 16);
+  const int64_t hw = g.h * g.w;
+  for (int64_t k = 0; k < kc; ++k) {
+    const int64_t kk = k0 + k, ci = kk / 9, t = kk % 9;
+    const float* src = g.in + ci * hw + (t / 3) * g.w + (t % 3);
+    const __mmask16 m_lo = static_cast<__mmask16>(tap_mask[t] & 0xFFFF);
+    const __mmask16 m_hi = static_cast<__mmask16>(tap_mask[t] >> 16);
+    _mm512_storeu_ps(bp + k * kNr, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m_lo, b_lo, src, 4));
+    _mm512_storeu_ps(bp + k * kNr + 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m_hi, b_hi, src, 4));
+  }
+}
+
+// One thread's share: output rows (channels) [c0, c1), pixel panels [q0, q1). k blocks outermost: the
+// weight block (A, every tile of [c0, c1)) is packed once per k block; each pixel panel is gathered once
+// per k block and stays in L1 while every weight tile runs past it. Bias and GELU are applied per panel
+// once its last k block is done.
+void conv_range(const ConvGeom& g, const Weight& wt, const Weight& bias, float* out, int64_t c0, int64_t c1,
+                int64_t q0, int64_t q1, Isa isa, PackBufs& buf) {
+  const int64_t K = wt.cols;
+  const int64_t tiles = (c1 - c0 + kMr - 1) / kMr;
+  const int64_t kc_max = std::min(kKc, K);
+  buf.a.resize(static_cast<size_t>(tiles * kMr * kc_max));
+  buf.b.resize(static_cast<size_t>(kNr * kc_max));
+  float* abuf = buf.a.data();
+  float* bbuf = reinterpret_cast<float*>(buf.b.data());
+  for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+    const int64_t kc = std::min(kKc, K - k0);
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r = c0 + t * kMr;
+      pack_a_weight(wt, r, static_cast<int>(std::min<int64_t>(kMr, c1 - r)), k0, kc, abuf + t * kMr * kc);
+    }
+    for (int64_t q = q0; q < q1; ++q) {
+      gather_b_conv(g, q, k0, kc, bbuf);
+      __mmask16 m0, m1;
+      col_masks(g.P - q * kNr, &m0, &m1);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t r = c0 + t * kMr;
+        const int M = static_cast<int>(std::min<int64_t>(kMr, c1 - r));
+        kTable_ukr_f32[M](abuf + t * kMr * kc, bbuf, kc, out + r * g.P + q * kNr, g.P, k0 > 0, m0, m1);
+      }
+    }
+  }
+  // Epilogue: + bias, GELU.
+  const int64_t p_lo = q0 * kNr, p_hi = std::min(g.P, q1 * kNr);
+  for (int64_t co = c0; co < c1; ++co) {
+    float* row = out + co * g.P + p_lo;
+    const float b = bias.empty() ? 0.f : weight_at(bias, co);
+    for (int64_t p = 0; p < p_hi - p_lo; ++p) row[p] += b;
+    gelu_f32(isa, row, p_hi - p_lo);
+  }
+}
+
+void conv_packed512(ThreadPool& pool, Isa isa, const ConvGeom& g, const Weight& wt, const Weight& bias, float* out) {
+  const int64_t cout = wt.rows;
+  const int64_t panels = (g.P + kNr - 1) / kNr;
+  const int64_t T = pool.size();
+  // Pixel panels split over the threads; with few panels per thread the channels are split too (in whole
+  // micro-tiles), so that every thread has work and the shares stay even.
+  const int64_t ctiles = (cout + kMr - 1) / kMr;
+  const int64_t cs = panels >= 4 * T ? 1 : std::max<int64_t>(1, std::min<int64_t>(ctiles, (4 * T + panels - 1) / panels));
+  const int64_t ps = std::min<int64_t>(panels, std::max<int64_t>(1, (4 * T + cs - 1) / cs));
+  const int64_t tasks = ps * cs;
+  pool.parallel_for(
+      tasks,
+      [&](int64_t tb, int64_t te) {
+        thread_local PackBufs buf;
+        for (int64_t t = tb; t < te; ++t) {
+          const int64_t pi = t / cs, ci = t % cs;
+          const int64_t q0 = panels * pi / ps, q1 = panels * (pi + 1) / ps;
+          const int64_t c0 = std::min(cout, ctiles * ci / cs * kMr), c1 = std::min(cout, ctiles * (ci + 1) / cs * kMr);
+          if (q0 >= q1 || c0 >= c1) continue;
+          conv_range(g, wt, bias, out, c0, c1, q0, q1, isa, buf);
         }
       },
       1, tasks);
@@ -371,7 +724,7 @@ void gemm_blas(ThreadPool& pool, const float* x, int64_t n, const Weight& w, flo
 }  // namespace
 
 void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y, GemmImpl impl,
-          int64_t panel_rows) {
+          int64_t panel_rows, Precision prec) {
   if (n <= 0 || w.rows <= 0) return;
   if (w.cols == 0) {
     std::fill(y, y + n * w.rows, 0.f);
@@ -386,7 +739,7 @@ void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w,
     // panel upcast then costs more than the product); wide inputs with many rows go to BLAS.
     // The packed AVX-512 kernel (gemm_packed512) beats both everywhere it applies.
     const bool own = (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) &&
-                     (w.dtype == DType::kBF16 || w.dtype == DType::kI8);
+                     (w.dtype == DType::kBF16 || w.dtype == DType::kI8 || w.dtype == DType::kI4);
     impl = (fits && !own) ? GemmImpl::kBlasPanels : GemmImpl::kOwn;
   }
   if (panel_rows <= 0) {
@@ -404,9 +757,42 @@ void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w,
     throw Error(ErrorCode::kUnsupportedDevice, "this build has no BLAS");
 #endif
 #if defined(RUSTASR_GEMM_X86)
-  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) return gemm_packed512(pool, x, n, w, y);
+  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) {
+    const Weight* ws[1] = {&w};
+    return gemm_packed512_multi(pool, x, n, ws, &y, 1, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
+  }
+#else
+  (void)prec;
 #endif
   gemm_own(pool, isa, x, n, w, y);
+}
+
+void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
+                int count, Precision prec) {
+  if (n <= 0 || count <= 0) return;
+#if defined(RUSTASR_GEMM_X86)
+  bool packed = isa == Isa::kAvx512f || isa == Isa::kAvx512bf16;
+  for (int i = 0; i < count && packed; ++i) packed = ws[i]->cols == ws[0]->cols && ws[i]->cols > 0 && ws[i]->rows > 0;
+  if (packed) return gemm_packed512_multi(pool, x, n, ws, ys, count, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
+#endif
+  for (int i = 0; i < count; ++i) gemm(pool, isa, x, n, *ws[i], ys[i], GemmImpl::kAuto, 0, prec);
+}
+
+bool conv3x3s2_gelu_direct(ThreadPool& pool, Isa isa, const float* in, int64_t cin, int64_t h, int64_t w,
+                           const Weight& weight, const Weight& bias, float* out) {
+#if defined(RUSTASR_GEMM_X86)
+  if (isa != Isa::kAvx512f && isa != Isa::kAvx512bf16) return false;
+  const int64_t oh = (h + 1) / 2, ow = (w + 1) / 2;
+  // The gather's 32-bit offsets: an input of up to 2^31 - 1 floats.
+  if (cin * h * w >= (int64_t(1) << 31) - 2 * w) return false;
+  const ConvGeom g{in, cin, h, w, oh, ow, oh * ow};
+  if (g.P <= 0 || weight.rows <= 0) return true;
+  conv_packed512(pool, isa, g, weight, bias, out);
+  return true;
+#else
+  (void)pool, (void)isa, (void)in, (void)cin, (void)h, (void)w, (void)weight, (void)bias, (void)out;
+  return false;
+#endif
 }
 
 }  // namespace cpu

@@ -1,10 +1,12 @@
 // Matrix-matrix product for many activation rows (encoder, prefill): y[n, W.rows] = x[n, W.cols] * W^T.
 //
 // On the AVX-512 paths (avx512f, avx512bf16) kAuto and kOwn take the packed GEMM (gemm.cpp,
-// gemm_packed512): blocks of 32 weight rows x 256 columns are upcast (BF16) or dequantised (int8) to
-// float32 and transposed into L1-sized micro-panels, and a 12 x 32 register-tile micro-kernel runs every
-// x row past them (float32 FMA, float32 accuracy); each weight element is read from memory once per
-// call, and the next block's bytes are prefetched while the current one is multiplied.
+// gemm_packed512): x is packed into 12-row tiles and the weight, 256 rows x 256 columns at a time, into
+// 32-row micro-panels (BF16 weights as their own bits, transposed in pairs of columns and split into exact
+// float32 in the micro-kernel; int8 dequantised to float32), and a 12 x 32 register-tile micro-kernel runs
+// every x tile past them (float32 FMA, float32 accuracy); each weight element is read from memory once per
+// call, and the next block's bytes are prefetched while the current one is multiplied. Precision::kBf16
+// (opt-in; CPUs with AVX512-BF16) rounds x to BF16 and multiplies BF16 weights with vdpbf16ps.
 // Elsewhere, with a BLAS (RUSTASR_HAVE_CBLAS: OpenBLAS; RUSTASR_HAVE_ACCELERATE: Apple Accelerate) the
 // weight is upcast to float32 one panel of output rows at a time into a per-thread scratch buffer and
 // multiplied by cblas_sgemm, panels spread over the pool with the BLAS single-threaded (a float32 copy of
@@ -27,11 +29,27 @@ enum class GemmImpl {
   kOwn,           // no BLAS: the packed GEMM on AVX-512, the blocked gemv-kernel GEMM elsewhere
 };
 
+// Arithmetic of the batched products: kF32 (default) multiplies float32 activations by the exactly upcast
+// weights; kBf16 rounds the activations to BF16 and multiplies BF16 weights with the CPU's BF16 dot product
+// (where it has one: AVX512-BF16; elsewhere kF32 is used).
+enum class Precision { kF32, kBf16 };
+
 bool gemm_has_blas();
 
 // No bias. `panel_rows` = 0 picks the default panel height.
 void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w, float* y,
-          GemmImpl impl = GemmImpl::kAuto, int64_t panel_rows = 0);
+          GemmImpl impl = GemmImpl::kAuto, int64_t panel_rows = 0, Precision prec = Precision::kF32);
+
+// gemm of several weights of the same width against one x (q/k/v, gate/up), as one pass over the pool.
+void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
+                int count, Precision prec = Precision::kF32);
+
+// 3x3 stride-2 pad-1 convolution with bias and exact GELU (Backend::conv3x3s2_gelu) as one packed product
+// with no im2col buffer: the input pixels are gathered straight into the micro-panels and the output is
+// written in its [cout, oh * ow] layout. Returns false (nothing done) where there is no such kernel (the
+// caller then runs im2col + gemm): the AVX-512 paths only.
+bool conv3x3s2_gelu_direct(ThreadPool& pool, Isa isa, const float* in, int64_t cin, int64_t h, int64_t w,
+                           const Weight& weight, const Weight& bias, float* out);
 
 }  // namespace cpu
 }  // namespace rustasr

@@ -212,7 +212,7 @@ T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t
     blk_avx2<2, M>(in, W, cols, r + 2, y, ldy);
     return;
   }
-  constexpr int U = (R * M == 1) ? 4 : (R * M <= 4) ? 2 : 1;
+  constexpr int U = (R == 1) ? 4 : (R <= 4) ? 2 : 1;  // by R only: a row's sums do not depend on M
   __m256 acc[U][R][M];
   RUSTASR_UNROLL
   for (int u = 0; u < U; ++u)
@@ -290,9 +290,10 @@ T512 inline __m512 ld16_bf16_mask(const uint16_t* p, __mmask16 k) {
       _mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), _mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xFFFF), _mm256_maskz_loadu_epi16(k, p)), 16));
 }
 
-template <int R, int M>
-T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
-  constexpr int U = (R * M == 1) ? 4 : (R * M <= 4) ? 2 : 1;
+// R weight rows x M activation rows (x rows ldx apart), U accumulators per (weight row, activation row).
+template <int R, int M, int U>
+T512 void blk_avx512_core(const float* x, int64_t ldx, const uint16_t* W, int64_t cols, int64_t r, float* y,
+                          int64_t ldy) {
   __m512 acc[U][R][M];
   RUSTASR_UNROLL
   for (int u = 0; u < U; ++u)
@@ -303,8 +304,6 @@ T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64
   const uint16_t* w[R];
   RUSTASR_UNROLL
   for (int i = 0; i < R; ++i) w[i] = W + (r + i) * cols;
-  const float* x = in.x;
-  const int64_t ldx = in.ldx;
   int64_t c = 0;
   const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
   for (; c + 16 * U <= cols; c += 16 * U) {
@@ -350,10 +349,16 @@ T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64
 }
 
 template <int R, int M>
+T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
+  // U by R only: a row's sums do not depend on M.
+  blk_avx512_core<R, M, (R == 1) ? 4 : (R <= 4) ? 2 : 1>(in.x, in.ldx, W, cols, r, y, ldy);
+}
+
+template <int R, int M>
 T512BF void blk_avx512bf16(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y,
                            int64_t ldy) {
-  // One accumulator set per activation part when there are few (row, m) pairs, to hide latency.
-  constexpr int NA = (R * M <= 4) ? 3 : 1;
+  // One accumulator set per activation part (R <= 4), to hide latency; by R only: a row's sums do not depend on M.
+  constexpr int NA = (R <= 4) ? 3 : 1;
   __m512 acc[NA][R][M];
   RUSTASR_UNROLL
   for (int a = 0; a < NA; ++a)
@@ -408,7 +413,7 @@ T512BF void blk_avx512bf16(const GemvInput& in, const uint16_t* W, int64_t cols,
 #if defined(__aarch64__)
 template <int R, int M>
 void blk_neon(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
-  constexpr int NA = (R * M <= 4) ? 2 : 1;
+  constexpr int NA = (R <= 4) ? 2 : 1;  // by R only: a row's sums do not depend on M
   float32x4_t acc[NA][R][M];
   RUSTASR_UNROLL
   for (int a = 0; a < NA; ++a)
@@ -741,6 +746,109 @@ const BlockI8Fn (*block_table_i8(Isa isa))[kGemvMaxRows] {
 }
 
 // ------------------------------------------------------------------------------------------------
+// int4 kernels (DType::kI4: blocks of `group` columns, one float32 scale each; layout in util/tensor.h).
+// Float32 activations times the exact small integers q (-7 .. 7), summed per block in float32, then scaled:
+// sum_g scale[r, g] * sum_{c in g} q[r, c] * x[c]. Each (weight row, activation row) has its own sums, so a
+// row's result does not depend on the other rows of the call.
+
+using BlockI4Fn = void (*)(const GemvInput& in, const uint8_t* W, const float* S, int64_t cols, int64_t group,
+                           int64_t r, float* y, int64_t ldy);
+
+template <int R, int M>
+void blk_i4_scalar(const GemvInput& in, const uint8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                   float* y, int64_t ldy) {
+  const int64_t gpr = cols / group, half = group / 2, rb = cols / 2;
+  float tot[R][M] = {};
+  float q[32];
+  for (int64_t g = 0; g < gpr; ++g) {
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* b = W + (r + i) * rb + g * half;
+      for (int64_t j = 0; j < half; ++j) {
+        q[j] = static_cast<float>((b[j] & 15) - 8);
+        q[half + j] = static_cast<float>((b[j] >> 4) - 8);
+      }
+      const float sc = S[(r + i) * gpr + g];
+      RUSTASR_UNROLL
+      for (int m = 0; m < M; ++m) {
+        const float* xg = in.x + m * in.ldx + g * group;
+        float acc[4] = {};
+        for (int64_t c = 0; c < group; c += 4)
+          RUSTASR_UNROLL
+          for (int k = 0; k < 4; ++k) acc[k] += q[c + k] * xg[c + k];
+        tot[i][m] += sc * ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = tot[i][m];
+}
+
+#if defined(RUSTASR_X86)
+// Blocks of 32 columns: 16 bytes zero-extended to 16 lanes; vpermps looks the low 4 bits of each lane up in a
+// table of q = nibble - 8 (the low nibbles as they are, the high ones after a shift by 4: vpermps ignores the
+// upper bits of its indices), two FMAs per block and activation row.
+template <int R, int M>
+T512 void blk_i4_avx512(const GemvInput& in, const uint8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                        float* y, int64_t ldy) {
+  (void)group;  // 32 (the dispatcher checks)
+  const int64_t gpr = cols / 32, rb = cols / 2;
+  const float* x = in.x;
+  const int64_t ldx = in.ldx;
+  const __m512 table = _mm512_setr_ps(-8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+  const uint8_t* w[R];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i) w[i] = W + (r + i) * rb;
+  const char* next = reinterpret_cast<const char*>(W + (r + R) * rb);
+  __m512 tot[R][M];
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) tot[i][m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < gpr; ++g) {
+    if (kPrefetchAvx512 && (g & 3) == 0)
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) _mm_prefetch(next + i * rb + g * 16, kPrefetchHint);
+    __m512 lo[R], hi[R];
+    RUSTASR_UNROLL
+    for (int i = 0; i < R; ++i) {
+      // (The maskz forms avoid GCC 12's false -Wmaybe-uninitialized on the _mm512_undefined_* in the plain ones.)
+      constexpr __mmask16 all = static_cast<__mmask16>(0xFFFF);
+      const __m512i z = _mm512_maskz_cvtepu8_epi32(all, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i] + g * 16)));
+      lo[i] = _mm512_maskz_permutexvar_ps(all, z, table);
+      hi[i] = _mm512_maskz_permutexvar_ps(all, _mm512_maskz_srli_epi32(all, z, 4), table);
+    }
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m512 xl = _mm512_loadu_ps(x + m * ldx + g * 32);
+      const __m512 xh = _mm512_loadu_ps(x + m * ldx + g * 32 + 16);
+      RUSTASR_UNROLL
+      for (int i = 0; i < R; ++i) {
+        __m512 acc = _mm512_mul_ps(lo[i], xl);
+        acc = _mm512_fmadd_ps(hi[i], xh, acc);
+        tot[i][m] = _mm512_fmadd_ps(acc, _mm512_set1_ps(S[(r + i) * gpr + g]), tot[i][m]);
+      }
+    }
+  }
+  RUSTASR_UNROLL
+  for (int i = 0; i < R; ++i)
+    RUSTASR_UNROLL
+    for (int m = 0; m < M; ++m) y[m * ldy + r + i] = hsum512(tot[i][m]);
+}
+#endif  // RUSTASR_X86
+
+#define RUSTASR_I4_TABLE(fn)                                                                   \
+  static const BlockI4Fn kTable_##fn[2][kGemvMaxRows] = {                                      \
+      {fn<4, 1>, fn<4, 2>, fn<4, 3>, fn<4, 4>}, {fn<1, 1>, fn<1, 2>, fn<1, 3>, fn<1, 4>}};
+
+RUSTASR_I4_TABLE(blk_i4_scalar)
+#if defined(RUSTASR_X86)
+RUSTASR_I4_TABLE(blk_i4_avx512)
+#endif
+
+// ------------------------------------------------------------------------------------------------
 // Float32 vector helpers.
 
 float dot_scalar(const float* a, const float* b, int64_t n) {
@@ -927,6 +1035,24 @@ T512 void gelu_avx512(float* x, int64_t n) {
   if (i < n) {
     const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
     _mm512_mask_storeu_ps(x + i, k, gelu16(_mm512_maskz_loadu_ps(k, x + i)));
+  }
+}
+
+// silu(g) * u on 16 lanes: g * sigmoid(g), sigmoid from e = exp(-|g|) (an argument <= 0, so exp512_nonpos):
+// 1 / (1 + e) for g >= 0, e / (1 + e) below; within a few ulp of g / (1 + expf(-g)).
+T512 inline __m512 silu_mul16(__m512 g, __m512 u) {
+  const __m512 e = exp512_nonpos(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));
+  const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), e);
+  const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 num = _mm512_mask_blend_ps(neg, _mm512_set1_ps(1.0f), e);
+  return _mm512_mul_ps(_mm512_mul_ps(g, _mm512_div_ps(num, den)), u);
+}
+T512 void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, silu_mul16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  if (i < n) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, k, silu_mul16(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
   }
 }
 
@@ -1230,6 +1356,18 @@ void gelu_f32(Isa isa, float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] * 0.5f * (1.0f + std::erf(x[i] * 0.70710678118654752440f));
 }
 
+void silu_mul_f32(Isa isa, const float* gate, const float* up, int64_t n, float* out) {
+#if defined(RUSTASR_X86)
+  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) return silu_mul_avx512(gate, up, n, out);
+#else
+  (void)isa;
+#endif
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
 void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n) {
   switch (isa) {
 #if defined(RUSTASR_X86)
@@ -1260,6 +1398,9 @@ void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
       return;
     }
+    case DType::kI4:
+      for (int64_t i = 0; i < n; ++i) out[i] = weight_at(w, offset + i);
+      return;
     case DType::kI8: {
       // Runs of one group share a scale: out = q * scale.
       const int8_t* src = static_cast<const int8_t*>(w.data);
@@ -1301,6 +1442,20 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
     for (; r < r1; ++r) one8(in, W8, w.scales, w.cols, w.group, r, y, ldy);
     return;
   }
+  if (w.dtype == DType::kI4) {
+    const BlockI4Fn(*t4)[kGemvMaxRows] = kTable_blk_i4_scalar;
+#if defined(RUSTASR_X86)
+    if ((isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) && w.group == 32) t4 = kTable_blk_i4_avx512;
+#endif
+    const BlockI4Fn four4 = t4[0][in.m - 1], one4 = t4[1][in.m - 1];
+    const uint8_t* W4 = static_cast<const uint8_t*>(w.data);
+    int64_t r = r0;
+    // Four weight rows per block for one activation row; several: one weight row at a time (registers).
+    if (in.m == 1)
+      for (; r + 4 <= r1; r += 4) four4(in, W4, w.scales, w.cols, w.group, r, y, ldy);
+    for (; r < r1; ++r) one4(in, W4, w.scales, w.cols, w.group, r, y, ldy);
+    return;
+  }
   if (w.dtype != DType::kBF16) return rows_generic(isa, in, w, r0, r1, y, ldy);
   const BlockFn(*table)[kGemvMaxRows] = block_table(isa);
   const BlockFn four = table[0][in.m - 1], one = table[1][in.m - 1];
@@ -1309,9 +1464,14 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
   // One activation row (decode): the AVX-512F and AVX2 paths read one weight row at a time (a single
   // sequential stream per thread, 4x unrolled); measured faster than 4-row blocks (31 vs 40-50 ms per 0.6B
   // step here). The AVX512-BF16 path keeps its 4-row blocks, which measured faster for it.
-  const bool single_stream = in.m == 1 && (isa == Isa::kAvx512f || isa == Isa::kAvx2);
+  // Several activation rows (sessions decoding together, tiny prefills): one weight row at a time, with the
+  // accumulators of the one-row kernel for each activation row, so that a row's result does not depend on
+  // the other rows of the call (batched decoding is bit-identical to decoding alone; the kernels' unroll
+  // depends on R only).
+  const bool single_stream = in.m > 1 || isa == Isa::kAvx512f || isa == Isa::kAvx2;
   if (!single_stream)
     for (; r + 4 <= r1; r += 4) four(in, W, w.cols, r, y, ldy);
+
   for (; r < r1; ++r) one(in, W, w.cols, r, y, ldy);
 }
 

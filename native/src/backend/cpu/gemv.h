@@ -82,6 +82,9 @@ bool attend_part_f32(Isa isa, const float* q, const float* k, const float* v, in
 // x = GELU(x) in place, the exact (erf) form: libm's erf, or on the AVX-512 paths a vector erf within 1.5e-7.
 void gelu_f32(Isa isa, float* x, int64_t n);
 
+// out = silu(gate) * up (out may alias gate): libm's exp, or on the AVX-512 paths a vector exp (a few ulp).
+void silu_mul_f32(Isa isa, const float* gate, const float* up, int64_t n, float* out);
+
 // out[0 .. n) = weight elements [offset, offset + n) as float32 (vectorised BF16/F16 upcast).
 void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out);
 

@@ -4,12 +4,18 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "../../util/tensor.h"
 #include "gemm.h"
 #include "gemv.h"
 #include "rustasr/engine.h"
 #include "threadpool.h"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #if defined(RUSTASR_HAVE_ACCELERATE)
 // Accelerate: no core name to report.
@@ -95,6 +101,126 @@ SumFn pick_sum(std::string* name) {
   return sum_scalar;
 }
 
+// ---- register-only multiply-add loops (the compute peak) ----
+// Each runs `iters` rounds of kAcc independent multiply-adds on registers (no loads or stores: the chains are
+// independent, so the loop is limited by the multiply-add units, not by their latency) and returns a value
+// that depends on every chain, so nothing can be elided. Returns FLOP per round per thread via *flops.
+
+constexpr int kAcc = 24;  // independent chains (latency 4-5 cycles x 2 pipes needs >= 10)
+
+float peak_scalar(int64_t iters, double* flops) {
+  *flops = 2.0 * 8;
+  float a[8];
+  for (int i = 0; i < 8; ++i) a[i] = 1.0f + static_cast<float>(i) * 1e-3f;
+  const float b = 0.999999f, c = 1e-7f;
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 8; ++i) a[i] = a[i] * b + c;
+  float s = 0;
+  for (float v : a) s += v;
+  return s;
+}
+
+#if defined(RUSTASR_PROBE_X86)
+__attribute__((target("avx512f"))) float peak_avx512(int64_t iters, double* flops) {
+  *flops = 2.0 * 16 * kAcc;
+  __m512 a[kAcc];
+  for (int i = 0; i < kAcc; ++i) a[i] = _mm512_set1_ps(1.0f + static_cast<float>(i) * 1e-3f);
+  const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kAcc; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, a[i]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  return lanes[0] + lanes[15];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) float peak_avx512bf16(int64_t iters, double* flops) {
+  *flops = 2.0 * 32 * kAcc;  // 32 BF16 products (and their sums) per instruction
+  __m512 a[kAcc];
+  for (int i = 0; i < kAcc; ++i) a[i] = _mm512_set1_ps(1.0f + static_cast<float>(i) * 1e-3f);
+  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80);  // 1.0
+  const __m512bh c = (__m512bh)_mm512_set1_epi16(0x3400);  // 2^-23
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kAcc; ++i) a[i] = _mm512_dpbf16_ps(a[i], b, c);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, a[i]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  return lanes[0] + lanes[15];
+}
+
+__attribute__((target("avx2,fma"))) float peak_avx2(int64_t iters, double* flops) {
+  constexpr int kA = 12;  // 16 ymm registers
+  *flops = 2.0 * 8 * kA;
+  __m256 a[kA];
+  for (int i = 0; i < kA; ++i) a[i] = _mm256_set1_ps(1.0f + static_cast<float>(i) * 1e-3f);
+  const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kA; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  }
+  __m256 s = a[0];
+  for (int i = 1; i < kA; ++i) s = _mm256_add_ps(s, a[i]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  return lanes[0] + lanes[7];
+}
+#endif
+
+#if defined(__aarch64__)
+float peak_neon(int64_t iters, double* flops) {
+  *flops = 2.0 * 4 * kAcc;
+  float32x4_t a[kAcc];
+  for (int i = 0; i < kAcc; ++i) a[i] = vdupq_n_f32(1.0f + static_cast<float>(i) * 1e-3f);
+  const float32x4_t b = vdupq_n_f32(0.999999f), c = vdupq_n_f32(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kAcc; ++i) a[i] = vfmaq_f32(c, a[i], b);
+  }
+  float32x4_t s = a[0];
+  for (int i = 1; i < kAcc; ++i) s = vaddq_f32(s, a[i]);
+  return vaddvq_f32(s);
+}
+#endif
+
+using PeakFn = float (*)(int64_t, double*);
+
+PeakFn pick_peak(const std::string& kind, std::string* isa) {
+  if (kind == "fp32-fma") {
+#if defined(RUSTASR_PROBE_X86)
+    if (isa_supported(Isa::kAvx512f)) {
+      *isa = "avx512f";
+      return peak_avx512;
+    }
+    if (isa_supported(Isa::kAvx2)) {
+      *isa = "avx2";
+      return peak_avx2;
+    }
+#endif
+#if defined(__aarch64__)
+    *isa = "neon";
+    return peak_neon;
+#endif
+    *isa = "scalar";
+    return peak_scalar;
+  }
+  if (kind == "bf16-dot") {
+#if defined(RUSTASR_PROBE_X86)
+    if (isa_supported(Isa::kAvx512bf16)) {
+      *isa = "avx512bf16";
+      return peak_avx512bf16;
+    }
+#endif
+    throw Error(ErrorCode::kUnsupportedDevice, "this CPU has no BF16 dot-product instruction the engine uses");
+  }
+  throw Error(ErrorCode::kInvalidArgument, "unknown peak kind \"" + kind + "\" (expected fp32-fma or bf16-dot)");
+}
+
 GemmImpl parse_impl(const std::string& s) {
   if (s == "auto") return GemmImpl::kAuto;
   if (s == "own") return GemmImpl::kOwn;
@@ -159,6 +285,50 @@ BandwidthProbe probe_read_bandwidth(int threads, int64_t bytes, int reps) {
   volatile uint64_t keep = 0;
   for (uint64_t v : sink) keep = keep + v;
   (void)keep;
+  return out;
+}
+
+std::vector<std::string> probe_peak_kinds() {
+  std::vector<std::string> k{"fp32-fma"};
+  if (isa_supported(Isa::kAvx512bf16)) k.push_back("bf16-dot");
+  return k;
+}
+
+PeakProbe probe_compute_peak(int threads, const std::string& kind, double seconds_each, int reps) {
+  if (reps < 1 || !(seconds_each > 0)) throw Error(ErrorCode::kInvalidArgument, "peak probe: reps >= 1 and seconds > 0");
+  PeakProbe out;
+  out.kind = kind;
+  const PeakFn fn = pick_peak(kind, &out.isa);
+  ThreadPool pool(threads);
+  out.threads = pool.size();
+  // Calibrate on this thread: rounds for ~seconds_each (at least one full round).
+  double per_round = 0;
+  volatile float sink = 0;
+  int64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = Clock::now();
+    sink = sink + fn(iters, &per_round);
+    const double s = seconds_since(t0);
+    if (s > 0.02 || iters > (int64_t(1) << 40)) {
+      iters = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(iters) * seconds_each / std::max(s, 1e-9)));
+      break;
+    }
+    iters *= 4;
+  }
+  out.flops = per_round * static_cast<double>(iters) * out.threads;
+  std::vector<float> sinks(static_cast<size_t>(out.threads), 0.f);
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(
+        out.threads,
+        [&](int64_t b, int64_t e) {
+          double f = 0;
+          for (int64_t t = b; t < e; ++t) sinks[static_cast<size_t>(t)] += fn(iters, &f);
+        },
+        1, out.threads);
+    out.seconds.push_back(seconds_since(t0));
+  }
+  for (float v : sinks) sink = sink + v;
   return out;
 }
 

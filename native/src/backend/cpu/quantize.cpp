@@ -88,4 +88,34 @@ void quantize_rows_int8(const Weight& src, int64_t group, int64_t r0, int64_t r1
   }
 }
 
+int64_t int4_group(int64_t cols) {
+  for (int64_t g : {32, 16})
+    if (cols % g == 0) return g;
+  return 0;
+}
+
+void quantize_rows_int4(const Weight& src, int64_t group, int64_t r0, int64_t r1, uint8_t* q, float* scales) {
+  const int64_t cols = src.cols, gpr = cols / group, half = group / 2;
+  std::vector<float> row(static_cast<size_t>(cols));
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest-even without a libm call
+  for (int64_t r = r0; r < r1; ++r) {
+    weight_to_f32(src, r * cols, cols, row.data());
+    for (int64_t g = 0; g < gpr; ++g) {
+      const float* v = row.data() + g * group;
+      float mx = 0.f;
+      for (int64_t i = 0; i < group; ++i) mx = std::max(mx, std::fabs(v[i]));
+      scales[r * gpr + g] = mx / 7.f;
+      const float inv = mx > 0.f ? 7.f / mx : 0.f;
+      uint8_t* out = q + r * (cols / 2) + g * half;
+      auto nib = [&](float x) {
+        float t = (x * inv + kRound) - kRound;
+        t = t > 7.f ? 7.f : (t < -7.f ? -7.f : t);
+        return static_cast<uint8_t>(static_cast<int>(t) + 8);
+      };
+      // The block's first half in the low nibbles, its second half in the high nibbles.
+      for (int64_t j = 0; j < half; ++j) out[j] = static_cast<uint8_t>(nib(v[j]) | (nib(v[half + j]) << 4));
+    }
+  }
+}
+
 }  // namespace rustasr

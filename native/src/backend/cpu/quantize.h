@@ -15,4 +15,12 @@ int64_t int8_group(int64_t cols);
 // Quantises rows [r0, r1) of `src` (any float dtype) into q ([rows, cols]) and scales ([rows, cols / group]).
 void quantize_rows_int8(const Weight& src, int64_t group, int64_t r0, int64_t r1, int8_t* q, float* scales);
 
+// int4: blocks of 32 columns (else 16); 0 when the row cannot be split so (that tensor is quantised as int8).
+int64_t int4_group(int64_t cols);
+
+// Quantises rows [r0, r1) of `src` into int4 blocks of `group` columns (DType::kI4 layout, util/tensor.h):
+// scale = max|w| / 7, q = round-to-nearest-even(w * 7 / max|w|) in -7 .. 7, stored as q + 8; q holds
+// cols / 2 bytes per row, scales rows * (cols / group) floats.
+void quantize_rows_int4(const Weight& src, int64_t group, int64_t r0, int64_t r1, uint8_t* q, float* scales);
+
 }  // namespace rustasr
