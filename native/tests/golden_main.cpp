@@ -1110,8 +1110,8 @@ void error_checks(const std::string& model_src, const CaseData& d, const std::st
     expect_error("threads 2147483647", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); },
                  "at most");
     p = mp;
-    p.quant = "int4";
-    expect_error("quant int4", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });
+    p.quant = "int3";
+    expect_error("quant int3", ErrorCode::kInvalidArgument, [&] { rustasr::load_model(model_src, p); });
   }
   auto model = rustasr::load_model(model_src, mp);
   const rustasr::ModelInfo info = rustasr::model_info(*model);
@@ -1186,12 +1186,22 @@ void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std:
     r.join_after = join_of[i];
     runs.push_back(std::move(r));
   }
+  // Sessions that start together wait for each other's start() before stepping, so that they step together
+  // however long one prefill takes (the later ones join mid-way without waiting).
+  std::atomic<size_t> started{0};
+  size_t together = 0;
+  for (const Run& r : runs) together += r.join_after == 0 ? 1 : 0;
+  bool solo = true;  // the reference runs, one by one (no waiting)
   // Decodes `r` on session s: start, then `steps` steps fed their own argmax, every step's logits kept.
   auto decode = [&](Run& r, std::vector<std::vector<float>>& out, std::atomic<size_t>* progress) {
     rustasr::Session s(model);
     s.append_audio(r.d->wav.data(), r.d->wav.size());
     int32_t tok = s.start(r.head.data(), static_cast<int64_t>(r.head.size()), r.tail.data(),
                           static_cast<int64_t>(r.tail.size())).token;
+    if (!solo && r.join_after == 0) {
+      started.fetch_add(1);
+      while (started.load() < together) std::this_thread::yield();
+    }
     for (size_t k = 0; k < r.steps; ++k) {
       out.push_back(s.step(tok));
       tok = rustasr::argmax(out.back().data(), static_cast<int64_t>(out.back().size()));
@@ -1199,6 +1209,7 @@ void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std:
     }
   };
   for (Run& r : runs) decode(r, r.solo, nullptr);
+  solo = false;
   const rustasr::BatchStats before = rustasr::batch_stats(*model);
   std::atomic<size_t> first_done{0};
   std::vector<std::thread> threads;
