@@ -415,10 +415,11 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
 // max |d| / max |golden prefill logits| <= 0.02 for the prefill logits and the teacher-forced decode subset;
 // step k's argmax must equal the golden id when its golden top-1/top-2 margin exceeds 2 * 0.02 * maxabs.
 constexpr double kInt8LogitsTol = 0.02;
-// int4 decoder weights (quant "int4": blocks of 32 columns, scale max|w|/7): the measured drift on the golden
-// cases is 0.21-0.28 of max |golden prefill logits| (prefill) and 0.085-0.12 (decode subset) on every kernel
-// (docs/performance.md, "int4"); the budget is 1.25x the largest. Greedy ids are reported, not required.
-constexpr double kInt4LogitsTol = 0.35;
+// int4 decoder weights (quant "int4": blocks of 32 columns, least-squares scales): the measured drift on the
+// golden cases is 0.157-0.217 of max |golden prefill logits| (prefill) and 0.094-0.133 (decode subset) on every
+// kernel (docs/performance.md, "int4"); the budget is 0.3 (1.4x the largest). Greedy ids are reported, not
+// required.
+constexpr double kInt4LogitsTol = 0.3;
 
 void run_case_quant(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
                     const std::string& kernel, const std::string& quant, double tol, bool ids_required) {

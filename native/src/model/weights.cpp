@@ -221,7 +221,7 @@ ModelWeights load_model_weights(const std::string& dir, const ModelConfig& confi
 namespace {
 
 int64_t int8_group(int64_t cols) {
-  for (int64_t g : {128, 64, 32})
+  for (int64_t g : {128, 64, 32, 16})
     if (cols % g == 0) return g;
   return cols;
 }
@@ -320,27 +320,53 @@ void quantize_rows(const Weight& src, int64_t group, int64_t r0, int64_t r1, int
   }
 }
 
-// Quantises rows [r0, r1) of `src` into int4 blocks of `group` columns (DType::kI4 layout, tensor.h):
-// scale = max|w| / 7, q = round-to-nearest-even(w * 7 / max|w|) in -7 .. 7, stored as q + 8.
+// Quantises rows [r0, r1) of `src` into int4 blocks of `group` columns (DType::kI4 layout, tensor.h), q in
+// -7 .. 7 stored as q + 8. With 15 levels the plain scale max|w| / 7 wastes much of the range on one outlier:
+// the scale is the one of a few candidates (max|w| / 7 times 1, 0.95, ..., 0.7) whose rounding has the least
+// squared error, then refitted by least squares for the q it chose (scale = sum w q / sum q^2).
 void quantize_rows_i4(const Weight& src, int64_t group, int64_t r0, int64_t r1, uint8_t* q, float* scales) {
   const int64_t cols = src.cols, gpr = cols / group, half = group / 2;
   std::vector<float> row(static_cast<size_t>(cols));
+  int8_t qv[32], best[32];
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest-even without a libm call
   for (int64_t r = r0; r < r1; ++r) {
     weight_to_f32(src, r * cols, cols, row.data());
     for (int64_t g = 0; g < gpr; ++g) {
       const float* v = row.data() + g * group;
       float mx = 0.f;
       for (int64_t i = 0; i < group; ++i) mx = std::max(mx, std::fabs(v[i]));
-      scales[r * gpr + g] = mx / 7.f;
-      const float inv = mx > 0.f ? 7.f / mx : 0.f;
+      float scale = 0.f;
+      std::memset(best, 0, sizeof best);
+      if (mx > 0.f) {
+        double best_err = -1;
+        for (int a = 0; a <= 6; ++a) {
+          const float s = mx / 7.f * (1.f - 0.05f * static_cast<float>(a));
+          const float inv = 1.f / s;
+          double err = 0, wq = 0, qq = 0;
+          for (int64_t i = 0; i < group; ++i) {
+            float t = (v[i] * inv + kRound) - kRound;
+            t = t > 7.f ? 7.f : (t < -7.f ? -7.f : t);
+            qv[i] = static_cast<int8_t>(t);
+            wq += static_cast<double>(v[i]) * t;
+            qq += static_cast<double>(t) * t;
+          }
+          // The least-squares scale for these q, and its error.
+          const double fit = qq > 0 ? wq / qq : 0;
+          for (int64_t i = 0; i < group; ++i) {
+            const double d = v[i] - fit * qv[i];
+            err += d * d;
+          }
+          if (best_err < 0 || err < best_err) {
+            best_err = err;
+            scale = static_cast<float>(fit);
+            std::copy(qv, qv + group, best);
+          }
+        }
+      }
+      scales[r * gpr + g] = scale;
       uint8_t* out = q + r * (cols / 2) + g * half;
-      constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest-even without a libm call
-      auto nib = [&](float x) {
-        float t = (x * inv + kRound) - kRound;
-        t = t > 7.f ? 7.f : (t < -7.f ? -7.f : t);
-        return static_cast<uint8_t>(static_cast<int>(t) + 8);
-      };
-      for (int64_t j = 0; j < half; ++j) out[j] = static_cast<uint8_t>(nib(v[j]) | (nib(v[half + j]) << 4));
+      for (int64_t j = 0; j < half; ++j)
+        out[j] = static_cast<uint8_t>((best[j] + 8) | ((best[half + j] + 8) << 4));
     }
   }
 }
@@ -513,10 +539,10 @@ CachePlan plan_cache(ModelWeights& w, const std::string& model_dir, int bits) {
   if (bits == 4) {
     m = "rustasr int4 cache v1\n";
     m += "quant symmetric int4 (q + 8 nibbles, blocks of 32 else 16 columns, low nibbles the first half), scale "
-         "max|w|/7; rows without such blocks int8\n";
+         "least-squares fit of the best of max|w|/7 x (1, 0.95 .. 0.7); rows without such blocks int8\n";
   } else {
     m = "rustasr int8 cache v1\n";
-    m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+    m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, 16, the row) columns\n";
   }
   // The quantiser's float rounding may differ between architectures (FMA contraction): a cache is only
   // reused by the architecture that wrote it (a home directory shared by x86-64 and arm64 machines).
