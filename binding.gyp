@@ -31,7 +31,10 @@
         "native/src/backend/cuda_loader.cpp",
         "native/src/backend/cpu/cpu_backend.cpp",
         "native/src/backend/cpu/threadpool.cpp",
+        "native/src/backend/cpu/isa.cpp",
         "native/src/backend/cpu/gemv.cpp",
+        "native/src/backend/cpu/vecops.cpp",
+        "native/src/backend/cpu/attention.cpp",
         "native/src/backend/cpu/gemm.cpp",
         "native/src/backend/cpu/kernels.cpp",
         "native/src/backend/cpu/quantize.cpp"

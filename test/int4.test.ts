@@ -1,11 +1,11 @@
 // int4 weights (LoadModelOptions.quant = 'int4') against the golden cases.
 //
 // The decoder's linear weights and lm_head are quantised at load to symmetric int4 (blocks of 32 columns, one
-// float32 scale each, scale = max|w| / 7), so the logits drift from the BF16 golden far more than int8's. The
-// drift is measured on every golden case and held to the budget documented in docs/performance.md ("int4"):
-// 1.25x the largest drift measured (0.28 of max |golden prefill logits| on the prefill logits, 0.12 on the
-// decode subset). Greedy ids are reported (teacher-forced and free-running), not required: the tiny model's
-// golden margins are far below the int4 drift.
+// float32 scale each, the least-squares scale of the best of a few candidates), so the logits drift from the
+// BF16 golden far more than int8's. The drift is measured on every golden case and held to the budget
+// documented in docs/performance.md ("int4"): 0.3 of max |golden prefill logits|, 1.4x the largest drift
+// measured (0.22 on the prefill logits, 0.13 on the decode subset). Greedy ids are reported (teacher-forced
+// and free-running), not required: the tiny model's golden margins are far below the int4 drift.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import { listCases, loadCase, type GoldenCase } from './helpers/golden.js';
 import { greedyIds, maxAbs, maxAbsDiff, withSession } from './helpers/parity.js';
 
 /** Documented int4 logit budget: max |int4 - golden| / max |golden prefill logits|. */
-const INT4_LOGITS_TOL = 0.35;
+const INT4_LOGITS_TOL = 0.3;
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'rustasr-int4-test-'));
 const models = new Map<string, Promise<Model>>();

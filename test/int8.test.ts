@@ -21,6 +21,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { Model, decodeWav } from '../src/index.js';
 import { nativeDev } from '../src/native.js';
+import { synthCheckpoint } from '../src/synth/synth.js';
+import { buildPrompt } from '../src/text/prompt.js';
+import { goldenPath } from './helpers/golden.js';
 import { listCases, loadCase, type GoldenCase } from './helpers/golden.js';
 import { greedyIds, maxAbs, maxAbsDiff, withSession } from './helpers/parity.js';
 
@@ -110,6 +113,46 @@ describe.each(nativeDev().cpuKernels())('int8 kernel %s', (kernel) => {
     expect(model.info.kernel).toBe(kernel);
     expect(model.info.quant).toBe('int8');
     await checkPrefillAndSteps(model, c);
+  });
+});
+
+// Other model shapes (issue 17: hidden 80 with 8 query heads on 2 KV heads, a shape whose rows are not a
+// multiple of 32): int8's drift against the same model in BF16 on random weights, three seeds. Rows of 80
+// columns are quantised in groups of 16 (they were one group per row: 1.2-1.9e-2 on these seeds); measured
+// 1.0e-2, 1.6e-2, 1.3e-2 (docs/performance.md, "int8").
+describe('int8 on other model shapes', () => {
+  it.each([1, 2, 3])('hidden 80, GQA 4, seed %i: prefill logits within the int8 budget of the BF16 model', async (seed) => {
+    const dir = join(cacheDir, `h80-${seed}`);
+    await synthCheckpoint({
+      variant: '0.6b',
+      out: dir,
+      seed,
+      untied: true,
+      baseDir: goldenPath('models', 'tiny-a'),
+      dims: {
+        audio: { d_model: 64, encoder_layers: 2, encoder_attention_heads: 4, encoder_ffn_dim: 128, downsample_hidden_size: 16, output_dim: 80 },
+        text: { hidden_size: 80, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, head_dim: 16 },
+      },
+    });
+    const { samples } = decodeWav(readFileSync(goldenPath('audio', 'en_5s.wav')));
+    const logits: Float32Array[] = [];
+    for (const quant of ['bf16', 'int8'] as const) {
+      const m = await Model.load(dir, { quant, cacheDir });
+      try {
+        await m.ready();
+        await withSession(m, async (s) => {
+          const mel = await s.mel(samples);
+          const enc = await s.encode(mel.data, mel.frames, false);
+          const p = buildPrompt(m.tokenizer, { audioTokens: enc.nTokens, supportedLanguages: m.info.supportLanguages });
+          logits.push((await s.prefill(p.ids, enc.embeds)).logits);
+        });
+      } finally {
+        m.dispose();
+      }
+    }
+    const drift = maxAbsDiff(logits[1]!, logits[0]!) / maxAbs(logits[0]!);
+    console.log(`int8 hidden 80 / GQA 4, seed ${seed}: prefill drift ${drift.toPrecision(3)} of max |bf16 logits|`);
+    expect(drift).toBeLessThanOrEqual(INT8_LOGITS_TOL);
   });
 });
 

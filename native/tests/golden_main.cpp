@@ -415,10 +415,11 @@ void run_case(const std::shared_ptr<const rustasr::Model>& model, const Case& c,
 // max |d| / max |golden prefill logits| <= 0.02 for the prefill logits and the teacher-forced decode subset;
 // step k's argmax must equal the golden id when its golden top-1/top-2 margin exceeds 2 * 0.02 * maxabs.
 constexpr double kInt8LogitsTol = 0.02;
-// int4 decoder weights (quant "int4": blocks of 32 columns, scale max|w|/7): the measured drift on the golden
-// cases is 0.21-0.28 of max |golden prefill logits| (prefill) and 0.085-0.12 (decode subset) on every kernel
-// (docs/performance.md, "int4"); the budget is 1.25x the largest. Greedy ids are reported, not required.
-constexpr double kInt4LogitsTol = 0.35;
+// int4 decoder weights (quant "int4": blocks of 32 columns, least-squares scales): the measured drift on the
+// golden cases is 0.157-0.217 of max |golden prefill logits| (prefill) and 0.094-0.133 (decode subset) on every
+// kernel (docs/performance.md, "int4"); the budget is 0.3 (1.4x the largest). Greedy ids are reported, not
+// required.
+constexpr double kInt4LogitsTol = 0.3;
 
 void run_case_quant(const std::shared_ptr<const rustasr::Model>& model, const Case& c, const CaseData& d,
                     const std::string& kernel, const std::string& quant, double tol, bool ids_required) {
@@ -1186,12 +1187,22 @@ void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std:
     r.join_after = join_of[i];
     runs.push_back(std::move(r));
   }
+  // Sessions that start together wait for each other's start() before stepping, so that they step together
+  // however long one prefill takes (the later ones join mid-way without waiting).
+  std::atomic<size_t> started{0};
+  size_t together = 0;
+  for (const Run& r : runs) together += r.join_after == 0 ? 1 : 0;
+  bool solo = true;  // the reference runs, one by one (no waiting)
   // Decodes `r` on session s: start, then `steps` steps fed their own argmax, every step's logits kept.
   auto decode = [&](Run& r, std::vector<std::vector<float>>& out, std::atomic<size_t>* progress) {
     rustasr::Session s(model);
     s.append_audio(r.d->wav.data(), r.d->wav.size());
     int32_t tok = s.start(r.head.data(), static_cast<int64_t>(r.head.size()), r.tail.data(),
                           static_cast<int64_t>(r.tail.size())).token;
+    if (!solo && r.join_after == 0) {
+      started.fetch_add(1);
+      while (started.load() < together) std::this_thread::yield();
+    }
     for (size_t k = 0; k < r.steps; ++k) {
       out.push_back(s.step(tok));
       tok = rustasr::argmax(out.back().data(), static_cast<int64_t>(out.back().size()));
@@ -1199,6 +1210,7 @@ void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std:
     }
   };
   for (Run& r : runs) decode(r, r.solo, nullptr);
+  solo = false;
   const rustasr::BatchStats before = rustasr::batch_stats(*model);
   std::atomic<size_t> first_done{0};
   std::vector<std::thread> threads;

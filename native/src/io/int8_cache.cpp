@@ -103,10 +103,10 @@ Int8CachePlan plan_int8_cache(const std::string& model_dir, const std::vector<In
   if (bits == 4) {
     m = "rustasr int4 cache v1\n";
     m += "quant symmetric int4 (q + 8 nibbles, blocks of 32 else 16 columns, low nibbles the first half), scale "
-         "max|w|/7; rows without such blocks int8\n";
+         "least-squares fit of the best of max|w|/7 x (1, 0.95 .. 0.7); rows without such blocks int8\n";
   } else {
     m = "rustasr int8 cache v1\n";
-    m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, the row) columns\n";
+    m += "quant symmetric int8, scale max|w|/127 per group of 128 (else 64, 32, 16, the row) columns\n";
   }
   // The quantiser's float rounding may differ between architectures (FMA contraction): a cache is only
   // reused by the architecture that wrote it (a home directory shared by x86-64 and arm64 machines).

@@ -8,7 +8,7 @@
 namespace rustasr {
 
 // Replaces the decoder's linear weights (q, k, v, o, gate, up, down of every layer) and lm_head by
-// symmetric int8 copies (DType::kI8) with one float32 scale per group of 128 (else 64 or 32, else the
+// symmetric int8 copies (DType::kI8) with one float32 scale per group of 128 (else 64, 32 or 16, else the
 // whole row) consecutive columns: scale = max|w| / 127, q = round(w / scale). The BF16 sources stay mapped
 // (embed_tokens is still read from them) but their pages are dropped from the process (madvise
 // MADV_DONTNEED on the mapped range) once quantised, so they are no longer resident. `threads` workers

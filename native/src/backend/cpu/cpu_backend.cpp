@@ -12,8 +12,10 @@
 #endif
 
 #include "../backend.h"
+#include "attention.h"
 #include "gemm.h"
 #include "gemv.h"
+#include "vecops.h"
 #include "rustasr/engine.h"
 #include "threadpool.h"
 

@@ -7,20 +7,15 @@
 
 #include "rustasr/engine.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define RUSTASR_GEMM_X86 1
-#include <immintrin.h>
-#define TG512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-#define TG512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#endif
+#include "simd.h"
+#include "vecops.h"
 
-#if defined(__clang__)
-#define RUSTASR_GEMM_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define RUSTASR_GEMM_UNROLL _Pragma("GCC unroll 16")
-#else
-#define RUSTASR_GEMM_UNROLL
+#if defined(RUSTASR_X86)
+#define RUSTASR_GEMM_X86 1
+#define TG512 T512
+#define TG512BF T512BF
 #endif
+#define RUSTASR_GEMM_UNROLL RUSTASR_UNROLL
 
 #if defined(RUSTASR_HAVE_ACCELERATE)
 #include <Accelerate/Accelerate.h>
@@ -99,10 +94,6 @@ constexpr int kNr = 32;              // columns of C per micro-panel
 constexpr int64_t kKc = 512;
 constexpr int64_t kNcMax = 8 * kNr;  // columns of C (weight rows) packed at once
 
-// (The maskz forms avoid GCC 12's false -Wmaybe-uninitialized on the _mm512_undefined_* in the plain ones.)
-constexpr __mmask16 kAll16 = static_cast<__mmask16>(0xFFFF);
-constexpr __mmask8 kAll8 = static_cast<__mmask8>(0xFF);
-
 // 16 x 16 32-bit transpose of r[0..15] in place.
 TG512 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
@@ -135,15 +126,6 @@ TG512 inline void transpose16(__m512 r[16]) {
 TG512 inline __m512 bf16x16_to_f32(const uint16_t* p) {
   return _mm512_castsi512_ps(
       _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-inline __mmask16 lanes16(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1);
-}
-inline uint16_t f32_to_bf16_rne(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
 }
 
 // ---- packing ----

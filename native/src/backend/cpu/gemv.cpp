@@ -1,3 +1,5 @@
+// Matrix-vector kernels of the CPU backend (gemv.h): BF16, int8 and int4 weights read in place, one block
+// body per ISA (their block shapes follow each register file; see simd.h).
 #include "gemv.h"
 
 #include <algorithm>
@@ -6,117 +8,27 @@
 #include <cstring>
 
 #include "rustasr/engine.h"
-
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define RUSTASR_X86 1
-#include <cpuid.h>
-#include <immintrin.h>
-#define T256 __attribute__((target("avx2,fma")))
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-#define T512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#define TF16C __attribute__((target("avx,f16c")))
-#endif
-#if defined(__aarch64__)
-#include <arm_neon.h>
-#endif
-
-#if defined(__clang__)
-#define RUSTASR_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define RUSTASR_UNROLL _Pragma("GCC unroll 16")
-#else
-#define RUSTASR_UNROLL
-#endif
+#include "simd.h"
+#include "vecops.h"
 
 namespace rustasr {
 namespace cpu {
 
-// ------------------------------------------------------------------------------------------------
-// CPU feature detection.
-
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512f: return "avx512f";
-    case Isa::kAvx512bf16: return "avx512bf16";
-    case Isa::kNeon: return "neon";
-  }
-  return "scalar";
-}
-
 namespace {
-#if defined(RUSTASR_X86)
-bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-bool has_avx512() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl");
-}
-bool has_avx512bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
-bool has_f16c() {
-  // (Not every compiler knows __builtin_cpu_supports("f16c"): read CPUID.1:ECX bit 29 directly.)
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__builtin_cpu_supports("avx") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
-  return (c & (1u << 29)) != 0;
-}
+// a * b + c in the portable kernels, fused exactly where the CPU fuses cheaply (aarch64): written out, so that
+// the compiler's contraction of a * b + c (which may differ between the instantiations of one kernel for 1 and
+// for 4 activation rows) cannot make a row's result depend on the other rows of the call.
+inline float madd(float a, float b, float c) {
+#if defined(__FP_FAST_FMAF)
+  return std::fmaf(a, b, c);
+#else
+  return a * b + c;
 #endif
+}
 }  // namespace
-
-bool isa_supported(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar: return true;
-#if defined(RUSTASR_X86)
-    case Isa::kAvx2: return has_avx2();
-    case Isa::kAvx512f: return has_avx512();
-    case Isa::kAvx512bf16: return has_avx512bf16();
-#else
-    case Isa::kAvx2:
-    case Isa::kAvx512f:
-    case Isa::kAvx512bf16: return false;
-#endif
-    case Isa::kNeon:
-#if defined(__aarch64__)
-      return true;
-#else
-      return false;
-#endif
-  }
-  return false;
-}
-
-Isa best_isa() {
-  // avx512f and avx512bf16 both give float32 accuracy and both saturate memory bandwidth on decode;
-  // avx512f is preferred (fewer instructions per byte, no activation split).
-  for (Isa isa : {Isa::kAvx512f, Isa::kAvx512bf16, Isa::kAvx2, Isa::kNeon})
-    if (isa_supported(isa)) return isa;
-  return Isa::kScalar;
-}
-
-Isa parse_kernel(const std::string& name) {
-  if (name.empty() || name == "auto") return best_isa();
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512f, Isa::kAvx512bf16, Isa::kNeon}) {
-    if (name == isa_name(isa)) {
-      if (!isa_supported(isa))
-        throw Error(ErrorCode::kUnsupportedDevice,
-                    "kernel \"" + name + "\" is not supported on this CPU or build");
-      return isa;
-    }
-  }
-  throw Error(ErrorCode::kInvalidArgument, "unknown kernel \"" + name +
-                                               "\" (expected auto, avx512bf16, avx512f, avx2, neon or scalar)");
-}
 
 // ------------------------------------------------------------------------------------------------
 // Activation preparation.
-
-namespace {
-inline uint16_t f32_to_bf16_rne(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-}  // namespace
 
 void GemvInput::prepare(Isa isa, const float* x_, int64_t ldx_, int m_, int64_t cols_) {
   x = x_;
@@ -166,14 +78,14 @@ void blk_scalar(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r,
       for (int k = 0; k < 4; ++k) {
         const float wv = bf16_to_f32(w[i][c + k]);
         RUSTASR_UNROLL
-        for (int m = 0; m < M; ++m) acc[i][m][k] += wv * in.x[m * in.ldx + c + k];
+        for (int m = 0; m < M; ++m) acc[i][m][k] = madd(wv, in.x[m * in.ldx + c + k], acc[i][m][k]);
       }
   for (; c < cols; ++c)
     RUSTASR_UNROLL
     for (int i = 0; i < R; ++i) {
       const float wv = bf16_to_f32(w[i][c]);
       RUSTASR_UNROLL
-      for (int m = 0; m < M; ++m) acc[i][m][0] += wv * in.x[m * in.ldx + c];
+      for (int m = 0; m < M; ++m) acc[i][m][0] = madd(wv, in.x[m * in.ldx + c], acc[i][m][0]);
     }
   RUSTASR_UNROLL
   for (int i = 0; i < R; ++i)
@@ -184,25 +96,7 @@ void blk_scalar(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r,
 
 #if defined(RUSTASR_X86)
 
-#ifndef RUSTASR_PREFETCH_HINT
-#define RUSTASR_PREFETCH_HINT _MM_HINT_T0
-#endif
-#ifndef RUSTASR_PREFETCH_AVX512
-#define RUSTASR_PREFETCH_AVX512 1
-#endif
-constexpr auto kPrefetchHint = RUSTASR_PREFETCH_HINT;
-constexpr bool kPrefetchAvx512 = RUSTASR_PREFETCH_AVX512;
 
-T256 inline __m256 ld8_bf16(const uint16_t* p) {
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-}
-T256 inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 template <int R, int M>
 T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
@@ -263,31 +157,9 @@ T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t
       RUSTASR_UNROLL
       for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][i][m]);
       float t = hsum256(s);
-      for (int64_t k = c; k < cols; ++k) t += bf16_to_f32(w[i][k]) * x[m * ldx + k];
+      for (int64_t k = c; k < cols; ++k) t = std::fmaf(bf16_to_f32(w[i][k]), x[m * ldx + k], t);
       y[m * ldy + r + i] = t;
     }
-}
-
-// (The maskz forms avoid GCC 12's false -Wuninitialized on the _mm512_undefined_* inside the plain ones.)
-T512 inline __m512 ld16_bf16(const uint16_t* p) {
-  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), 
-      _mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xFFFF),
-                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
-      16));
-}
-T512 inline float hsum512(__m512 v) {
-  const __m512d d = _mm512_castps_pd(v);
-  const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xFF), d, 0));
-  const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xFF), d, 1));
-  const __m256 s8 = _mm256_add_ps(lo, hi);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-T512 inline __m512 ld16_bf16_mask(const uint16_t* p, __mmask16 k) {
-  return _mm512_castsi512_ps(
-      _mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), _mm512_maskz_cvtepu16_epi32(static_cast<__mmask16>(0xFFFF), _mm256_maskz_loadu_epi16(k, p)), 16));
 }
 
 // R weight rows x M activation rows (x rows ldx apart), U accumulators per (weight row, activation row).
@@ -453,7 +325,7 @@ void blk_neon(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, f
       float32x4_t s = acc[0][i][m];
       if (NA > 1) s = vaddq_f32(s, acc[NA - 1][i][m]);
       float t = vaddvq_f32(s);
-      for (int64_t k = c; k < cols; ++k) t += bf16_to_f32(w[i][k]) * x[m * ldx + k];
+      for (int64_t k = c; k < cols; ++k) t = std::fmaf(bf16_to_f32(w[i][k]), x[m * ldx + k], t);
       y[m * ldy + r + i] = t;
     }
 }
@@ -510,21 +382,21 @@ void blk_i8_scalar(const GemvInput& in, const int8_t* W, const float* S, int64_t
         for (int k = 0; k < 4; ++k) {
           const float wv = static_cast<float>(W[(r + i) * cols + c + k]);
           RUSTASR_UNROLL
-          for (int m = 0; m < M; ++m) acc[i][m][k] += wv * in.x[m * in.ldx + c + k];
+          for (int m = 0; m < M; ++m) acc[i][m][k] = madd(wv, in.x[m * in.ldx + c + k], acc[i][m][k]);
         }
     for (; c < c1; ++c)
       RUSTASR_UNROLL
       for (int i = 0; i < R; ++i) {
         const float wv = static_cast<float>(W[(r + i) * cols + c]);
         RUSTASR_UNROLL
-        for (int m = 0; m < M; ++m) acc[i][m][0] += wv * in.x[m * in.ldx + c];
+        for (int m = 0; m < M; ++m) acc[i][m][0] = madd(wv, in.x[m * in.ldx + c], acc[i][m][0]);
       }
     RUSTASR_UNROLL
     for (int i = 0; i < R; ++i) {
       const float sc = S[(r + i) * gpr + g];
       RUSTASR_UNROLL
       for (int m = 0; m < M; ++m)
-        tot[i][m] += sc * ((acc[i][m][0] + acc[i][m][1]) + (acc[i][m][2] + acc[i][m][3]));
+        tot[i][m] = madd(sc, (acc[i][m][0] + acc[i][m][1]) + (acc[i][m][2] + acc[i][m][3]), tot[i][m]);
     }
   }
   RUSTASR_UNROLL
@@ -589,8 +461,8 @@ T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int6
       for (int m = 0; m < M; ++m) {
         tot[i][m] = _mm256_fmadd_ps(acc[i][m], sv, tot[i][m]);
         float t = 0.f;
-        for (int64_t k = c; k < c1; ++k) t += static_cast<float>(w[i][k]) * x[m * ldx + k];
-        tail[i][m] += sc * t;
+        for (int64_t k = c; k < c1; ++k) t = std::fmaf(static_cast<float>(w[i][k]), x[m * ldx + k], t);
+        tail[i][m] = std::fmaf(sc, t, tail[i][m]);
       }
     }
   }
@@ -706,8 +578,8 @@ void blk_i8_neon(const GemvInput& in, const int8_t* W, const float* S, int64_t c
       for (int m = 0; m < M; ++m) {
         tot[i][m] = vfmaq_n_f32(tot[i][m], acc[i][m], sc);
         float t = 0.f;
-        for (int64_t k = c; k < c1; ++k) t += static_cast<float>(w[i][k]) * x[m * ldx + k];
-        tail[i][m] += sc * t;
+        for (int64_t k = c; k < c1; ++k) t = std::fmaf(static_cast<float>(w[i][k]), x[m * ldx + k], t);
+        tail[i][m] = std::fmaf(sc, t, tail[i][m]);
       }
     }
   }
@@ -775,8 +647,8 @@ void blk_i4_scalar(const GemvInput& in, const uint8_t* W, const float* S, int64_
         float acc[4] = {};
         for (int64_t c = 0; c < group; c += 4)
           RUSTASR_UNROLL
-          for (int k = 0; k < 4; ++k) acc[k] += q[c + k] * xg[c + k];
-        tot[i][m] += sc * ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+          for (int k = 0; k < 4; ++k) acc[k] = madd(q[c + k], xg[c + k], acc[k]);
+        tot[i][m] = madd(sc, (acc[0] + acc[1]) + (acc[2] + acc[3]), tot[i][m]);
       }
     }
   }
@@ -848,396 +720,6 @@ RUSTASR_I4_TABLE(blk_i4_scalar)
 RUSTASR_I4_TABLE(blk_i4_avx512)
 #endif
 
-// ------------------------------------------------------------------------------------------------
-// Float32 vector helpers.
-
-float dot_scalar(const float* a, const float* b, int64_t n) {
-  float s[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    RUSTASR_UNROLL
-    for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
-  for (; i < n; ++i) s[0] += a[i] * b[i];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-#if defined(RUSTASR_X86)
-T256 float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  float t = hsum256(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) t += a[i] * b[i];
-  return t;
-}
-T256 void axpy_avx2(float a, const float* x, float* y, int64_t n) {
-  const __m256 av = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-T512 float dot_avx512(const float* a, const float* b, int64_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-  }
-  for (; i < n; i += 16) {
-    const int64_t left = n - i;
-    const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s0);
-  }
-  return hsum512(_mm512_add_ps(s0, s1));
-}
-T512 void axpy_avx512(float a, const float* x, float* y, int64_t n) {
-  const __m512 av = _mm512_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-  if (i < n) {
-    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
-  }
-}
-// Attention of G query heads that share one KV head (GQA), head_dim = 16 * NC: scores (per head the same
-// two-accumulator dot as dot_avx512, so the same bits), softmax, then the weighted sum of value rows kept
-// in NC * G registers instead of a load/store of the output per key (the axpy form). Each key and value
-// row is read once for all G heads. The rows of a KV cache are kv_stride floats apart (often a page or
-// more), which the hardware's stream prefetcher does not follow across pages: rows kPrefetchRows ahead
-// are prefetched in software. sc: G * `limit` floats of scratch.
-constexpr int64_t kPrefetchRows = 8;
-template <int NC>
-T512 inline void prefetch_row(const float* r) {
-  RUSTASR_UNROLL
-  for (int c = 0; c < NC; ++c) _mm_prefetch(reinterpret_cast<const char*>(r + 16 * c), _MM_HINT_T0);
-}
-template <int NC, int G>
-T512 void attend_avx512(const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride,
-                        float scale, float* sc, float* o) {
-  constexpr int HD = 16 * NC;
-  float mx[G];
-  for (int g = 0; g < G; ++g) mx[g] = -INFINITY;
-  for (int64_t j = 0; j < limit; ++j) {
-    const float* kr = k + j * kv_stride;
-    if (j + kPrefetchRows < limit) prefetch_row<NC>(kr + kPrefetchRows * kv_stride);
-    __m512 s0[G], s1[G];
-    RUSTASR_UNROLL
-    for (int g = 0; g < G; ++g) s0[g] = s1[g] = _mm512_setzero_ps();
-    RUSTASR_UNROLL
-    for (int c = 0; c + 1 < NC; c += 2) {
-      const __m512 k0 = _mm512_loadu_ps(kr + 16 * c), k1 = _mm512_loadu_ps(kr + 16 * c + 16);
-      RUSTASR_UNROLL
-      for (int g = 0; g < G; ++g) {
-        s0[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * HD + 16 * c), k0, s0[g]);
-        s1[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * HD + 16 * c + 16), k1, s1[g]);
-      }
-    }
-    if constexpr (NC % 2 == 1) {
-      const __m512 kl = _mm512_loadu_ps(kr + 16 * (NC - 1));
-      RUSTASR_UNROLL
-      for (int g = 0; g < G; ++g) s0[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * HD + 16 * (NC - 1)), kl, s0[g]);
-    }
-    RUSTASR_UNROLL
-    for (int g = 0; g < G; ++g) {
-      const float sj = hsum512(_mm512_add_ps(s0[g], s1[g])) * scale;
-      sc[g * limit + j] = sj;
-      mx[g] = std::max(mx[g], sj);
-    }
-  }
-  double sum[G];
-  for (int g = 0; g < G; ++g) {
-    float* sg = sc + g * limit;
-    double s = 0;
-    for (int64_t j = 0; j < limit; ++j) {
-      const float e = std::exp(sg[j] - mx[g]);
-      sg[j] = e;
-      s += e;
-    }
-    sum[g] = s;
-  }
-  __m512 acc[G][NC];
-  RUSTASR_UNROLL
-  for (int g = 0; g < G; ++g) {
-    RUSTASR_UNROLL
-    for (int c = 0; c < NC; ++c) acc[g][c] = _mm512_setzero_ps();
-  }
-  for (int64_t j = 0; j < limit; ++j) {
-    const float* vr = v + j * kv_stride;
-    if (j + kPrefetchRows < limit) prefetch_row<NC>(vr + kPrefetchRows * kv_stride);
-    RUSTASR_UNROLL
-    for (int c = 0; c < NC; ++c) {
-      const __m512 x = _mm512_loadu_ps(vr + 16 * c);
-      RUSTASR_UNROLL
-      for (int g = 0; g < G; ++g) acc[g][c] = _mm512_fmadd_ps(_mm512_set1_ps(sc[g * limit + j]), x, acc[g][c]);
-    }
-  }
-  RUSTASR_UNROLL
-  for (int g = 0; g < G; ++g) {
-    const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / sum[g]));
-    RUSTASR_UNROLL
-    for (int c = 0; c < NC; ++c) _mm512_storeu_ps(o + g * HD + 16 * c, _mm512_mul_ps(acc[g][c], inv));
-  }
-}
-
-// All-lanes masks: the maskz forms of the intrinsics below avoid GCC 12's false -Wmaybe-uninitialized on
-// the _mm512_undefined_* inside the plain forms.
-constexpr __mmask16 kAll16 = 0xFFFF;
-constexpr __mmask8 kAll8 = 0xFF;
-
-// exp(x) for x <= 0 on 16 lanes, within 2 ulp of expf (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2,
-// a degree-6 polynomial in r, then 2^n by scalef, which flushes to 0 below the float range).
-T512 inline __m512 exp512_nonpos(__m512 x) {
-  x = _mm512_maskz_max_ps(kAll16, x, _mm512_set1_ps(-104.0f));
-  const __m512 n = _mm512_maskz_roundscale_ps(kAll16, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  return _mm512_maskz_scalef_ps(kAll16, e, n);
-}
-
-// GELU (the exact, erf form: 0.5 x (1 + erf(x / sqrt 2))) on 16 lanes. erf by Abramowitz & Stegun 7.1.26:
-// erf(a) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-a^2), t = 1 / (1 + p a), a = |z|, within 1.5e-7
-// of erf, so the GELU within 0.75e-7 |x| of the libm form (the golden encoder tolerance is 1e-4 relative;
-// the parity checks measure the difference).
-T512 inline __m512 gelu16(__m512 v) {
-  const __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752440f));
-  const __m512 a = _mm512_abs_ps(z);
-  const __m512 t =
-      _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
-  __m512 p = _mm512_set1_ps(1.061405429f);
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
-  p = _mm512_mul_ps(p, t);
-  const __m512 e = exp512_nonpos(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
-  const __m512 erf_abs = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
-  // erf(z) = sign(z) erf(|z|): the sign bit of z onto erf_abs (>= 0).
-  const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(
-      _mm512_castps_si512(erf_abs),
-      _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(static_cast<int>(0x80000000u)))));
-  return _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)), _mm512_add_ps(erf, _mm512_set1_ps(1.0f)));
-}
-T512 void gelu_avx512(float* x, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, gelu16(_mm512_loadu_ps(x + i)));
-  if (i < n) {
-    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(x + i, k, gelu16(_mm512_maskz_loadu_ps(k, x + i)));
-  }
-}
-
-// silu(g) * u on 16 lanes: g * sigmoid(g), sigmoid from e = exp(-|g|) (an argument <= 0, so exp512_nonpos):
-// 1 / (1 + e) for g >= 0, e / (1 + e) below; within a few ulp of g / (1 + expf(-g)).
-T512 inline __m512 silu_mul16(__m512 g, __m512 u) {
-  const __m512 e = exp512_nonpos(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));
-  const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), e);
-  const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
-  const __m512 num = _mm512_mask_blend_ps(neg, _mm512_set1_ps(1.0f), e);
-  return _mm512_mul_ps(_mm512_mul_ps(g, _mm512_div_ps(num, den)), u);
-}
-T512 void silu_mul_avx512(const float* gate, const float* up, int64_t n, float* out) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, silu_mul16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
-  if (i < n) {
-    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(out + i, k, silu_mul16(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
-  }
-}
-
-// The 8 sums of the 16 lanes of a[0..7], in one 8-lane vector (lane i = sum of a[i]).
-T512 inline __m256 reduce8x16(const __m512* a) {
-  __m512 l1[4], l2[2];
-  for (int i = 0; i < 4; ++i)
-    l1[i] = _mm512_add_ps(_mm512_maskz_unpacklo_ps(kAll16, a[2 * i], a[2 * i + 1]),
-                          _mm512_maskz_unpackhi_ps(kAll16, a[2 * i], a[2 * i + 1]));
-  for (int i = 0; i < 2; ++i) {
-    const __m512d x = _mm512_castps_pd(l1[2 * i]), y = _mm512_castps_pd(l1[2 * i + 1]);
-    l2[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, x, y)),
-                          _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, x, y)));
-  }
-  // l2[i], per 128-bit lane L: the lane-L partial sums of a[4i .. 4i+3]. l3 = [a0..3 (L0+L1), a0..3 (L2+L3),
-  // a4..7 (L0+L1), a4..7 (L2+L3)]; p reorders it to [a0..3 (L0+L1), a4..7 (L0+L1), a0..3 (L2+L3), a4..7 (L2+L3)].
-  const __m512 l3 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(kAll16, l2[0], l2[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                  _mm512_maskz_shuffle_f32x4(kAll16, l2[0], l2[1], _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512d p = _mm512_castps_pd(_mm512_maskz_shuffle_f32x4(kAll16, l3, l3, _MM_SHUFFLE(3, 1, 2, 0)));
-  return _mm256_add_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(kAll8, p, 0)),
-                       _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(kAll8, p, 1)));
-}
-
-// Decode attention of one query row of 16 heads (G query heads per KV head, head_dim 16 * NC) over the
-// key/value rows [j0, j1): the part one thread does when the cache is split by position (flash-decoding).
-// The part is read in blocks of kPartBlock rows (512 KiB of keys at 8 KV heads of 128: they stay in L2
-// while every head reads its slice), the next block prefetched while this one is used, so each part reads
-// one contiguous range of the cache (a head-by-head walk over the whole cache reads 512 bytes per 4 KiB
-// row, which the hardware prefetchers do not stream). Measured on Zen 5 at 860 cached rows x 28 layers:
-// 8.0 ms per step with per-head tasks, 5.1 ms with this kernel (a plain read of the bytes: 2.9 ms); 32-row
-// blocks took 6.2 ms. Per KV head the G query rows stay in
-// registers and 8 / G key rows are scored at once, reduced together (reduce8x16). Per head: m = max
-// score, sum = sum of exp(score - m) (double, in row order), o = the exp-weighted sum of value rows (not
-// yet divided). sc: 16 * (j1 - j0) floats, row-major (a row's 16 head scores together).
-constexpr int64_t kPartBlock = 128;
-template <int NC, int G>
-T512 void attend_part16_avx512(const float* q, const float* k, const float* v, int64_t j0, int64_t j1,
-                               int64_t kv_stride, float scale, float* sc, float* o, float* m, double* sum) {
-  constexpr int HD = 16 * NC, H = 16, KVH = H / G, R = 8 / G;
-  static_assert(R * G == 8, "8 accumulators per step");
-  const int64_t len = j1 - j0;
-  // Prefetches the rows of the next block, one row per call, spread over the steps of this block.
-  auto prefetch_next = [&](const float* base, int64_t b_end, int64_t& next_row) {
-    if (next_row < j1 && next_row < b_end + kPartBlock) {
-      prefetch_row<H * NC>(base + next_row * kv_stride);
-      ++next_row;
-    }
-  };
-  for (int64_t b = j0; b < j1; b += kPartBlock) {
-    const int64_t be = std::min(j1, b + kPartBlock);
-    int64_t next_row = be;
-    for (int kh = 0; kh < KVH; ++kh) {
-      __m512 qr[G][NC];
-      RUSTASR_UNROLL
-      for (int g = 0; g < G; ++g) {
-        RUSTASR_UNROLL
-        for (int c = 0; c < NC; ++c) qr[g][c] = _mm512_loadu_ps(q + (kh * G + g) * HD + 16 * c);
-      }
-      int64_t j = b;
-      for (; j + R <= be; j += R) {
-        prefetch_next(k, be, next_row);
-        __m512 acc[8];
-        RUSTASR_UNROLL
-        for (int a = 0; a < 8; ++a) acc[a] = _mm512_setzero_ps();
-        RUSTASR_UNROLL
-        for (int r = 0; r < R; ++r) {
-          const float* kp = k + (j + r) * kv_stride + kh * HD;
-          RUSTASR_UNROLL
-          for (int c = 0; c < NC; ++c) {
-            const __m512 kv = _mm512_loadu_ps(kp + 16 * c);
-            RUSTASR_UNROLL
-            for (int g = 0; g < G; ++g) acc[r * G + g] = _mm512_fmadd_ps(qr[g][c], kv, acc[r * G + g]);
-          }
-        }
-        alignas(32) float out8[8];
-        _mm256_store_ps(out8, _mm256_mul_ps(reduce8x16(acc), _mm256_set1_ps(scale)));
-        RUSTASR_UNROLL
-        for (int r = 0; r < R; ++r) {
-          RUSTASR_UNROLL
-          for (int g = 0; g < G; ++g) sc[(j + r - j0) * H + kh * G + g] = out8[r * G + g];
-        }
-      }
-      for (; j < be; ++j) {  // the block's last rows, one at a time
-        const float* kp = k + j * kv_stride + kh * HD;
-        RUSTASR_UNROLL
-        for (int g = 0; g < G; ++g) {
-          __m512 a = _mm512_setzero_ps();
-          RUSTASR_UNROLL
-          for (int c = 0; c < NC; ++c) a = _mm512_fmadd_ps(qr[g][c], _mm512_loadu_ps(kp + 16 * c), a);
-          sc[(j - j0) * H + kh * G + g] = hsum512(a) * scale;
-        }
-      }
-    }
-  }
-  __m512 mx = _mm512_set1_ps(-INFINITY);
-  for (int64_t i = 0; i < len; ++i) mx = _mm512_maskz_max_ps(kAll16, mx, _mm512_loadu_ps(sc + i * H));
-  _mm512_storeu_ps(m, mx);
-  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
-  for (int64_t i = 0; i < len; ++i) {
-    const __m512 e = exp512_nonpos(_mm512_sub_ps(_mm512_loadu_ps(sc + i * H), mx));
-    _mm512_storeu_ps(sc + i * H, e);
-    const __m512d ed = _mm512_castps_pd(e);
-    sum_lo = _mm512_add_pd(sum_lo, _mm512_maskz_cvtps_pd(kAll8, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(kAll8, ed, 0))));
-    sum_hi = _mm512_add_pd(sum_hi, _mm512_maskz_cvtps_pd(kAll8, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(kAll8, ed, 1))));
-  }
-  _mm512_storeu_pd(sum, sum_lo);
-  _mm512_storeu_pd(sum + 8, sum_hi);
-  std::fill(o, o + H * HD, 0.f);
-  for (int64_t b = j0; b < j1; b += kPartBlock) {
-    const int64_t be = std::min(j1, b + kPartBlock);
-    int64_t next_row = be;
-    for (int kh = 0; kh < KVH; ++kh) {
-      __m512 acc[G][NC];
-      RUSTASR_UNROLL
-      for (int g = 0; g < G; ++g) {
-        RUSTASR_UNROLL
-        for (int c = 0; c < NC; ++c) acc[g][c] = _mm512_loadu_ps(o + (kh * G + g) * HD + 16 * c);
-      }
-      for (int64_t j = b; j < be; ++j) {
-        if (((j - b) & 1) == 0) prefetch_next(v, be, next_row);
-        const float* vp = v + j * kv_stride + kh * HD;
-        __m512 p[G];
-        RUSTASR_UNROLL
-        for (int g = 0; g < G; ++g) p[g] = _mm512_set1_ps(sc[(j - j0) * H + kh * G + g]);
-        RUSTASR_UNROLL
-        for (int c = 0; c < NC; ++c) {
-          const __m512 x = _mm512_loadu_ps(vp + 16 * c);
-          RUSTASR_UNROLL
-          for (int g = 0; g < G; ++g) acc[g][c] = _mm512_fmadd_ps(p[g], x, acc[g][c]);
-        }
-      }
-      RUSTASR_UNROLL
-      for (int g = 0; g < G; ++g) {
-        RUSTASR_UNROLL
-        for (int c = 0; c < NC; ++c) _mm512_storeu_ps(o + (kh * G + g) * HD + 16 * c, acc[g][c]);
-      }
-    }
-  }
-}
-
-T512 void bf16_row_avx512(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16_bf16(src + i));
-  if (i < n) {
-    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(dst + i, k, ld16_bf16_mask(src + i, k));
-  }
-}
-T256 void bf16_row_avx2(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8_bf16(src + i));
-  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
-}
-TF16C void f16_row_f16c(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
-}
-#endif
-
-#if defined(__aarch64__)
-float dot_neon(const float* a, const float* b, int64_t n) {
-  float32x4_t s0 = vdupq_n_f32(0.f), s1 = vdupq_n_f32(0.f);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-  }
-  float t = vaddvq_f32(vaddq_f32(s0, s1));
-  for (; i < n; ++i) t += a[i] * b[i];
-  return t;
-}
-void axpy_neon(float a, const float* x, float* y, int64_t n) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-void f16_row_neon(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
-  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
-}
-#endif
-
 // Generic path for F16 / F32 weights: one row at a time as float32, dotted with each activation row.
 void rows_generic(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_t r1, float* y,
                   int64_t ldy) {
@@ -1257,177 +739,6 @@ void rows_generic(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int
 }
 
 }  // namespace
-
-float dot_f32(Isa isa, const float* a, const float* b, int64_t n) {
-  switch (isa) {
-#if defined(RUSTASR_X86)
-    case Isa::kAvx2: return dot_avx2(a, b, n);
-    case Isa::kAvx512f:
-    case Isa::kAvx512bf16: return dot_avx512(a, b, n);
-#endif
-#if defined(__aarch64__)
-    case Isa::kNeon: return dot_neon(a, b, n);
-#endif
-    default: return dot_scalar(a, b, n);
-  }
-}
-
-#if defined(RUSTASR_X86)
-namespace {
-template <int G>
-T512 bool attend_avx512_dispatch(const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride,
-                                 int64_t head_dim, float scale, float* scratch, float* out) {
-  switch (head_dim) {
-    case 16: attend_avx512<1, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 32: attend_avx512<2, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 48: attend_avx512<3, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 64: attend_avx512<4, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 80: attend_avx512<5, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 96: attend_avx512<6, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 128: attend_avx512<8, G>(q, k, v, limit, kv_stride, scale, scratch, out); return true;
-    case 256:
-      if constexpr (G == 1) {
-        attend_avx512<16, 1>(q, k, v, limit, kv_stride, scale, scratch, out);
-        return true;
-      }
-      return false;  // 32 accumulators: more than the register file
-    default: return false;  // the generic loop
-  }
-}
-}  // namespace
-#endif
-
-bool attend_f32(Isa isa, const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride,
-                int64_t head_dim, int64_t group, float scale, float* scratch, float* out) {
-  if (limit <= 0 || group <= 0) return false;
-#if defined(RUSTASR_X86)
-  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) {
-    if (group == 2 && attend_avx512_dispatch<2>(q, k, v, limit, kv_stride, head_dim, scale, scratch, out)) return true;
-    // Other group sizes (and head_dim 256 with two heads): one head at a time.
-    if (!attend_avx512_dispatch<1>(q, k, v, limit, kv_stride, head_dim, scale, scratch, out)) return false;
-    for (int64_t g = 1; g < group; ++g)
-      attend_avx512_dispatch<1>(q + g * head_dim, k, v, limit, kv_stride, head_dim, scale, scratch,
-                                out + g * head_dim);
-    return true;
-  }
-#else
-  (void)isa, (void)q, (void)k, (void)v, (void)kv_stride, (void)head_dim, (void)group, (void)scale, (void)scratch,
-      (void)out;
-#endif
-  return false;
-}
-
-bool attend_part_available(Isa isa, int64_t head_dim, int64_t q_heads, int64_t kv_heads) {
-#if defined(RUSTASR_X86)
-  return (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) && q_heads == 16 && (kv_heads == 16 || kv_heads == 8) &&
-         (head_dim == 64 || head_dim == 128);
-#else
-  (void)isa, (void)head_dim, (void)q_heads, (void)kv_heads;
-  return false;
-#endif
-}
-
-bool attend_part_f32(Isa isa, const float* q, const float* k, const float* v, int64_t j0, int64_t j1,
-                     int64_t kv_stride, int64_t q_heads, int64_t kv_heads, int64_t head_dim, float scale, float* sc,
-                     float* o, float* m, double* sum) {
-  if (j1 <= j0 || !attend_part_available(isa, head_dim, q_heads, kv_heads)) return false;
-#if defined(RUSTASR_X86)
-  const bool g1 = kv_heads == 16;
-  if (head_dim == 64) {
-    if (g1) attend_part16_avx512<4, 1>(q, k, v, j0, j1, kv_stride, scale, sc, o, m, sum);
-    else attend_part16_avx512<4, 2>(q, k, v, j0, j1, kv_stride, scale, sc, o, m, sum);
-  } else {
-    if (g1) attend_part16_avx512<8, 1>(q, k, v, j0, j1, kv_stride, scale, sc, o, m, sum);
-    else attend_part16_avx512<8, 2>(q, k, v, j0, j1, kv_stride, scale, sc, o, m, sum);
-  }
-  return true;
-#else
-  (void)q, (void)k, (void)v, (void)kv_stride, (void)scale, (void)sc, (void)o, (void)m, (void)sum;
-  return false;
-#endif
-}
-
-void gelu_f32(Isa isa, float* x, int64_t n) {
-#if defined(RUSTASR_X86)
-  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) return gelu_avx512(x, n);
-#else
-  (void)isa;
-#endif
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] * 0.5f * (1.0f + std::erf(x[i] * 0.70710678118654752440f));
-}
-
-void silu_mul_f32(Isa isa, const float* gate, const float* up, int64_t n, float* out) {
-#if defined(RUSTASR_X86)
-  if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) return silu_mul_avx512(gate, up, n, out);
-#else
-  (void)isa;
-#endif
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
-  }
-}
-
-void axpy_f32(Isa isa, float a, const float* x, float* y, int64_t n) {
-  switch (isa) {
-#if defined(RUSTASR_X86)
-    case Isa::kAvx2: axpy_avx2(a, x, y, n); return;
-    case Isa::kAvx512f:
-    case Isa::kAvx512bf16: axpy_avx512(a, x, y, n); return;
-#endif
-#if defined(__aarch64__)
-    case Isa::kNeon: axpy_neon(a, x, y, n); return;
-#endif
-    default:
-      for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-  }
-}
-
-void convert_to_f32(const Weight& w, int64_t offset, int64_t n, float* out) {
-  switch (w.dtype) {
-    case DType::kF32:
-      std::memcpy(out, static_cast<const float*>(w.data) + offset, static_cast<size_t>(n) * sizeof(float));
-      return;
-    case DType::kBF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
-#if defined(RUSTASR_X86)
-      static const bool avx512 = has_avx512(), avx2 = has_avx2();
-      if (avx512) return bf16_row_avx512(src, out, n);
-      if (avx2) return bf16_row_avx2(src, out, n);
-#endif
-      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
-      return;
-    }
-    case DType::kI4:
-      for (int64_t i = 0; i < n; ++i) out[i] = weight_at(w, offset + i);
-      return;
-    case DType::kI8: {
-      // Runs of one group share a scale: out = q * scale.
-      const int8_t* src = static_cast<const int8_t*>(w.data);
-      const int64_t gpr = w.cols / w.group;
-      int64_t i = 0;
-      while (i < n) {
-        const int64_t e = offset + i, row = e / w.cols, col = e % w.cols;
-        const int64_t run = std::min(n - i, w.group - col % w.group);
-        const float sc = w.scales[row * gpr + col / w.group];
-        for (int64_t k = 0; k < run; ++k) out[i + k] = static_cast<float>(src[e + k]) * sc;
-        i += run;
-      }
-      return;
-    }
-    case DType::kF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(w.data) + offset;
-#if defined(RUSTASR_X86)
-      static const bool f16c = has_f16c();
-      if (f16c) return f16_row_f16c(src, out, n);
-#elif defined(__aarch64__)
-      return f16_row_neon(src, out, n);
-#endif
-      for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(src[i]);
-      return;
-    }
-  }
-}
 
 // ------------------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 // rustasr::cpu_kernels(): the public list of matrix-vector paths this CPU can run, best first.
 #include <rustasr/engine.h>
 
-#include "gemv.h"
+#include "isa.h"
 
 namespace rustasr {
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -12,7 +13,7 @@
 namespace rustasr {
 
 int64_t int8_group(int64_t cols) {
-  for (int64_t g : {128, 64, 32})
+  for (int64_t g : {128, 64, 32, 16})
     if (cols % g == 0) return g;
   return cols;
 }
@@ -97,6 +98,7 @@ int64_t int4_group(int64_t cols) {
 void quantize_rows_int4(const Weight& src, int64_t group, int64_t r0, int64_t r1, uint8_t* q, float* scales) {
   const int64_t cols = src.cols, gpr = cols / group, half = group / 2;
   std::vector<float> row(static_cast<size_t>(cols));
+  int8_t qv[32], best[32];
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest-even without a libm call
   for (int64_t r = r0; r < r1; ++r) {
     weight_to_f32(src, r * cols, cols, row.data());
@@ -104,16 +106,39 @@ void quantize_rows_int4(const Weight& src, int64_t group, int64_t r0, int64_t r1
       const float* v = row.data() + g * group;
       float mx = 0.f;
       for (int64_t i = 0; i < group; ++i) mx = std::max(mx, std::fabs(v[i]));
-      scales[r * gpr + g] = mx / 7.f;
-      const float inv = mx > 0.f ? 7.f / mx : 0.f;
+      float scale = 0.f;
+      std::memset(best, 0, sizeof best);
+      if (mx > 0.f) {
+        double best_err = -1;
+        for (int a = 0; a <= 6; ++a) {
+          const float s = mx / 7.f * (1.f - 0.05f * static_cast<float>(a));
+          const float inv = 1.f / s;
+          double wq = 0, qq = 0;
+          for (int64_t i = 0; i < group; ++i) {
+            float t = (v[i] * inv + kRound) - kRound;
+            t = t > 7.f ? 7.f : (t < -7.f ? -7.f : t);
+            qv[i] = static_cast<int8_t>(t);
+            wq += static_cast<double>(v[i]) * t;
+            qq += static_cast<double>(t) * t;
+          }
+          // The least-squares scale for these q, and its error.
+          const double fit = qq > 0 ? wq / qq : 0;
+          double err = 0;
+          for (int64_t i = 0; i < group; ++i) {
+            const double d = v[i] - fit * qv[i];
+            err += d * d;
+          }
+          if (best_err < 0 || err < best_err) {
+            best_err = err;
+            scale = static_cast<float>(fit);
+            std::copy(qv, qv + group, best);
+          }
+        }
+      }
+      scales[r * gpr + g] = scale;
       uint8_t* out = q + r * (cols / 2) + g * half;
-      auto nib = [&](float x) {
-        float t = (x * inv + kRound) - kRound;
-        t = t > 7.f ? 7.f : (t < -7.f ? -7.f : t);
-        return static_cast<uint8_t>(static_cast<int>(t) + 8);
-      };
       // The block's first half in the low nibbles, its second half in the high nibbles.
-      for (int64_t j = 0; j < half; ++j) out[j] = static_cast<uint8_t>(nib(v[j]) | (nib(v[half + j]) << 4));
+      for (int64_t j = 0; j < half; ++j) out[j] = static_cast<uint8_t>((best[j] + 8) | ((best[half + j] + 8) << 4));
     }
   }
 }
