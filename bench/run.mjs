@@ -253,15 +253,18 @@ async function ensureClip(name, dir) {
   return path;
 }
 
-/** Whether Model.load accepts a `quant` option in this build (its declared options). */
+/** Whether Model.load accepts a `quant` option in this build (its declared options, wherever they live). */
 function quantSupport() {
-  try {
-    const dts = readFileSync(join(sdkRoot, 'dist', 'api', 'model.d.ts'), 'utf8');
-    const m = /interface LoadModelOptions\s*{([\s\S]*?)\n}/.exec(dts);
-    return Boolean(m && /\bquant\??\s*:/.test(m[1]));
-  } catch {
-    return false;
+  for (const f of ['core/model.d.ts', 'api/model.d.ts']) {
+    try {
+      const dts = readFileSync(join(sdkRoot, 'dist', f), 'utf8');
+      const m = /interface LoadModelOptions\s*{([\s\S]*?)\n}/.exec(dts);
+      if (m && /\bquant\??\s*:/.test(m[1])) return true;
+    } catch {
+      // not in this build
+    }
   }
+  return false;
 }
 
 // ------------------------------------------------------------------------------------------------
