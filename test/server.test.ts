@@ -40,7 +40,8 @@ beforeAll(async () => {
     const m = await loadModel(goldenPath(dir), { threads: 2 });
     await m.ready();
     models.set(dir, m);
-    const s = await serve({ model: m, port: 0, maxNewTokens: MAX_NEW });
+    // No forced aligner (not even a cached default): word timestamps are test/server-words.test.ts's.
+    const s = await serve({ model: m, port: 0, maxNewTokens: MAX_NEW, aligner: false });
     await s.ready;
     servers.set(dir, s);
   }
@@ -128,7 +129,7 @@ describe('the openai client against rustasr serve', () => {
     expect(events.at(-1)).toEqual({ type: 'transcript.text.done', text: ref.text });
   });
 
-  it('takes ISO language codes (en = English) and word granularity (segments; words only once timestamps exist)', async () => {
+  it('takes ISO language codes (en = English); word granularity without an aligner is 400 word_timestamps_unavailable', async () => {
     const c = CASES.find((x) => x.force_language === 'English');
     expect(c, 'a golden case forcing English').toBeDefined();
     const s = serverOf(c!);
@@ -138,11 +139,26 @@ describe('the openai client against rustasr serve', () => {
       file: createReadStream(goldenPath(c!.audio)),
       language: 'en',
       response_format: 'verbose_json',
-      timestamp_granularities: ['word', 'segment'],
+      timestamp_granularities: ['segment'],
     });
     expect(v.segments?.flatMap((g) => g.tokens)).toEqual(ref.tokens);
     expect(v.language).toBe('english');
     expect(v.words).toBeUndefined();
+    expect(s.aligner).toBeUndefined();
+    const err = await client(s)
+      .audio.transcriptions.create({
+        model: s.context.modelId,
+        file: createReadStream(goldenPath(c!.audio)),
+        language: 'en',
+        response_format: 'verbose_json',
+        timestamp_granularities: ['word', 'segment'],
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(APIError);
+    expect((err as APIError).status).toBe(400);
+    expect((err as APIError).code).toBe('word_timestamps_unavailable');
+    expect((err as APIError).param).toBe('timestamp_granularities');
+    expect((err as APIError).message).toContain('--aligner');
   });
 
   it('lists and retrieves the served model', async () => {

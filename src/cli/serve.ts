@@ -1,6 +1,7 @@
 // `rustasr serve`: the OpenAI-compatible transcription server (docs/server.md).
 import type { Sade } from 'sade';
 
+import { DEFAULT_ALIGNER } from '../api/align.js';
 import { DEVICES, type Device } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
 import type { ServeOptions } from '../server/server.js';
@@ -16,6 +17,8 @@ export function parseServeFlags(flags: Flags, env: NodeJS.ProcessEnv = process.e
   return {
     model: stringOpt('model', flags['model']) ?? DEFAULT_MODEL,
     modelId: stringOpt('model-id', flags['model-id']),
+    // --no-aligner: none; omitted: the default aligner when it is cached (ServeOptions.aligner).
+    aligner: flags['aligner'] === false ? false : stringOpt('aligner', flags['aligner']),
     load: {
       device: enumOpt('device', flags['device'], DEVICES as readonly Device[]),
       deviceIndex: intOpt('device-index', flags['device-index'], 0, 255),
@@ -66,7 +69,11 @@ async function runServe(flags: Flags): Promise<void> {
   log(`listening on ${server.url}${opts.apiKey === undefined ? '' : ' (API key required)'}; loading ${String(opts.model)}`);
   try {
     const m = await server.ready;
-    log(`ready: model ${server.context.modelId} on ${m.device}${m.deviceName === '' ? '' : ` (${m.deviceName})`}`);
+    const a = server.aligner;
+    log(
+      `ready: model ${server.context.modelId} on ${m.device}${m.deviceName === '' ? '' : ` (${m.deviceName})`}; ` +
+        (a === undefined ? `no forced aligner (no word timestamps; --aligner DIR|ID, e.g. ${DEFAULT_ALIGNER})` : `aligner ${a.dir}`),
+    );
   } catch (err) {
     if (stopping) return;
     const e = err instanceof RustAsrError ? err : new RustAsrError('INTERNAL', String(err));
@@ -87,7 +94,8 @@ export function registerServe(prog: Sade): Sade {
     .option('--port', 'Port (default 8080; 0 picks a free one)')
     .option('--device', 'auto | cpu | cuda | metal (default auto)')
     .option('--device-index', 'Which GPU (CUDA device ordinal, default 0)')
-    .option('--quant', 'Decoder weights: bf16 | int8 (default bf16)')
+    .option('--quant', 'Decoder weights: bf16 | int8 (default bf16; the aligner stays bf16)')
+    .option('--aligner', `Forced aligner directory or hub id, for word timestamps and word-timed srt/vtt (default ${DEFAULT_ALIGNER} when cached; --no-aligner: none)`)
     .option('--threads', 'Number of CPU threads (default: all)')
     .option('--max-new-tokens', 'Maximum number of generated tokens per segment (default 512; caps a realtime step too)')
     .option('--max-concurrent', 'Transcriptions and realtime sessions decoded at once (default 2)')
@@ -98,6 +106,7 @@ export function registerServe(prog: Sade): Sade {
     .option('--drain-timeout', 'Seconds running transcriptions get to finish on SIGTERM (default 30)')
     .example('serve --model ./Qwen3-ASR-0.6B --port 8080')
     .example('serve --host 0.0.0.0 --max-concurrent 4 --api-key "$KEY"')
+    .example('serve --model ./Qwen3-ASR-0.6B --aligner ./Qwen3-ForcedAligner-0.6B')
     .action(async (flags: Flags) => {
       try {
         await runServe(flags);

@@ -10,6 +10,11 @@ import type { UploadLimits } from './upload.js';
 export interface ServerContext {
   /** The loaded model; undefined while it loads (or when loading failed): transcription routes answer 503. */
   readonly model: Model | undefined;
+  /**
+   * The forced aligner (ServeOptions.aligner) once the server is ready; undefined without one: word
+   * timestamps are then refused and srt/vtt cue times estimated.
+   */
+  readonly aligner: Model | undefined;
   /** Why the model could not be loaded (undefined while it loads, and once it is loaded). */
   readonly modelError: Error | undefined;
   /** The id clients name in `model` fields and that GET /v1/models lists. */

@@ -5,7 +5,7 @@ import { formatSubtitles } from '../text/subtitles.js';
 export const RESPONSE_FORMATS = ['json', 'text', 'srt', 'vtt', 'verbose_json'] as const;
 export type ResponseFormat = (typeof RESPONSE_FORMATS)[number];
 
-/** A word with its times (verbose_json with `timestamp_granularities[]=word`, once word timestamps exist). */
+/** A word with its times in seconds (verbose_json with `timestamp_granularities[]=word`), as OpenAI's. */
 export interface WordTiming {
   word: string;
   start: number;
@@ -20,6 +20,8 @@ export interface VerboseSegment {
   text: string;
   tokens: number[];
   temperature: number;
+  /** The segment's words (with `timestamp_granularities[]=word`). */
+  words?: WordTiming[];
 }
 
 export interface VerboseJson {
@@ -37,21 +39,35 @@ function languageOf(r: TranscribeResult): string {
   return (r.language ?? '').toLowerCase();
 }
 
-export function verboseJson(r: TranscribeResult, words?: WordTiming[]): VerboseJson {
+/** The SDK's words ({ text, start, end }, from the forced aligner) in OpenAI's shape ({ word, start, end }). */
+function wordTimings(words: readonly { text: string; start: number; end: number }[] | undefined): WordTiming[] {
+  return (words ?? []).map((w) => ({ word: w.text, start: w.start, end: w.end }));
+}
+
+/** verbose_json; `words`: add the word times (the transcription ran with `timestamps: 'word'`), overall and per segment. */
+export function verboseJson(r: TranscribeResult, opts: { words?: boolean } = {}): VerboseJson {
   const body: VerboseJson = {
     task: 'transcribe',
     language: languageOf(r),
     duration: r.timings.audioSeconds,
     text: r.text,
-    segments: r.segments.map((s, i) => ({ id: i, start: s.start, end: s.end, text: s.text, tokens: s.tokens, temperature: 0 })),
+    segments: r.segments.map((s, i) => {
+      const seg: VerboseSegment = { id: i, start: s.start, end: s.end, text: s.text, tokens: s.tokens, temperature: 0 };
+      if (opts.words === true) seg.words = wordTimings(s.words);
+      return seg;
+    }),
     usage: { type: 'duration', seconds: r.timings.audioSeconds },
   };
-  if (words !== undefined) body.words = words;
+  if (opts.words === true) body.words = wordTimings(r.words ?? r.segments.flatMap((s) => s.words ?? []));
   return body;
 }
 
-/** The response body and content type for a finished transcription. */
-export function formatResult(format: ResponseFormat, r: TranscribeResult, words?: WordTiming[]): { contentType: string; body: string } {
+/**
+ * The response body and content type for a finished transcription. `words`: verbose_json gets the word
+ * times. srt/vtt: cues from the segments' word times when they have them (the transcription ran with the
+ * aligner), as `rustasr infer` builds them, else spread over each segment (formatSubtitles).
+ */
+export function formatResult(format: ResponseFormat, r: TranscribeResult, opts: { words?: boolean } = {}): { contentType: string; body: string } {
   switch (format) {
     case 'json':
       return {
@@ -59,7 +75,7 @@ export function formatResult(format: ResponseFormat, r: TranscribeResult, words?
         body: JSON.stringify({ text: r.text, usage: { type: 'duration', seconds: r.timings.audioSeconds } }),
       };
     case 'verbose_json':
-      return { contentType: 'application/json', body: JSON.stringify(verboseJson(r, words)) };
+      return { contentType: 'application/json', body: JSON.stringify(verboseJson(r, opts)) };
     case 'text':
       return { contentType: 'text/plain; charset=utf-8', body: `${r.text}\n` };
     case 'srt':

@@ -83,13 +83,14 @@ export class ServerMetrics {
     });
     new Gauge({
       name: 'rustasr_native_live_objects',
-      help: 'Native engine objects alive in this process (kind: models, sessions); sessions return to 0 when idle',
+      help: 'Native engine objects alive in this process (kind: models, sessions, aligners); sessions and aligners return to 0 when idle',
       labelNames: ['kind'],
       registers,
       collect() {
         const live = native().liveObjects();
         this.set({ kind: 'models' }, live.models);
         this.set({ kind: 'sessions' }, live.sessions);
+        this.set({ kind: 'aligners' }, live.aligners);
       },
     });
   }

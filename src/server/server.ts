@@ -5,8 +5,10 @@ import { basename, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 
+import { DEFAULT_ALIGNER, alignerFor, loadOptionsOf } from '../api/align.js';
 import { loadModel, type LoadModelOptions, type Model } from '../api/model.js';
 import { RustAsrError } from '../errors.js';
+import { resolveModel } from '../hub/resolve.js';
 import { bearerCheck } from './auth.js';
 import type { HttpRoute, ServerContext, UpgradeRoute } from './context.js';
 import { HttpError, refuseUpgrade, sendError, toHttpError } from './errors.js';
@@ -21,8 +23,17 @@ export interface ServeOptions {
    * id, loaded after the server starts listening (/readyz answers 503 until it is ready) and disposed at close.
    */
   model: Model | string;
-  /** Load options when `model` is a name (device, quant, threads, ...). */
+  /** Load options when `model` is a name (device, quant, threads, ...); the aligner's too, except quant. */
   load?: LoadModelOptions;
+  /**
+   * The forced aligner behind word timestamps (verbose_json with `timestamp_granularities[]=word`) and
+   * word-timed srt/vtt cues: a loaded forced-aligner Model (shared, never disposed by the server), or a
+   * directory / hub id, loaded with the model (in BF16: `load` without `quant`; /readyz answers 503 until
+   * both are ready) and disposed at close. Default: DEFAULT_ALIGNER ('Qwen/Qwen3-ForcedAligner-0.6B') when
+   * it is already in the download cache (never downloaded), else none. `false`: none. Without an aligner,
+   * word granularity gets 400 `word_timestamps_unavailable` and srt/vtt cue times are estimated.
+   */
+  aligner?: Model | string | false;
   /** The id listed by /v1/models and accepted in `model` fields (default: the directory's or repo's base name). */
   modelId?: string;
   /** Address to bind (default 127.0.0.1: loopback only). */
@@ -67,6 +78,15 @@ function positiveNumber(name: string, v: number | undefined, dflt: number): numb
 }
 
 /** The default served id: the base name of a directory or repo id ('Qwen3-ASR-0.6B', 'tiny-a'). */
+/** The aligner to load: a Model (shared), a name (loaded), or none (false; the default when not cached). */
+async function alignerRef(ref: ServeOptions['aligner']): Promise<Model | string | undefined> {
+  if (ref === false) return undefined;
+  if (ref !== undefined) return ref;
+  // As `rustasr infer` does for subtitles: the default aligner only when it is on disk already. It is optional:
+  // a cache that cannot be read (missing, incomplete, unreadable) means none, not a server that fails to start.
+  return resolveModel(DEFAULT_ALIGNER, { offline: true }).catch(() => undefined);
+}
+
 function defaultModelId(model: Model | string): string {
   const ref = typeof model === 'string' ? model : model.dir;
   return basename(ref.replace(/[\\/]+$/, '')) || ref;
@@ -84,6 +104,7 @@ export class RustAsrServer {
   /** Resolves with the model once it is loaded (rejects with its load error). */
   readonly ready: Promise<Model>;
   private loaded: Model | undefined;
+  private loadedAligner: { model: Model; owns: boolean } | undefined;
   private loadError: Error | undefined;
   private created = 0;
   private isDraining = false;
@@ -116,6 +137,14 @@ export class RustAsrServer {
     if (opts.repetitionGuard !== undefined && typeof opts.repetitionGuard !== 'boolean') {
       throw new RustAsrError('INVALID_OPTION', 'repetitionGuard must be a boolean');
     }
+    const aligner = opts.aligner;
+    if (
+      aligner !== undefined &&
+      aligner !== false &&
+      (typeof aligner === 'string' ? aligner === '' : aligner === null || typeof aligner !== 'object' || typeof (aligner as Model).createAligner !== 'function')
+    ) {
+      throw new RustAsrError('INVALID_OPTION', 'the aligner option must be a Model, a model directory / repo id, or false');
+    }
     if (opts.apiKey !== undefined && (typeof opts.apiKey !== 'string' || opts.apiKey === '')) {
       throw new RustAsrError('INVALID_OPTION', 'apiKey must be a non-empty string');
     }
@@ -130,6 +159,9 @@ export class RustAsrServer {
     this.ctx = {
       get model() {
         return self.loaded;
+      },
+      get aligner() {
+        return self.loaded === undefined ? undefined : self.loadedAligner?.model;
       },
       get modelError() {
         return self.loadError;
@@ -150,18 +182,9 @@ export class RustAsrServer {
       drainSignal: this.drain.signal,
       shutdownSignal: this.shutdown.signal,
     };
-    this.ready = new Promise<Model>((res) => {
-      this.startLoad = () => res(isModel ? (opts.model as Model) : loadModel(opts.model as string, opts.load));
-    }).then(async (m) => {
-      await m.ready();
-      if (this.isDraining) {
-        if (this.owned) m.dispose();
-        throw new RustAsrError('ABORTED', 'the server closed before the model was loaded');
-      }
-      this.loaded = m;
-      this.created = Math.floor(Date.now() / 1000);
-      return m;
-    });
+    this.ready = new Promise<void>((res) => {
+      this.startLoad = res;
+    }).then(() => this.load(isModel));
     this.ready.catch((err: unknown) => {
       this.loadError = err instanceof Error ? err : new Error(String(err));
     });
@@ -171,6 +194,41 @@ export class RustAsrServer {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       else socket.destroy();
     });
+  }
+
+  /**
+   * Loads the model and the aligner side by side; resolves with the model once both are ready. When either
+   * fails, or the server closes first, whatever this server loaded is disposed.
+   */
+  private async load(isModel: boolean): Promise<Model> {
+    const opts = this.opts;
+    const asr = (async () => {
+      const m = isModel ? (opts.model as Model) : await loadModel(opts.model as string, opts.load);
+      await m.ready();
+      return m;
+    })();
+    // The aligner runs in BF16 (its timestamps are classes with narrow margins; quant applies to the ASR model).
+    const fa = alignerRef(opts.aligner).then((ref) =>
+      ref === undefined ? undefined : alignerFor(ref, { ...loadOptionsOf(opts.load ?? {}), quant: undefined }),
+    );
+    const [m, a] = await Promise.allSettled([asr, fa]);
+    if (m.status === 'rejected' || a.status === 'rejected' || this.isDraining) {
+      if (m.status === 'fulfilled' && this.owned) m.value.dispose();
+      if (a.status === 'fulfilled' && a.value?.owns) a.value.model.dispose();
+      if (m.status === 'rejected') throw m.reason;
+      if (a.status === 'rejected') throw a.reason;
+      throw new RustAsrError('ABORTED', 'the server closed before the model was loaded');
+    }
+    const model = m.value;
+    this.loadedAligner = a.value;
+    this.loaded = model;
+    this.created = Math.floor(Date.now() / 1000);
+    return model;
+  }
+
+  /** The forced aligner in use once the server is ready (undefined without one, and before). */
+  get aligner(): Model | undefined {
+    return this.ctx.aligner;
   }
 
   /** What routes see (for tests and for routes added by embedders). */
@@ -302,11 +360,12 @@ export class RustAsrServer {
     await closed;
     clearTimeout(grace);
     this.startLoad = undefined;
-    if (this.owned) {
-      const m = this.loaded;
-      this.loaded = undefined;
-      m?.dispose();
-    }
+    const m = this.loaded;
+    const a = this.loadedAligner;
+    this.loaded = undefined;
+    this.loadedAligner = undefined;
+    if (this.owned) m?.dispose();
+    if (a?.owns) a.model.dispose();
   }
 }
 

@@ -10,10 +10,12 @@ import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import { isAbortError } from '../../core/abort.js';
+import { alignerLanguage } from '../../api/align.js';
 import type { Model } from '../../api/model.js';
 import { recognize } from '../../api/recognize.js';
 import { transcribe, type TranscribeResult } from '../../api/transcribe.js';
 import type { RecognizeOptions } from '../../api/transcriber.js';
+import { isRustAsrError } from '../../errors.js';
 import type { HttpRoute, ServerContext } from '../context.js';
 import { HttpError, toHttpError } from '../errors.js';
 import { RESPONSE_FORMATS, formatResult, type ResponseFormat } from '../formats.js';
@@ -29,6 +31,11 @@ export interface TranscriptionRequest {
   format: ResponseFormat;
   stream: boolean;
   granularities: ('segment' | 'word')[];
+  /**
+   * Run the forced aligner (ctx.aligner): for `timestamp_granularities[]=word`, and for srt/vtt when the
+   * server has an aligner that takes the forced language (the cues then follow word times).
+   */
+  align: boolean;
 }
 
 const GRANULARITIES = ['segment', 'word'] as const;
@@ -79,16 +86,44 @@ export function parseTranscriptionForm(form: Form, ctx: ServerContext): Transcri
     }
   }
   const lang = one(form, 'language');
+  const language = lang === undefined || lang.trim() === '' ? undefined : languageName(lang);
+  let align = false;
+  if (granularities.includes('word')) {
+    if (ctx.aligner === undefined) {
+      throw new HttpError(
+        400,
+        'word_timestamps_unavailable',
+        'word timestamps need a forced aligner and this server has none: start it with --aligner DIR|ID (e.g. Qwen/Qwen3-ForcedAligner-0.6B; `rustasr pull` caches it)',
+        'timestamp_granularities',
+      );
+    }
+    alignerLanguage(ctx.aligner, language); // UNSUPPORTED_LANGUAGE (400, param language) before the upload is decoded
+    align = true;
+  } else if ((format === 'srt' || format === 'vtt') && ctx.aligner !== undefined) {
+    align = alignerTakes(ctx.aligner, language);
+  }
   const prompt = one(form, 'prompt');
   if (form.file === undefined) throw new HttpError(400, 'missing_file', 'the multipart field "file" (the audio) is required', 'file');
   return {
     file: form.file,
-    language: lang === undefined || lang.trim() === '' ? undefined : languageName(lang),
+    language,
     context: prompt === undefined || prompt === '' ? undefined : prompt,
     format,
     stream,
     granularities,
+    align,
   };
+}
+
+/** Whether the aligner takes a forced language (any detected one is split generically); else srt/vtt fall back. */
+function alignerTakes(aligner: Model, language: string | undefined): boolean {
+  try {
+    alignerLanguage(aligner, language);
+    return true;
+  } catch (err) {
+    if (isRustAsrError(err, 'UNSUPPORTED_LANGUAGE')) return false;
+    throw err;
+  }
 }
 
 function observe(ctx: ServerContext, r: Pick<TranscribeResult, 'timings' | 'tokens'>): void {
@@ -100,7 +135,13 @@ function observe(ctx: ServerContext, r: Pick<TranscribeResult, 'timings' | 'toke
 }
 
 function recognizeOptions(model: Model, r: TranscriptionRequest, ctx: ServerContext, signal: AbortSignal): RecognizeOptions {
-  return { model, language: r.language, context: r.context, maxNewTokens: ctx.maxNewTokens, repetitionGuard: ctx.repetitionGuard, signal };
+  const o: RecognizeOptions = { model, language: r.language, context: r.context, maxNewTokens: ctx.maxNewTokens, repetitionGuard: ctx.repetitionGuard, signal };
+  if (r.align && ctx.aligner !== undefined) {
+    // The server's one loaded aligner, shared by every request (never loaded per request).
+    o.timestamps = 'word';
+    o.aligner = ctx.aligner;
+  }
+  return o;
 }
 
 /**
@@ -130,9 +171,7 @@ const inputOf = (f: UploadedFile): string | Buffer => f.path ?? f.data ?? Buffer
 async function respondWhole(res: ServerResponse, model: Model, r: TranscriptionRequest, ctx: ServerContext, signal: AbortSignal): Promise<void> {
   const result = await transcribe(inputOf(r.file), recognizeOptions(model, r, ctx, signal));
   observe(ctx, result);
-  // verbose_json `words` (timestamp_granularities[]=word) are added once word timestamps exist (the forced
-  // aligner): formatResult(format, result, words). Until then the response has segments only.
-  const { contentType, body } = formatResult(r.format, result);
+  const { contentType, body } = formatResult(r.format, result, { words: r.granularities.includes('word') });
   res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
