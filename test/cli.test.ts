@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { formatCue } from '../src/cli/index.js';
+import { alignerLanguageMessage } from '../src/cli/infer.js';
 import { decodeWav } from '../src/index.js';
 import { buildPrompt } from '../src/text/prompt.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
@@ -167,6 +168,25 @@ describe('rustasr infer', () => {
     checkCueRules(cues, 'srt', 30);
     expect(cues.length).toBeGreaterThan(3);
     expect(cues[cues.length - 1]!.end).toBeCloseTo(21.103, 2);
+  });
+
+  it('srt with a forced language the aligner does not take: says so, cues follow pauses; --timestamps word keeps the error', async () => {
+    const asr = (JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as { support_languages: string[] }).support_languages;
+    const fa = (JSON.parse(readFileSync(join(ALIGNER, 'config.json'), 'utf8')) as { support_languages: string[] }).support_languages;
+    const language = asr.find((l) => !fa.includes(l));
+    expect(language).toBeDefined();
+    const r = await run(['infer', WAV, '-m', reader, '--aligner', ALIGNER, '--language', language!, '--max-new-tokens', '40', '--format', 'srt']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe(alignerLanguageMessage(language!));
+    const cues = parseCues(r.stdout, 'srt');
+    checkCueRules(cues, 'srt', 30);
+    expect(cues.length).toBeGreaterThan(0);
+    // The same language the aligner does take: word-timed cues, nothing on stderr.
+    const ok = await run(['infer', WAV, '-m', reader, '--aligner', ALIGNER, '--language', fa[0]!, '--max-new-tokens', '40', '--format', 'srt']);
+    expect([ok.code, ok.stderr]).toEqual([0, '']);
+    const explicit = await run(['infer', WAV, '-m', reader, '--aligner', ALIGNER, '--language', language!, '--timestamps', 'word', '--format', 'srt']);
+    expect(explicit.code).not.toBe(0);
+    expect(explicit.stderr).toContain('UNSUPPORTED_LANGUAGE');
   });
 
   it('--timestamps word without an aligner (json) exits 1 with MODEL_NOT_FOUND and the pull command', async () => {

@@ -3,6 +3,7 @@
 // Several files are transcribed one after another with one loaded model: in text output each under a
 // `==> file <==` header, in JSON output one object per line (JSON lines), with --output-dir one output file
 // per input. A file that fails is reported and the others still run; the exit code is then 1.
+import { readFileSync } from 'node:fs';
 import { rename, writeFile, mkdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -21,7 +22,7 @@ import { notUtf8Hint, readRegularFile } from '../hub/files.js';
 import { resolveModel } from '../hub/resolve.js';
 import { MAX_SEGMENT_SECONDS } from '../stages/segment.js';
 import type { SegmentResult } from '../stages/tokens.js';
-import { checkContext, normalizeLanguage, SUPPORTED_LANGUAGES } from '../text/prompt.js';
+import { checkContext, findLanguage, normalizeLanguage, SUPPORTED_LANGUAGES } from '../text/prompt.js';
 import { FALLBACK_CUE_SECONDS, formatCue, segmentCues } from '../text/subtitles.js';
 import {
   DEFAULT_MODEL,
@@ -198,6 +199,24 @@ export function parseInferOptions(raw: RawOptions): InferOptions {
   return o;
 }
 
+/** The aligner's support_languages from its config.json, or undefined when it names none or cannot be read. */
+function alignerConfigLanguages(dir: string): string[] | undefined {
+  try {
+    const langs = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { support_languages?: unknown }).support_languages;
+    return Array.isArray(langs) && langs.length > 0 && langs.every((l) => typeof l === 'string') ? (langs as string[]) : undefined;
+  } catch {
+    return undefined; // the aligner's own load reports a broken config
+  }
+}
+
+/** What `infer` tells on stderr when subtitles get no word times because the aligner does not take the forced language. */
+export function alignerLanguageMessage(language: string): string {
+  return (
+    `rustasr: no word timestamps (the forced aligner does not support language ${JSON.stringify(language)}); ` +
+    `subtitle cues follow pauses instead (at most ${FALLBACK_CUE_SECONDS} s, times within a cue estimated).\n`
+  );
+}
+
 /** What `infer` tells on stderr when subtitles get no word times (no aligner found). */
 export function noAlignerMessage(aligner: string, why: string): string {
   return (
@@ -213,10 +232,17 @@ export function noAlignerMessage(aligner: string, why: string): string {
  * without --timestamps use one only when it is already on disk (a directory, or in the cache); an explicit
  * --timestamps word resolves it (downloading a hub id).
  */
-async function findAligner(o: InferOptions, explicit: boolean): Promise<{ dir?: string; why?: string }> {
+async function findAligner(o: InferOptions, explicit: boolean): Promise<{ dir?: string; why?: string; language?: string }> {
   const ref = o.aligner ?? DEFAULT_ALIGNER;
   try {
-    return { dir: await resolveModel(ref, explicit ? {} : { offline: true }) };
+    const dir = await resolveModel(ref, explicit ? {} : { offline: true });
+    // Subtitles with a forced language the aligner does not take fall back to pause-based cues; an explicit
+    // --timestamps word keeps the UNSUPPORTED_LANGUAGE error (the aligner checks it when it loads).
+    if (!explicit && o.language !== undefined && o.language !== '') {
+      const langs = alignerConfigLanguages(dir);
+      if (langs !== undefined && findLanguage(o.language, langs) === undefined) return { language: o.language };
+    }
+    return { dir };
   } catch (err) {
     if (err instanceof RustAsrError && (err.code === 'MODEL_NOT_FOUND' || err.code === 'DOWNLOAD_FAILED')) {
       return { why: `${ref}: ${err.code === 'MODEL_NOT_FOUND' ? 'not found' : 'download failed'}` };
@@ -365,6 +391,7 @@ export async function runInfer(files: string[], o: InferOptions, io: InferIo): P
   if (o.timestamps === 'word' || (subtitles && o.timestamps === undefined)) {
     const found = await findAligner(o, o.timestamps === 'word');
     if (found.dir !== undefined) aligner = found.dir;
+    else if (found.language !== undefined) io.stderr.write(alignerLanguageMessage(found.language));
     else if (subtitles) io.stderr.write(noAlignerMessage(o.aligner ?? DEFAULT_ALIGNER, found.why!));
     else throw new RustAsrError('MODEL_NOT_FOUND', `--timestamps word needs a forced aligner (${found.why}); get one with: rustasr pull ${o.aligner ?? DEFAULT_ALIGNER}`);
   }

@@ -32,7 +32,8 @@ export const SUPPORTED_LANGUAGES: readonly string[] = Object.freeze([
   'Macedonian',
 ]);
 
-function findLanguage(name: string, supported: readonly string[]): string | undefined {
+/** The spelling in `supported` of a language name or ISO 639 code (any case), or undefined when it is not there. */
+export function findLanguage(name: string, supported: readonly string[]): string | undefined {
   if (supported.length === 0) supported = SUPPORTED_LANGUAGES; // a config without support_languages
   const key = name.trim().toLowerCase();
   if (key === '') return undefined;
