@@ -56,7 +56,7 @@ case "$MODE" in
     exec valgrind --tool=memcheck --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible \
       --errors-for-leak-kinds=definite,indirect,possible --track-origins=yes \
       --suppressions="$HERE/valgrind.supp" --gen-suppressions=all \
-      "$BUILD/valgrind/golden_main" --case "$CASE" --kernel auto --threads 2
+      "$BUILD/valgrind/golden_main" --case "$CASE" --kernel auto --threads 2 --serial
     ;;
 
   fuzz)
