@@ -25,7 +25,12 @@ function int4Model(c: GoldenCase, kernel = 'auto'): Promise<Model> {
   const key = `${c.modelDir}#${kernel}`;
   let m = models.get(key);
   if (!m) {
-    m = Model.load(c.modelDir, { kernel: kernel as 'auto', quant: 'int4', cacheDir });
+    // ready(): greedyIds builds prompts with model.tokenizer, which throws until the tokenizer is built (in a
+    // fresh cacheDir it is built from vocab.json, seconds under load).
+    m = Model.load(c.modelDir, { kernel: kernel as 'auto', quant: 'int4', cacheDir }).then(async (model) => {
+      await model.ready();
+      return model;
+    });
     models.set(key, m);
   }
   return m;
