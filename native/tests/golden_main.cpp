@@ -1699,6 +1699,10 @@ int main(int argc, char** argv) {
   if (!std::getenv("RUSTASR_CACHE_DIR")) ::setenv("RUSTASR_CACHE_DIR", int8_cache_dir.path.c_str(), 1);
   // lowMemory frees encoder buffers only past 24 MiB: always here, so that path runs on every case.
   ::setenv("RUSTASR_ENCODER_SCRATCH_KEEP_BYTES", "0", 1);
+  // Batched decoding: sessions in lock-step join a batch within 100 ms rather than a tenth of a step (at most
+  // 2 ms), so that the sharing check holds in slow builds too (coverage -O0, sanitizers, qemu), where the
+  // bookkeeping between two steps (an argmax over the vocabulary) can take longer than 2 ms.
+  if (!std::getenv("RUSTASR_BATCH_WAIT_US")) ::setenv("RUSTASR_BATCH_WAIT_US", "100000", 1);
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -2,6 +2,7 @@
 #include "batch.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "model.h"
 #include "session_state.h"
@@ -13,7 +14,17 @@ struct StepBatcher::Scratch {
   explicit Scratch(Backend* be) : state(be) {}
 };
 
-StepBatcher::StepBatcher(const Model& model) : model_(model), scratch_(new Scratch(&model.backend())) {}
+StepBatcher::StepBatcher(const Model& model) : model_(model), scratch_(new Scratch(&model.backend())) {
+  // $RUSTASR_BATCH_WAIT_US: microseconds a batch leader waits for the sessions of the last batch (0 .. 10 s),
+  // in place of a tenth of the last step. For tests under sanitizers, emulators and coverage builds, where a
+  // step's bookkeeping between two steps can exceed the normal wait; a group in lock-step still starts as soon
+  // as all of it has queued.
+  if (const char* env = std::getenv("RUSTASR_BATCH_WAIT_US")) {
+    char* end = nullptr;
+    const long long us = std::strtoll(env, &end, 10);
+    if (end != env && *end == '\0' && us >= 0 && us <= 10'000'000) fixed_wait_ = std::chrono::microseconds(us);
+  }
+}
 
 StepBatcher::~StepBatcher() = default;
 
@@ -66,8 +77,10 @@ int32_t StepBatcher::step(Session& s, int32_t token, std::vector<float>* logits)
     // Lead a batch. Sessions of the last batch that have not queued their next step yet are waited for a
     // little (a tenth of the last step, 0.1 .. 2 ms): a group decoding in lock-step stays together.
     running_ = true;
-    const auto budget = std::clamp<std::chrono::steady_clock::duration>(last_step_ / 10, std::chrono::microseconds(100),
-                                                                         std::chrono::milliseconds(2));
+    const auto budget = fixed_wait_.count() >= 0
+                            ? fixed_wait_
+                            : std::clamp<std::chrono::steady_clock::duration>(
+                                  last_step_ / 10, std::chrono::microseconds(100), std::chrono::milliseconds(2));
     const auto deadline = std::chrono::steady_clock::now() + budget;
     auto missing = [&] {
       if (static_cast<int>(queue_.size()) >= kMaxRows) return false;

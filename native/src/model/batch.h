@@ -70,6 +70,9 @@ class StepBatcher {
   bool running_ = false;
   std::unordered_set<const Session*> expected_;  // the sessions of the last batch
   std::chrono::steady_clock::duration last_step_{0};
+  // A fixed wait for the sessions of the last batch instead of a tenth of the last step:
+  // $RUSTASR_BATCH_WAIT_US at construction (tests on slow or instrumented builds), else negative (unset).
+  std::chrono::steady_clock::duration fixed_wait_{-1};
   int64_t batches_ = 0, rows_ = 0;
   struct Scratch;
   std::unique_ptr<Scratch> scratch_;  // the batched step's activations (used by one batch at a time)
