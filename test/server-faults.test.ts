@@ -213,6 +213,9 @@ describe('shutdown', () => {
   it('close() past the drain timeout stops running work with 503 shutting_down', async () => {
     // The repetition guard off: the random model loops, and the guard would end the decode before the deadline.
     const s = await serve({ model, port: 0, maxNewTokens: LONG_TOKENS * 20, repetitionGuard: false, drainTimeoutMs: 200, tmpDir: tmpRoot });
+    // Ready first: the server also looks for the default forced aligner in the cache before it is ready, and
+    // a request before that is 503 model_not_loaded (seen once under CI load: decoding never started).
+    await s.ready;
     const { response } = post(s, [file(longWav)]);
     await until(() => s.gate.running === 1 && native().liveObjects().sessions === base.sessions + 1, 20_000, 'decoding to start');
     await s.close();
