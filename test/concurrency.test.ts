@@ -131,11 +131,15 @@ describe('native session misuse', () => {
   }
 
   it('a session method called while another call of it runs throws INVALID_ARGUMENT "busy"; the first call is unaffected', async () => {
-    // "Busy" lasts while the call executes on its worker thread: the first call is a long encoder run
-    // (21 s of audio) and the second one is made right away, before that thread can have finished.
+    // "Busy" lasts while the call executes on its worker thread: the first call is a long encoder run and the
+    // second one is made right away, before that thread can have finished. The tiny model encodes 21 s in a
+    // few ms, which a descheduled main thread on a loaded machine can outlast (seen once): 8 x 21 s instead.
     const s = devSession(model);
     try {
-      const mel = await s.mel(samplesOf(CASES[3]!));
+      const one = samplesOf(CASES[3]!);
+      const long = new Float32Array(one.length * 8);
+      for (let k = 0; k < 8; k++) long.set(one, k * one.length);
+      const mel = await s.mel(long);
       const first = s.encode(mel.data, mel.frames, false);
       expect(syncError(() => s.step(1))).toEqual({ code: 'INVALID_ARGUMENT', message: 'the session is busy with another call' });
       expect(syncError(() => s.mel(new Float32Array(400))).message).toMatch(/busy/);
@@ -143,7 +147,7 @@ describe('native session misuse', () => {
       // Free again: the same call gives the same result.
       const e2 = await s.encode(mel.data, mel.frames, false);
       expect(e2.embeds).toEqual(e1.embeds);
-      expect(e1.nTokens).toBe(CASES[3]!.n_audio_tokens);
+      expect(e1.nTokens).toBeGreaterThan(7 * CASES[3]!.n_audio_tokens);
     } finally {
       s.dispose();
     }
