@@ -8,6 +8,25 @@ namespace rustasr {
 
 namespace {
 Weight none() { return Weight{}; }
+
+// A decoder layer after its attention, for n rows in h (the residual stream): the output projection and its
+// residual, the post-attention norm, the SiLU-gated MLP and its residual (x, gate, up: scratch). One body for
+// the prefill / single step and the batched step, so a row's arithmetic is the same in both (batched
+// decoding's bit-identity with decoding alone rests on it).
+void layer_tail(Backend& be, const DecoderDims& D, const DecoderLayerWeights& L, float* att, int64_t n, float* h,
+                float* x, float* gate, float* up) {
+  be.linear(att, n, L.o_w, none(), x);
+  be.add(h, x, n * D.hidden);
+  be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x);
+  {
+    const Weight* ws[2] = {&L.gate_w, &L.up_w};
+    float* ys[2] = {gate, up};
+    be.linear_multi(x, n, ws, ys, 2);
+  }
+  be.silu_mul(gate, up, n * D.inter, gate);
+  be.linear(gate, n, L.down_w, none(), x);
+  be.add(h, x, n * D.hidden);
+}
 }  // namespace
 
 void Session::State::reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
@@ -67,17 +86,7 @@ void Session::decoder_forward(int64_t pos0, float* h_all, int64_t n_all, float* 
       be.rope(q, n, D.heads, D.hd, p0, D.theta);
       be.rope(k_new, n, D.kv_heads, D.hd, p0, D.theta);
       be.attention(q, n, p0, kc, vc, p0 + n, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att);
-      be.linear(att, n, L.o_w, none(), x);
-      be.add(h, x, n * D.hidden);
-      be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x);
-      {
-        const Weight* ws[2] = {&L.gate_w, &L.up_w};
-        float* ys[2] = {gate, up};
-        be.linear_multi(x, n, ws, ys, 2);
-      }
-      be.silu_mul(gate, up, n * D.inter, gate);
-      be.linear(gate, n, L.down_w, none(), x);
-      be.add(h, x, n * D.hidden);
+      layer_tail(be, D, L, att, n, h, x, gate, up);
     }
   }
   be.rms_norm(h_all + (n_all - 1) * D.hidden, 1, D.hidden, w.final_norm, D.eps, last_normed);
@@ -215,17 +224,7 @@ void Session::step_rows(const Model& m, Session* const* ss, const int32_t* token
       be.copy(vc + p * D.kv_dim, vn + i * D.kv_dim, D.kv_dim);
       be.attention(qi, 1, p, kc, vc, p + 1, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att + i * D.q_dim);
     }
-    be.linear(att, n, L.o_w, none(), x);
-    be.add(h, x, n * D.hidden);
-    be.rms_norm(h, n, D.hidden, L.post_norm, D.eps, x);
-    {
-      const Weight* ws[2] = {&L.gate_w, &L.up_w};
-      float* ys[2] = {gate, up};
-      be.linear_multi(x, n, ws, ys, 2);
-    }
-    be.silu_mul(gate, up, n * D.inter, gate);
-    be.linear(gate, n, L.down_w, none(), x);
-    be.add(h, x, n * D.hidden);
+    layer_tail(be, D, L, att, n, h, x, gate, up);
   }
   be.rms_norm(h, n, D.hidden, w.final_norm, D.eps, last);
   float* dlogits = S.logits.get(n * D.vocab);
