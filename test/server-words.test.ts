@@ -9,7 +9,7 @@ import { createReadStream, mkdtempSync, readdirSync, readFileSync, rmSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import OpenAI, { APIError } from 'openai';
+import { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { parseServeFlags } from '../src/cli/serve.js';
@@ -22,6 +22,7 @@ import { formatSubtitles } from '../src/text/subtitles.js';
 import { BIN, ensureDist, runCli } from './helpers/cli.js';
 import { startFakeHub } from './helpers/fake-hub.js';
 import { goldenPath, listCaseEntries, type GoldenIndexEntry } from './helpers/golden.js';
+import { caseFields, caseOptions, client } from './helpers/serving.js';
 import { get, metric, postForm, until } from './helpers/http.js';
 
 const MAX_NEW = 16;
@@ -76,18 +77,6 @@ async function start(opts: ServeOptions): Promise<RustAsrServer> {
   return s;
 }
 
-const client = (s: RustAsrServer) => new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-
-const optsOf = (c: GoldenIndexEntry) => ({
-  maxNewTokens: MAX_NEW,
-  ...(c.force_language !== null ? { language: c.force_language } : {}),
-  ...(c.context !== '' ? { context: c.context } : {}),
-});
-
-const fieldsOf = (c: GoldenIndexEntry) => ({
-  ...(c.force_language !== null ? { language: c.force_language } : {}),
-  ...(c.context !== '' ? { prompt: c.context } : {}),
-});
 
 /** Whether the aligner takes the case's forced language (any detected one is split generically). */
 const alignable = (c: GoldenIndexEntry) => c.force_language === null || ALIGNER_LANGUAGES.some((l) => l.toLowerCase() === c.force_language!.toLowerCase());
@@ -97,7 +86,7 @@ const refs = new Map<string, TranscribeResult>();
 async function withWords(c: GoldenIndexEntry): Promise<TranscribeResult> {
   let r = refs.get(c.case);
   if (!r) {
-    r = await transcribe(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...optsOf(c), timestamps: 'word', aligner: reference });
+    r = await transcribe(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...caseOptions(c, MAX_NEW), timestamps: 'word', aligner: reference });
     refs.set(c.case, r);
   }
   return r;
@@ -113,7 +102,7 @@ describe('verbose_json with timestamp_granularities[]=word', () => {
       file: createReadStream(goldenPath(c.audio)),
       response_format: 'verbose_json' as const,
       timestamp_granularities: ['word', 'segment'] as ('word' | 'segment')[],
-      ...fieldsOf(c),
+      ...caseFields(c),
     });
     if (!alignable(c)) {
       const err = await client(s).audio.transcriptions.create(req()).catch((e: unknown) => e);
@@ -145,7 +134,7 @@ describe('verbose_json with timestamp_granularities[]=word', () => {
     expect(segs).toBeGreaterThan(0);
     try {
       const ask = (extra: Record<string, unknown>) =>
-        client(s).audio.transcriptions.create({ model: s.context.modelId, file: createReadStream(goldenPath(c.audio)), ...fieldsOf(c), ...extra } as never) as Promise<unknown>;
+        client(s).audio.transcriptions.create({ model: s.context.modelId, file: createReadStream(goldenPath(c.audio)), ...caseFields(c), ...extra } as never) as Promise<unknown>;
       // Word granularity alone gives words too.
       const only = (await ask({ response_format: 'verbose_json', timestamp_granularities: ['word'] })) as { words: unknown };
       expect(only.words).toEqual(openAiWords(ref.words));
@@ -191,7 +180,7 @@ describe('verbose_json with timestamp_granularities[]=word', () => {
           file: createReadStream(goldenPath(c.audio)),
           response_format: 'verbose_json',
           timestamp_granularities: ['word'],
-          ...fieldsOf(c),
+          ...caseFields(c),
         }),
       ),
     );
@@ -231,7 +220,7 @@ describe('srt and vtt with an aligner', () => {
 
   it.each(runs)('%s: the cues of `rustasr infer --aligner` for the same input', async (_n, c, format) => {
     const s = servers.get(c.model_dir)!;
-    const body = await client(s).audio.transcriptions.create({ model: s.context.modelId, file: createReadStream(goldenPath(c.audio)), response_format: format, ...fieldsOf(c) });
+    const body = await client(s).audio.transcriptions.create({ model: s.context.modelId, file: createReadStream(goldenPath(c.audio)), response_format: format, ...caseFields(c) });
     const args = ['infer', goldenPath(c.audio), '-m', goldenPath(c.model_dir), '--aligner', ALIGNER_DIRS[0]!, '--format', format, '--max-new-tokens', String(MAX_NEW), '-q'];
     if (c.force_language !== null) args.push('--language', c.force_language);
     if (c.context !== '') args.push('--context', c.context);
@@ -261,9 +250,9 @@ describe('without an aligner, and the default one', () => {
     const e = (JSON.parse(r.body.toString()) as { error: { code: string; param: string; message: string; type: string } }).error;
     expect([e.code, e.param, e.type]).toEqual(['word_timestamps_unavailable', 'timestamp_granularities', 'invalid_request_error']);
     expect(e.message).toContain('--aligner');
-    const plain = await transcribe(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...optsOf(c) });
+    const plain = await transcribe(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...caseOptions(c, MAX_NEW) });
     for (const f of ['srt', 'vtt'] as const) {
-      expect(await client(s).audio.transcriptions.create({ model: s.context.modelId, file: createReadStream(goldenPath(c.audio)), response_format: f, ...fieldsOf(c) })).toBe(
+      expect(await client(s).audio.transcriptions.create({ model: s.context.modelId, file: createReadStream(goldenPath(c.audio)), response_format: f, ...caseFields(c) })).toBe(
         formatSubtitles(f, plain.segments),
       );
     }
@@ -296,7 +285,7 @@ describe('without an aligner, and the default one', () => {
         file: createReadStream(goldenPath(c.audio)),
         response_format: 'verbose_json',
         timestamp_granularities: ['word'],
-        ...fieldsOf(c),
+        ...caseFields(c),
       });
       if (alignable(c)) expect(v.words).toEqual(openAiWords((await withWords(c)).words));
       await s.close();
@@ -347,7 +336,7 @@ describe('without an aligner, and the default one', () => {
         { name: 'file', filename: 'a.wav', value: readFileSync(goldenPath(c.audio)) },
         { name: 'response_format', value: 'verbose_json' },
         { name: 'timestamp_granularities[]', value: 'word' },
-        ...Object.entries(fieldsOf(c)).map(([name, value]) => ({ name, value })),
+        ...Object.entries(caseFields(c)).map(([name, value]) => ({ name, value })),
       ];
       const r = await postForm(`${url}/v1/audio/transcriptions`, parts);
       const body = JSON.parse(r.body.toString()) as { words?: unknown; error?: { code: string } };

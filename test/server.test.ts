@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import OpenAI, { APIError } from 'openai';
+import { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, recognize, transcribe, type Model, type TranscribeResult } from '../src/index.js';
@@ -17,6 +17,7 @@ import { native } from '../src/native.js';
 import { serve, type RustAsrServer, type ServeOptions } from '../src/server/index.js';
 import { formatSubtitles } from '../src/text/subtitles.js';
 import { goldenPath, listCaseEntries, type GoldenIndexEntry } from './helpers/golden.js';
+import { caseFields, caseOptions, client } from './helpers/serving.js';
 import { get, metric, multipart, openPost, postForm, readResponse, until } from './helpers/http.js';
 
 const MAX_NEW = 16;
@@ -57,27 +58,12 @@ function serverOf(c: GoldenIndexEntry): RustAsrServer {
   return servers.get(c.model_dir)!;
 }
 
-function client(s: RustAsrServer, apiKey = 'unused'): OpenAI {
-  return new OpenAI({ baseURL: `${s.url}/v1`, apiKey, maxRetries: 0 });
-}
-
-const optsOf = (c: GoldenIndexEntry) => ({
-  maxNewTokens: MAX_NEW,
-  ...(c.force_language !== null ? { language: c.force_language } : {}),
-  ...(c.context !== '' ? { context: c.context } : {}),
-});
-
-/** The OpenAI request fields for a case (language as given in the case, context as prompt). */
-const fieldsOf = (c: GoldenIndexEntry) => ({
-  ...(c.force_language !== null ? { language: c.force_language } : {}),
-  ...(c.context !== '' ? { prompt: c.context } : {}),
-});
 
 const expected = new Map<string, TranscribeResult>();
 async function reference(c: GoldenIndexEntry): Promise<TranscribeResult> {
   let r = expected.get(c.case);
   if (!r) {
-    r = await transcribe(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...optsOf(c) });
+    r = await transcribe(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...caseOptions(c, MAX_NEW) });
     expected.set(c.case, r);
   }
   return r;
@@ -89,7 +75,7 @@ describe('the openai client against rustasr serve', () => {
     const api = client(s);
     const ref = await reference(c);
     expect(ref.tokens).toEqual(c.generated_ids.slice(0, MAX_NEW));
-    const base = { model: s.context.modelId, ...fieldsOf(c) };
+    const base = { model: s.context.modelId, ...caseFields(c) };
     const file = () => createReadStream(goldenPath(c.audio));
 
     const json = await api.audio.transcriptions.create({ ...base, file: file() });
@@ -115,12 +101,12 @@ describe('the openai client against rustasr serve', () => {
     const s = serverOf(c);
     const ref = await reference(c);
     const toks: string[] = [];
-    for await (const t of recognize(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...optsOf(c) })) if (t.text !== '') toks.push(t.text);
+    for await (const t of recognize(goldenPath(c.audio), { model: models.get(c.model_dir)!, ...caseOptions(c, MAX_NEW) })) if (t.text !== '') toks.push(t.text);
     const stream = await client(s).audio.transcriptions.create({
       model: s.context.modelId,
       file: createReadStream(goldenPath(c.audio)),
       stream: true,
-      ...fieldsOf(c),
+      ...caseFields(c),
     });
     const events: { type: string; delta?: string; text?: string }[] = [];
     for await (const ev of stream) events.push(ev as { type: string });
@@ -220,9 +206,9 @@ describe('the openai client against rustasr serve', () => {
     const c = CASES[0]!;
     const s = serverOf(c);
     const ref = await reference(c);
-    const { stdout } = await promisify(execFile)('curl', ['-sS', '-F', `file=@${goldenPath(c.audio)}`, '-F', `model=${s.context.modelId}`, ...Object.entries(fieldsOf(c)).flatMap(([k, v]) => ['-F', `${k}=${v}`]), `${s.url}/v1/audio/transcriptions`]);
+    const { stdout } = await promisify(execFile)('curl', ['-sS', '-F', `file=@${goldenPath(c.audio)}`, '-F', `model=${s.context.modelId}`, ...Object.entries(caseFields(c)).flatMap(([k, v]) => ['-F', `${k}=${v}`]), `${s.url}/v1/audio/transcriptions`]);
     expect(JSON.parse(stdout)).toEqual({ text: ref.text, usage: { type: 'duration', seconds: ref.timings.audioSeconds } });
-    const { stdout: text } = await promisify(execFile)('curl', ['-sS', '-F', `file=@${goldenPath(c.audio)}`, '-F', 'response_format=text', ...Object.entries(fieldsOf(c)).flatMap(([k, v]) => ['-F', `${k}=${v}`]), `${s.url}/v1/audio/transcriptions`]);
+    const { stdout: text } = await promisify(execFile)('curl', ['-sS', '-F', `file=@${goldenPath(c.audio)}`, '-F', 'response_format=text', ...Object.entries(caseFields(c)).flatMap(([k, v]) => ['-F', `${k}=${v}`]), `${s.url}/v1/audio/transcriptions`]);
     expect(text).toBe(`${ref.text}\n`);
   });
 });
