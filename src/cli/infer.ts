@@ -3,7 +3,6 @@
 // Several files are transcribed one after another with one loaded model: in text output each under a
 // `==> file <==` header, in JSON output one object per line (JSON lines), with --output-dir one output file
 // per input. A file that fails is reported and the others still run; the exit code is then 1.
-import { readFileSync } from 'node:fs';
 import { rename, writeFile, mkdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -18,7 +17,7 @@ import { isAbortError } from '../core/abort.js';
 import { RAW_ENCODINGS, type RawAudioFormat, type RawEncoding } from '../audio/open.js';
 import { MAX_WAV_SAMPLE_RATE } from '../audio/wav-format.js';
 import { RustAsrError } from '../errors.js';
-import { notUtf8Hint, readRegularFile } from '../hub/files.js';
+import { FILE_LIMITS, notUtf8Hint, readRegularFile } from '../hub/files.js';
 import { resolveModel } from '../hub/resolve.js';
 import { MAX_SEGMENT_SECONDS } from '../stages/segment.js';
 import type { SegmentResult } from '../stages/tokens.js';
@@ -199,13 +198,17 @@ export function parseInferOptions(raw: RawOptions): InferOptions {
   return o;
 }
 
-/** The aligner's support_languages from its config.json, or undefined when it names none or cannot be read. */
-function alignerConfigLanguages(dir: string): string[] | undefined {
+/**
+ * The aligner's support_languages from its config.json (read as every model file is: a regular file within
+ * the JSON cap), or undefined when it names none or cannot be read (the aligner's own load reports that).
+ */
+async function alignerConfigLanguages(dir: string): Promise<string[] | undefined> {
   try {
-    const langs = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { support_languages?: unknown }).support_languages;
+    const bytes = await readRegularFile(join(dir, 'config.json'), { maxBytes: FILE_LIMITS.json, label: 'config.json', tooLargeCode: 'INVALID_CONFIG' });
+    const langs = bytes && (JSON.parse(bytes.toString('utf8')) as { support_languages?: unknown }).support_languages;
     return Array.isArray(langs) && langs.length > 0 && langs.every((l) => typeof l === 'string') ? (langs as string[]) : undefined;
   } catch {
-    return undefined; // the aligner's own load reports a broken config
+    return undefined;
   }
 }
 
@@ -239,7 +242,7 @@ async function findAligner(o: InferOptions, explicit: boolean): Promise<{ dir?: 
     // Subtitles with a forced language the aligner does not take fall back to pause-based cues; an explicit
     // --timestamps word keeps the UNSUPPORTED_LANGUAGE error (the aligner checks it when it loads).
     if (!explicit && o.language !== undefined && o.language !== '') {
-      const langs = alignerConfigLanguages(dir);
+      const langs = await alignerConfigLanguages(dir);
       if (langs !== undefined && findLanguage(o.language, langs) === undefined) return { language: o.language };
     }
     return { dir };
