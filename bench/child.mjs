@@ -25,6 +25,11 @@ const [mode, arg] = process.argv.slice(2);
 // concurrent rebuild of the working tree cannot change or remove it mid-run; else this checkout's dist/.
 const sdkRoot = process.env.RUSTASR_BENCH_ROOT ? pathToFileURL(`${process.env.RUSTASR_BENCH_ROOT}/`) : new URL('../', import.meta.url);
 const dist = (file) => import(new URL(`dist/${file}`, sdkRoot).href);
+/** The SDK as `import 'rustasr'` loads it: the package's "import" entry (the ES module bundle). */
+const sdkEntry = () => {
+  const pkg = JSON.parse(readFileSync(new URL('package.json', sdkRoot), 'utf8'));
+  return import(new URL(pkg.exports?.['.']?.import?.default ?? 'dist/index.js', sdkRoot).href);
+};
 
 function out(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -82,14 +87,14 @@ async function check(dir) {
 
 async function runCase(o) {
   const tImport = performance.now();
-  const sdk = await dist('index.js');
+  const sdk = await sdkEntry();
+  const importMs = performance.now() - tImport;
   let buildPrompt;
   try {
     ({ buildPrompt } = await dist('text/prompt.js'));
   } catch {
     buildPrompt = undefined;
   }
-  const importMs = performance.now() - tImport;
   const samples = await sdk.loadAudio(o.clip, 16000);
 
   const loadOpts = { threads: o.threads, kernel: o.kernel };

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Launches the rustasr CLI (compiled to dist/ by `npm run build`).
-import('../dist/cli/index.js').then((cli) => cli.main(process.argv)).catch((err) => {
+import('../dist/esm/cli.js').then((cli) => cli.main(process.argv)).catch((err) => {
   console.error(err);
   process.exit(1);
 });

@@ -31,6 +31,8 @@ contents=$(tar -tzf "$work/$tarball")
 need() { grep -qx "package/$1" <<<"$contents" || { echo "pack-test: the tarball lacks $1" >&2; exit 1; }; }
 need prebuilds/linux-x64/rustasr.glibc.node
 need prebuilds/linux-arm64/rustasr.glibc.node
+need dist/esm/index.js
+need dist/esm/cli.js
 need dist/cjs/index.js
 need dist/cjs/index.d.ts
 need dist/cjs/package.json

@@ -15,7 +15,7 @@ describe('require("rustasr")', () => {
     ensureDist('index.js');
     const bundle = join(REPO_ROOT, 'dist', 'cjs', 'index.js');
     if (!existsSync(bundle) || statSync(bundle).mtimeMs < statSync(join(REPO_ROOT, 'dist', 'index.js')).mtimeMs) {
-      execFileSync(process.execPath, [join(REPO_ROOT, 'scripts', 'build-cjs.mjs')], { cwd: REPO_ROOT });
+      execFileSync(process.execPath, [join(REPO_ROOT, 'scripts', 'build-bundles.mjs')], { cwd: REPO_ROOT });
     }
     const require = createRequire(join(REPO_ROOT, 'package.json'));
     const cjs = require('rustasr') as typeof esm;

@@ -2,7 +2,8 @@
 // WavReader used by the AudioDecoder / WavDecoder stages): the format tags and their names, the fmt chunk,
 // what is supported, the sample codecs (PCM, IEEE float, G.711 μ-law / A-law, IMA ADPCM), and the one RIFF
 // chunk walker (RIFF, RF64 and BW64 headers; ds64, fmt, fact and data chunks; unknown chunks skipped).
-import wavefile from 'wavefile';
+import { createRequire } from 'node:module';
+import type WaveFileModule from 'wavefile';
 
 import { RustAsrError } from '../errors.js';
 import type { AudioStreamFormat, SampleEncoding } from './types.js';
@@ -166,6 +167,8 @@ let g711: { mulaw: Float32Array; alaw: Float32Array } | undefined;
 /** The 256-entry G.711 decoding tables, from wavefile's codecs, as floats (x / 32768). */
 function g711Tables(): { mulaw: Float32Array; alaw: Float32Array } {
   if (!g711) {
+    // Loaded on first use (40-50 ms of the SDK's import otherwise, for a codec few inputs need).
+    const wavefile = createRequire(import.meta.url)('wavefile') as typeof WaveFileModule;
     const all = Uint8Array.from({ length: 256 }, (_, i) => i);
     const table = (bitDepth: '8m' | '8a'): Float32Array => {
       const wf = new wavefile.WaveFile();

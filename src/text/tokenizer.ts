@@ -14,7 +14,7 @@
 
 import { stat } from 'node:fs/promises';
 
-import { Tokenizer } from '@huggingface/tokenizers';
+import type { Tokenizer } from '@huggingface/tokenizers';
 import { RustAsrError } from '../errors.js';
 import { resolveCacheDir } from '../hub/cache.js';
 import { FILE_LIMITS, childPath, readRegularFile, showPath, statRegularFile } from '../hub/files.js';
@@ -192,7 +192,13 @@ class QwenTokenizer implements AsrTokenizer {
   private readonly addedByContent = new Map<string, number>();
   private readonly bytesCache = new Map<number, Uint8Array>();
 
-  constructor(vocab: Record<string, number>, merges: [string, string][], added: AddedTokenJson[], config: Record<string, unknown>) {
+  constructor(
+    TokenizerClass: typeof Tokenizer,
+    vocab: Record<string, number>,
+    merges: [string, string][],
+    added: AddedTokenJson[],
+    config: Record<string, unknown>,
+  ) {
     this.vocab = new Map(Object.entries(vocab));
     let size = 0;
     for (const id of this.vocab.values()) size = Math.max(size, id + 1);
@@ -244,7 +250,7 @@ class QwenTokenizer implements AsrTokenizer {
       split_special_tokens: config['split_special_tokens'] === true,
     };
     try {
-      this.hf = new Tokenizer(tokenizerJson, hfConfig);
+      this.hf = new TokenizerClass(tokenizerJson, hfConfig);
     } catch (err) {
       throw invalid('tokenizer files', (err as Error).message, err);
     }
@@ -438,12 +444,14 @@ export let lastTokenizerSource: 'hit' | 'miss' | 'unwritable' | 'off' | 'referen
  * the fuzzer compare the fast path with it. Same files and errors as loadTokenizer.
  */
 export async function loadReferenceTokenizer(modelDir: string | Buffer): Promise<AsrTokenizer> {
-  const [vocabText, mergesText, { config, added }] = await Promise.all([
+  // Imported here, not at the top: the fast path never needs it (20-30 ms of the SDK's import otherwise).
+  const [vocabText, mergesText, { config, added }, { Tokenizer }] = await Promise.all([
     readModelFile(modelDir, 'vocab.json'),
     readModelFile(modelDir, 'merges.txt'),
     readConfig(modelDir),
+    import('@huggingface/tokenizers'),
   ]);
-  return new QwenTokenizer(parseVocab(vocabText), parseMerges(mergesText), added, config);
+  return new QwenTokenizer(Tokenizer, parseVocab(vocabText), parseMerges(mergesText), added, config);
 }
 
 /**
