@@ -226,7 +226,8 @@ let cached: NativeBinding | undefined;
 
 /**
  * The package root (where binding.gyp, build/ and prebuilds/ are): the nearest ancestor of this module with
- * rustasr's package.json. The ES build runs from dist/, the CommonJS bundle from dist/cjs/.
+ * rustasr's package.json. The package runs from its bundles in dist/esm/ (ES) and dist/cjs/ (CommonJS); the
+ * repository's scripts from the per-module build in dist/.
  */
 export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
