@@ -1,12 +1,13 @@
 // Builds the bundles the package runs from, next to the ES module build that tsc writes to dist/ (which keeps
-// the type declarations and serves the repository's scripts):
-// - dist/esm/: `import 'rustasr'`, `rustasr/rx`, `rustasr/server`, `rustasr/queue` and the CLI (bin/rustasr.js) as ES module bundles with shared
-//   chunks (one instance of each module across the three). One file instead of ~50 modules halves the SDK's
-//   import time (measured ~90 -> ~40 ms here: Node's ES module loader costs ~1 ms per module).
-// - dist/cjs/: the CommonJS entry points (dist/cjs/index.js, dist/cjs/rx.js) for `require('rustasr')`. esbuild bundles src/ into one CommonJS file per entry point
-// (dependencies stay external; the WebAssembly audio decoders, ES modules only, are loaded with import(),
-// which CommonJS code can call); the type declarations are tsc's, copied under dist/cjs/ where a
-// package.json marks them CommonJS. Run by `npm run build:ts`, after tsc.
+// the type declarations and serves the repository's scripts). Run by `npm run build:ts`, after tsc.
+// - dist/esm/: `import 'rustasr'`, `rustasr/rx`, `rustasr/server`, `rustasr/queue` and the CLI
+//   (bin/rustasr.js) as ES module bundles with shared chunks, so each module exists once across them (one
+//   RustAsrError class). One file instead of ~50 modules halves the SDK's import (run 8: 94 -> 37 ms; Node's
+//   ES module loader costs ~1 ms per module).
+// - dist/cjs/: the CommonJS entry points (index.js, rx.js) for `require('rustasr')`, one file each.
+// Dependencies stay external; the WebAssembly audio decoders (ES modules only) are loaded with import(),
+// which CommonJS code can call. The type declarations are tsc's, copied under dist/cjs/ where a package.json
+// marks them CommonJS.
 import { build } from 'esbuild';
 import { cpSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
