@@ -11,7 +11,8 @@
 // code, the golden files give the golden ids, RSS at the end within 5 % of RSS after warm-up and heap within
 // 10 % (medians of three samples, see below), process.getActiveResourcesInfo() back to its warm-up state, and the native addon's live
 // model/session counts back to zero once the model is disposed. Prints one JSON summary on stdout.
-// Needs the TypeScript build (npm run build:ts) and the native addon; run with --expose-gc for stable figures.
+// Needs the TypeScript build (npm run build:ts) and the native addon. Runs itself under the node flags it needs
+// (gc exposed, a fixed young generation: see NODE_FLAGS).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -103,17 +104,17 @@ const goldenFiles = ['en_1p2s', 'en_5s', 'en_21s', 'ru_11s', 'en_5s_8k', 'en_5s_
 });
 const speech16k = await Promise.all(goldenFiles.slice(0, 4).map((g) => loadAudio(g.bytes, 16000)));
 
-/** A mono 16 kHz source signal of `seconds`: speech (tiled golden audio), noise or silence. */
-function source(kind, seconds) {
+/** A mono 16 kHz source signal of `seconds`: speech (tiled golden audio), noise or silence; `r` draws the choices. */
+function source(kind, seconds, r = rand) {
   const n = Math.max(1, Math.round(seconds * 16000));
   const out = new Float32Array(n);
   if (kind === 'speech') {
-    const s = pick(speech16k);
-    const off = Math.floor(rand() * s.length);
+    const s = speech16k[Math.floor(r() * speech16k.length)];
+    const off = Math.floor(r() * s.length);
     for (let i = 0; i < n; i++) out[i] = s[(off + i) % s.length];
   } else if (kind === 'noise') {
-    const amp = 0.01 + rand() * 0.9;
-    for (let i = 0; i < n; i++) out[i] = amp * (2 * rand() - 1);
+    const amp = 0.01 + r() * 0.9;
+    for (let i = 0; i < n; i++) out[i] = amp * (2 * r() - 1);
   }
   return out;
 }
@@ -270,11 +271,7 @@ async function runRange(from, to) {
  * mark of the biggest buffers at once, rather than stepping up whenever such an input first turns up in the
  * measured part of the run. They use their own generator, so the random inputs are the same for a --seed. */
 async function warmLargest() {
-  const r = rng(Number(args.seed) + 1);
-  const x16 = new Float32Array(30 * 16000);
-  const s = speech16k[0];
-  const off = Math.floor(r() * s.length);
-  for (let i = 0; i < x16.length; i++) x16[i] = s[(off + i) % s.length];
+  const x16 = source('speech', 30, rng(Number(args.seed) + 1));
   const wav = wavFromSamples(resample(x16, 16000, 48000), { sampleRate: 48000, bits: 64, float: true, channels: 2 });
   const file = join(tmp, 'warm-largest.wav');
   writeFileSync(file, wav);
