@@ -17,36 +17,30 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
 const out = join(dist, 'cjs');
 
-const common = {
-  bundle: true,
-  platform: 'node',
+const common = { bundle: true, platform: 'node', target: 'node20', packages: 'external', logLevel: 'warning', absWorkingDir: root };
+const cjs = {
+  ...common,
   format: 'cjs',
-  target: 'node20',
-  packages: 'external',
   // import.meta.url is what the ES build uses to find its own files; in CommonJS it is __filename's URL.
   define: { 'import.meta.url': '__rustasr_import_meta_url' },
   banner: { js: "const __rustasr_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
-  logLevel: 'warning',
-  absWorkingDir: root,
 };
 
 rmSync(join(dist, 'esm'), { recursive: true, force: true }); // chunk names carry a hash: none may linger
 await build({
   ...common,
   format: 'esm',
-  define: undefined,
-  banner: undefined,
   splitting: true,
   entryPoints: { index: 'src/index.ts', rx: 'src/rx.ts', server: 'src/server/index.ts', queue: 'src/queue/index.ts', cli: 'src/cli/index.ts' },
   outdir: join(dist, 'esm'),
   chunkNames: 'chunks/[name]-[hash]',
 });
 
-await build({ ...common, entryPoints: ['src/index.ts'], outfile: join(out, 'index.js') });
+await build({ ...cjs, entryPoints: ['src/index.ts'], outfile: join(out, 'index.js') });
 // rustasr/rx shares the index bundle's classes (one RustAsrError, one Transcriber): its imports of the SDK
 // resolve to the index bundle.
 await build({
-  ...common,
+  ...cjs,
   entryPoints: ['src/rx.ts'],
   outfile: join(out, 'rx.js'),
   plugins: [
