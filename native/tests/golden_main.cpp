@@ -1277,7 +1277,8 @@ void kernel_checks() {
     for (const char* dt : {"BF16", "F16", "F32"}) {
       double worst = 0;
       bool rows_alone = true;
-      for (const auto& shape : {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}, {70, 1100}}) {
+      for (const auto& shape :
+           {std::pair<int64_t, int64_t>{37, 83}, {5, 1}, {130, 257}, {17, 33}, {70, 1100}, {29, 2100}}) {
         const int64_t rows = shape.first, cols = shape.second;
         // Weights: values exactly representable in BF16 (hence in F16 and F32 too, for this range).
         std::vector<float> wf(static_cast<size_t>(rows * cols)), bf(static_cast<size_t>(rows));
@@ -1531,6 +1532,35 @@ void attention_checks() {
       report(worst <= 2e-6, "decode attention, " + std::to_string(runs) + " shapes [" + k + ", " +
                                 std::to_string(threads) + " thread(s)]",
              "max abs err " + fmt(worst) + " (tol 2e-06)");
+      // Several sessions at once (Backend::attention_rows, batched decoding): split and per-head rows mixed,
+      // each row's output bit-identical to attention() on it alone.
+      bool rows_alone = true;
+      for (const Shape sh : {Shape{16, 8, 128}, Shape{16, 16, 64}, Shape{8, 4, 32}}) {
+        const int64_t stride = sh.kv_heads * sh.hd;
+        const std::vector<int64_t> lens = {300, 50, 1031, 129};
+        std::vector<std::vector<float>> qs, ks, vs, outs;
+        std::vector<rustasr::Backend::AttentionRow> rows;
+        for (int64_t nk : lens) {
+          qs.emplace_back(static_cast<size_t>(sh.q_heads * sh.hd));
+          ks.emplace_back(static_cast<size_t>(nk * stride));
+          vs.emplace_back(static_cast<size_t>(nk * stride));
+          outs.emplace_back(static_cast<size_t>(sh.q_heads * sh.hd));
+          for (float& x : qs.back()) x = next() * 2.f;
+          for (float& x : ks.back()) x = next();
+          for (float& x : vs.back()) x = next();
+        }
+        for (size_t i = 0; i < lens.size(); ++i)
+          rows.push_back({qs[i].data(), lens[i] - 1, ks[i].data(), vs[i].data(), outs[i].data()});
+        be->attention_rows(rows.data(), static_cast<int>(rows.size()), stride, sh.q_heads, sh.kv_heads, sh.hd);
+        for (size_t i = 0; i < lens.size(); ++i) {
+          std::vector<float> one(outs[i].size());
+          be->attention(qs[i].data(), 1, lens[i] - 1, ks[i].data(), vs[i].data(), lens[i], stride, sh.q_heads,
+                        sh.kv_heads, sh.hd, true, one.data());
+          if (std::memcmp(one.data(), outs[i].data(), one.size() * sizeof(float)) != 0) rows_alone = false;
+        }
+      }
+      report(rows_alone, "decode attention of 4 sessions in one call: each row bit-identical to it alone [" + k + ", " +
+                             std::to_string(threads) + " thread(s)]");
     }
 }
 

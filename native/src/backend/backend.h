@@ -114,6 +114,23 @@ class Backend {
                          int64_t nk, int64_t kv_stride, int64_t q_heads, int64_t kv_heads,
                          int64_t head_dim, bool causal, float* out) = 0;
 
+  // Decode attention of several sessions at once (batched decoding): row i is one query row at position
+  // pos, causal, over its own cache (k, v: pos + 1 rows), exactly as attention(q, 1, pos, k, v, pos + 1,
+  // ...) computes it alone, bit for bit. The CPU backend runs every row's cache blocks in one pool pass.
+  struct AttentionRow {
+    const float* q;
+    int64_t pos;
+    const float* k;
+    const float* v;
+    float* out;
+  };
+  virtual void attention_rows(const AttentionRow* rows, int n, int64_t kv_stride, int64_t q_heads, int64_t kv_heads,
+                              int64_t head_dim) {
+    for (int i = 0; i < n; ++i)
+      attention(rows[i].q, 1, rows[i].pos, rows[i].k, rows[i].v, rows[i].pos + 1, kv_stride, q_heads, kv_heads,
+                head_dim, true, rows[i].out);
+  }
+
   // out[i, :] = embedding row ids[i] (upcast to float32). table: [vocab, d]. ids are HOST memory, checked
   // against the table (kInvalidArgument).
   virtual void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;

@@ -200,6 +200,7 @@ void Session::step_rows(const Model& m, Session* const* ss, const int32_t* token
   // Each op below computes every row as the single-row step does (decoder_forward with n = 1): row-wise ops
   // on all rows at once (their per-row arithmetic does not depend on the other rows), RoPE, the KV append and
   // attention per session at its own position.
+  std::vector<Backend::AttentionRow> arows(static_cast<size_t>(n));
   be.embed(w.embed_tokens, tokens, n, h);
   for (int64_t l = 0; l < D.layers; ++l) {
     const DecoderLayerWeights& L = w.dec_layers[static_cast<size_t>(l)];
@@ -222,8 +223,9 @@ void Session::step_rows(const Model& m, Session* const* ss, const int32_t* token
       float* vc = Si.v_cache[static_cast<size_t>(l)].data();
       be.copy(kc + p * D.kv_dim, ki, D.kv_dim);
       be.copy(vc + p * D.kv_dim, vn + i * D.kv_dim, D.kv_dim);
-      be.attention(qi, 1, p, kc, vc, p + 1, D.kv_dim, D.heads, D.kv_heads, D.hd, true, att + i * D.q_dim);
+      arows[static_cast<size_t>(i)] = {qi, p, kc, vc, att + i * D.q_dim};
     }
+    be.attention_rows(arows.data(), n, D.kv_dim, D.heads, D.kv_heads, D.hd);
     layer_tail(be, D, L, att, n, h, x, gate, up);
   }
   be.rms_norm(h, n, D.hidden, w.final_norm, D.eps, last);

@@ -263,53 +263,99 @@ class CpuBackend final : public Backend {
   // Decode attention (one query row) split by position across the pool: each thread reads one contiguous
   // block of cache rows, all heads at once, and the parts are combined with their softmax maxima. Used from
   // kSplitMinRows cached rows on (shorter caches take the per-head tasks; the split was only measured on
-  // long ones). Returns false when the kernel does not cover this ISA / head size / GQA group (the caller
-  // runs the per-head path).
-  bool attention_split(const float* q, int64_t limit, const float* k, const float* v, int64_t kv_stride,
-                       int64_t q_heads, int64_t kv_heads, int64_t head_dim, float scale, float* out) {
+  // long ones). A plan per query row; several rows (sessions decoding together) run their parts in one pool
+  // pass, each row's parts and merge exactly as alone.
+  struct SplitPlan {
+    const float* q;
+    const float* k;
+    const float* v;
+    float* out;
+    int64_t limit = 0, parts = 0, per_part = 0;
+    size_t fbase = 0, sbase = 0;  // offsets of this row's part buffers in the shared fbuf / sums
+  };
+  static constexpr int64_t kMaxParts = 64;
+
+  // Fills `plan` for one row; false when the row takes the per-head path (short cache, kernel not there).
+  bool split_plan(const float* q, int64_t limit, const float* k, const float* v, int64_t q_heads, int64_t kv_heads,
+                  int64_t head_dim, float* out, SplitPlan& plan) const {
     constexpr int64_t kSplitMinRows = 128;
     if (limit < kSplitMinRows || pool_.size() < 2 || !attend_part_available(isa_, head_dim, q_heads, kv_heads))
       return false;
-    constexpr int64_t kMaxParts = 64;
-    const int64_t parts = std::min<int64_t>({static_cast<int64_t>(pool_.size()), limit / 64, kMaxParts});
-    const int64_t max_len = (limit + parts - 1) / parts;
-    const int64_t per_part = q_heads * (max_len + head_dim + 1);
-    std::vector<float> fbuf(static_cast<size_t>(parts * per_part));
-    std::vector<double> sums(static_cast<size_t>(parts * q_heads));
+    plan.q = q, plan.k = k, plan.v = v, plan.out = out, plan.limit = limit;
+    plan.parts = std::min<int64_t>({static_cast<int64_t>(pool_.size()), limit / 64, kMaxParts});
+    const int64_t max_len = (limit + plan.parts - 1) / plan.parts;
+    plan.per_part = q_heads * (max_len + head_dim + 1);
+    return true;
+  }
+
+  // Runs the planned rows: every part of every row in one pool pass, then each row's merge.
+  void split_run(std::vector<SplitPlan>& plans, int64_t kv_stride, int64_t q_heads, int64_t kv_heads,
+                 int64_t head_dim, float scale) {
+    size_t fsize = 0, ssize = 0;
+    std::vector<std::pair<size_t, int64_t>> tasks;  // (plan, part)
+    for (size_t i = 0; i < plans.size(); ++i) {
+      plans[i].fbase = fsize, plans[i].sbase = ssize;
+      fsize += static_cast<size_t>(plans[i].parts * plans[i].per_part);
+      ssize += static_cast<size_t>(plans[i].parts * q_heads);
+      for (int64_t p = 0; p < plans[i].parts; ++p) tasks.emplace_back(i, p);
+    }
+    std::vector<float> fbuf(fsize);
+    std::vector<double> sums(ssize);
     const Isa isa = isa_;
     pool_.parallel_for(
-        parts,
-        [&](int64_t pb, int64_t pe) {
-          for (int64_t p = pb; p < pe; ++p) {
-            float* base = fbuf.data() + p * per_part;
-            attend_part_f32(isa, q, k, v, limit * p / parts, limit * (p + 1) / parts, kv_stride, q_heads, kv_heads,
-                            head_dim, scale, base + q_heads * (head_dim + 1), base, base + q_heads * head_dim,
-                            sums.data() + p * q_heads);
+        static_cast<int64_t>(tasks.size()),
+        [&](int64_t tb, int64_t te) {
+          for (int64_t t = tb; t < te; ++t) {
+            const SplitPlan& P = plans[tasks[static_cast<size_t>(t)].first];
+            const int64_t p = tasks[static_cast<size_t>(t)].second;
+            float* base = fbuf.data() + P.fbase + p * P.per_part;
+            attend_part_f32(isa, P.q, P.k, P.v, P.limit * p / P.parts, P.limit * (p + 1) / P.parts, kv_stride, q_heads,
+                            kv_heads, head_dim, scale, base + q_heads * (head_dim + 1), base, base + q_heads * head_dim,
+                            sums.data() + P.sbase + p * q_heads);
           }
         },
-        1, parts);
-    auto part_max = [&](int64_t p, int64_t h) {
-      return fbuf[static_cast<size_t>(p * per_part + q_heads * head_dim + h)];
-    };
-    for (int64_t h = 0; h < q_heads; ++h) {
-      float mx = -INFINITY;
-      for (int64_t p = 0; p < parts; ++p) mx = std::max(mx, part_max(p, h));
-      double den = 0;
-      float w[kMaxParts];
-      for (int64_t p = 0; p < parts; ++p) {
-        const double wp = std::exp(static_cast<double>(part_max(p, h)) - mx);
-        w[p] = static_cast<float>(wp);
-        den += wp * sums[static_cast<size_t>(p * q_heads + h)];
-      }
-      const float inv = static_cast<float>(1.0 / den);
-      float* o = out + h * head_dim;
-      for (int64_t d = 0; d < head_dim; ++d) {
-        float acc = 0;
-        for (int64_t p = 0; p < parts; ++p) acc += w[p] * fbuf[static_cast<size_t>(p * per_part + h * head_dim + d)];
-        o[d] = acc * inv;
+        1, static_cast<int64_t>(tasks.size()));
+    for (const SplitPlan& P : plans) {
+      const float* fb = fbuf.data() + P.fbase;
+      const double* sb = sums.data() + P.sbase;
+      auto part_max = [&](int64_t p, int64_t h) { return fb[static_cast<size_t>(p * P.per_part + q_heads * head_dim + h)]; };
+      for (int64_t h = 0; h < q_heads; ++h) {
+        float mx = -INFINITY;
+        for (int64_t p = 0; p < P.parts; ++p) mx = std::max(mx, part_max(p, h));
+        double den = 0;
+        float w[kMaxParts];
+        for (int64_t p = 0; p < P.parts; ++p) {
+          const double wp = std::exp(static_cast<double>(part_max(p, h)) - mx);
+          w[p] = static_cast<float>(wp);
+          den += wp * sb[static_cast<size_t>(p * q_heads + h)];
+        }
+        const float inv = static_cast<float>(1.0 / den);
+        float* o = P.out + h * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          float acc = 0;
+          for (int64_t p = 0; p < P.parts; ++p) acc += w[p] * fb[static_cast<size_t>(p * P.per_part + h * head_dim + d)];
+          o[d] = acc * inv;
+        }
       }
     }
-    return true;
+  }
+
+  void attention_rows(const AttentionRow* rows, int n, int64_t kv_stride, int64_t q_heads, int64_t kv_heads,
+                      int64_t head_dim) override {
+    if (n <= 0 || q_heads <= 0) return;
+    if (kv_heads <= 0 || q_heads % kv_heads != 0)
+      throw Error(ErrorCode::kInvalidArgument, "attention: q_heads must be a multiple of kv_heads");
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    std::vector<SplitPlan> plans;
+    for (int i = 0; i < n; ++i) {
+      SplitPlan plan;
+      if (split_plan(rows[i].q, rows[i].pos + 1, rows[i].k, rows[i].v, q_heads, kv_heads, head_dim, rows[i].out, plan))
+        plans.push_back(plan);
+      else
+        attention(rows[i].q, 1, rows[i].pos, rows[i].k, rows[i].v, rows[i].pos + 1, kv_stride, q_heads, kv_heads,
+                  head_dim, true, rows[i].out);
+    }
+    if (!plans.empty()) split_run(plans, kv_stride, q_heads, kv_heads, head_dim, scale);
   }
 
   void attention(const float* q, int64_t nq, int64_t q_pos0, const float* k, const float* v, int64_t nk,
@@ -321,9 +367,14 @@ class CpuBackend final : public Backend {
     const int64_t group = q_heads / kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const Isa isa = isa_;
-    if (nq == 1 && attention_split(q, causal ? std::min<int64_t>(nk, q_pos0 + 1) : nk, k, v, kv_stride, q_heads,
-                                   kv_heads, head_dim, scale, out))
-      return;
+    if (nq == 1) {
+      std::vector<SplitPlan> plans(1);
+      if (split_plan(q, causal ? std::min<int64_t>(nk, q_pos0 + 1) : nk, k, v, q_heads, kv_heads, head_dim, out,
+                     plans[0])) {
+        split_run(plans, kv_stride, q_heads, kv_heads, head_dim, scale);
+        return;
+      }
+    }
     // One task per (query row, KV head): the `group` query heads that share a KV head are done together, so
     // each key and value row is read once per task (GQA), not once per query head. Per query head the
     // arithmetic and its order are those of a plain per-head loop.

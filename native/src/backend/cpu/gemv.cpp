@@ -222,8 +222,11 @@ T512 void blk_avx512_core(const float* x, int64_t ldx, const uint16_t* W, int64_
 
 template <int R, int M>
 T512 void blk_avx512(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t r, float* y, int64_t ldy) {
-  // U by R only: a row's sums do not depend on M.
-  blk_avx512_core<R, M, (R == 1) ? 4 : (R <= 4) ? 2 : 1>(in.x, in.ldx, W, cols, r, y, ldy);
+  // Two accumulators per (weight row, activation row) for every R used (1, and 3 for several activation rows
+  // against wide weights, see gemv_rows): a row's sums depend on neither R nor M, so batched rows are
+  // bit-identical to a row alone. (Four for R = 1 measured no faster for decode, and 3 x 4 x 4 would not
+  // fit the 32 registers.)
+  blk_avx512_core<R, M, (R <= 4) ? 2 : 1>(in.x, in.ldx, W, cols, r, y, ldy);
 }
 
 template <int R, int M>
@@ -773,12 +776,25 @@ void gemv_rows(Isa isa, const GemvInput& in, const Weight& w, int64_t r0, int64_
   const uint16_t* W = static_cast<const uint16_t*>(w.data);
   int64_t r = r0;
   // One activation row (decode): the AVX-512F and AVX2 paths read one weight row at a time (a single
-  // sequential stream per thread, 4x unrolled); measured faster than 4-row blocks (31 vs 40-50 ms per 0.6B
-  // step here). The AVX512-BF16 path keeps its 4-row blocks, which measured faster for it.
+  // sequential stream per thread); measured faster than 4-row blocks (31 vs 40-50 ms per 0.6B step here).
+  // The AVX512-BF16 path keeps its 4-row blocks, which measured faster for it.
   // Several activation rows (sessions decoding together, tiny prefills): one weight row at a time, with the
   // accumulators of the one-row kernel for each activation row, so that a row's result does not depend on
   // the other rows of the call (batched decoding is bit-identical to decoding alone; the kernels' unroll
-  // depends on R only).
+  // depends on R only). Where the activation rows no longer sit comfortably in L1 beside the weight stream
+  // (more than 16 KiB: 4 rows of more than 1024 columns, the 0.6B's o and down projections), AVX-512F takes
+  // three weight rows at a time so that each load of x serves three: in the 4-row 0.6B step this cut the
+  // o + MLP time from 22.7-25.7 to 18.1-22.0 ms (1-row: 14.2-17.5), while three rows at 1024 columns were
+  // slower than one (q/k/v 7.5 vs 6.3 ms).
+#if defined(RUSTASR_X86)
+  const int64_t x_bytes = in.m * w.cols * static_cast<int64_t>(sizeof(float));
+  if (isa == Isa::kAvx512f && in.m > 1 && x_bytes > (int64_t(16) << 10)) {
+    static const BlockFn kThree[kGemvMaxRows] = {blk_avx512<3, 1>, blk_avx512<3, 2>, blk_avx512<3, 3>,
+                                                 blk_avx512<3, 4>};
+    const BlockFn three = kThree[in.m - 1];
+    for (; r + 3 <= r1; r += 3) three(in, W, w.cols, r, y, ldy);
+  }
+#endif
   const bool single_stream = in.m > 1 || isa == Isa::kAvx512f || isa == Isa::kAvx2;
   if (!single_stream)
     for (; r + 4 <= r1; r += 4) four(in, W, w.cols, r, y, ldy);
