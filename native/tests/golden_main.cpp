@@ -1600,6 +1600,49 @@ void gelu_checks() {
   }
 }
 
+// DeviceBuffer::grow_keep through Backend::realloc_keep (the KV cache's growth): the kept elements survive
+// every growth, from empty, from a block of alloc, and across several moves of a grown block (the CPU
+// backend's mremap path on Linux), with a second buffer grown in between so that a range cannot simply
+// extend in place; then both are freed (a leak or a bad munmap shows under ASan and valgrind).
+void buffer_growth_checks() {
+  rustasr::BackendOptions bo;
+  bo.threads = 1;
+  std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+  auto value = [](int64_t i, int tag) { return static_cast<float>((i * 7919 + tag * 131) % 100003); };
+  auto intact = [&](const float* p, int64_t n, int tag) {
+    for (int64_t i = 0; i < n; i += 997)
+      if (p[i] != value(i, tag)) return false;
+    return n == 0 || p[n - 1] == value(n - 1, tag);
+  };
+  auto fill = [&](float* p, int64_t from, int64_t to, int tag) {
+    for (int64_t i = from; i < to; ++i) p[i] = value(i, tag);
+  };
+  for (const bool from_alloc : {false, true}) {
+    rustasr::DeviceBuffer a(be.get()), b(be.get());
+    int64_t n = 1000;
+    float* pa = from_alloc ? a.get(n) : a.grow_keep(n);
+    fill(pa, 0, n, 1);
+    float* pb = b.grow_keep(n);
+    fill(pb, 0, n, 2);
+    bool ok = true;
+    std::string why;
+    for (const int64_t next : {int64_t(3000), int64_t(300000), int64_t(1) << 21, int64_t(3) << 21}) {
+      pa = a.grow_keep(next);
+      if (!intact(pa, n, 1) && ok) ok = false, why = "a lost its elements growing to " + std::to_string(next);
+      fill(pa, n, next, 1);
+      pb = b.grow_keep(next);
+      if (!intact(pb, n, 2) && ok) ok = false, why = "b lost its elements growing to " + std::to_string(next);
+      fill(pb, n, next, 2);
+      n = next;
+    }
+    if ((a.grow_keep(n / 2) != pa || !intact(pa, n, 1)) && ok) ok = false, why = "a smaller size moved or changed a";
+    report(ok && intact(pa, n, 1) && intact(pb, n, 2),
+           std::string("DeviceBuffer::grow_keep keeps every element over 4 growths (1000 .. 6.3M floats, ") +
+               (from_alloc ? "first block from alloc" : "from empty") + ", two buffers interleaved)",
+           why);
+  }
+}
+
 // io/large_pages: a mapping lands on a 2 MiB boundary with the file's bytes intact; a file written just now
 // in 4 KiB pieces (its page cache in 4 KiB folios) is found so and, where the kernel can cache it in 2 MiB
 // folios, dropped ("reread"): mapped again and touched, it is then found "large", bytes still intact. A file
@@ -1950,6 +1993,7 @@ int main(int argc, char** argv) {
           {"gelu checks", gelu_checks},
           {"probe checks", probe_checks},
           {"large page checks", large_page_checks},
+          {"buffer growth checks", buffer_growth_checks},
       };
       for (const auto& [name, run] : standalone) {
         try {

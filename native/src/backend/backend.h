@@ -63,6 +63,24 @@ class Backend {
   virtual void upload(float* dst, const float* host, int64_t count) = 0;    // host -> backend
   virtual void download(float* host, const float* src, int64_t count) = 0;  // backend -> host, synchronous
   virtual void copy(float* dst, const float* src, int64_t count) = 0;       // backend -> backend
+  // A buffer of new_count floats whose first old_count are those of p (p from alloc or realloc_keep, or
+  // nullptr with old_count 0), for buffers that grow (the KV cache). p is freed on success; when this
+  // throws, p is left as it was. Default: alloc, prefault the kept part, copy, free. The CPU backend on
+  // Linux moves the pages instead (mremap): no copy and no page faults for the kept part.
+  virtual float* realloc_keep(float* p, int64_t old_count, int64_t new_count) {
+    float* q = alloc(new_count);
+    if (p && old_count > 0) {
+      try {
+        prefault(q, old_count);
+        copy(q, p, old_count);
+      } catch (...) {
+        free(q);
+        throw;
+      }
+    }
+    free(p);
+    return q;
+  }
   // Called once per weight at load, before any op uses it. The CPU backend reads the mapping in place.
   virtual void prepare_weight(Weight& w) { (void)w; }
   // A hint: the first `count` floats at p (from alloc) are about to be written. The CPU backend maps large
@@ -177,17 +195,7 @@ class DeviceBuffer {
   }
   float* grow_keep(int64_t n) {
     if (n > n_) {
-      float* q = be_->alloc(n);
-      if (n_ > 0) {
-        try {
-          be_->copy(q, p_, n_);
-        } catch (...) {
-          be_->free(q);
-          throw;
-        }
-      }
-      be_->free(p_);
-      p_ = q;
+      p_ = be_->realloc_keep(p_, n_, n);  // when it throws, p_ stays as it was
       n_ = n;
     }
     return p_;

@@ -4,7 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__linux__)
@@ -64,7 +66,41 @@ class CpuBackend final : public Backend {
     if (!p) throw Error(ErrorCode::kInternal, "out of memory allocating " + std::to_string(bytes) + " bytes");
     return static_cast<float*>(p);
   }
-  void free(float* p) override { std::free(p); }
+  void free(float* p) override {
+#if defined(__linux__)
+    if (p && unmap_grown(p)) return;
+#endif
+    std::free(p);
+  }
+#if defined(__linux__)
+  // Growing buffers (the KV cache) live in their own anonymous mappings, grown by mremap: the kept part's
+  // pages move to the new range as they are, where alloc + copy touched as many fresh pages again as it
+  // copied. A 0.6B session's cache going from 224 to 448 positions (56 buffers, 51 MB kept) took 85-170 ms
+  // that way on the reference VM, every session of a batched step waiting for it.
+  float* realloc_keep(float* p, int64_t old_count, int64_t new_count) override {
+    if (new_count <= 0) return Backend::realloc_keep(p, old_count, new_count);
+    const size_t page = 4096;
+    const size_t want = (static_cast<size_t>(new_count) * sizeof(float) + page - 1) / page * page;
+    size_t have = 0;
+    if (p && !grown_size(p, &have)) {
+      // A block from alloc: one copy into a mapping of its own, mremap from then on.
+      float* q = map_grown(want);
+      prefault(q, old_count);
+      std::memcpy(q, p, static_cast<size_t>(std::max<int64_t>(old_count, 0)) * sizeof(float));
+      std::free(p);
+      return q;
+    }
+    if (!p) return map_grown(want);
+    if (want <= have) return p;
+    void* m = ::mremap(p, have, want, MREMAP_MAYMOVE);
+    if (m == MAP_FAILED)  // the old mapping is left as it was
+      throw Error(ErrorCode::kInternal, "out of memory growing a buffer to " + std::to_string(want) + " bytes");
+    std::lock_guard<std::mutex> lk(grown_mu_);
+    grown_.erase(p);
+    grown_[m] = want;
+    return static_cast<float*>(m);
+  }
+#endif
   void prefault(float* p, int64_t count) override {
 #if defined(__linux__)
     constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE (Linux 5.14); older kernels: EINVAL, ignored
@@ -439,6 +475,42 @@ class CpuBackend final : public Backend {
   }
 
  private:
+#if defined(__linux__)
+  float* map_grown(size_t bytes) {
+    void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw Error(ErrorCode::kInternal, "out of memory allocating " + std::to_string(bytes) + " bytes");
+    try {
+      std::lock_guard<std::mutex> lk(grown_mu_);
+      grown_[m] = bytes;
+    } catch (...) {
+      ::munmap(m, bytes);
+      throw;
+    }
+    return static_cast<float*>(m);
+  }
+  bool grown_size(const void* p, size_t* bytes) const {
+    std::lock_guard<std::mutex> lk(grown_mu_);
+    const auto it = grown_.find(const_cast<void*>(p));
+    if (it == grown_.end()) return false;
+    *bytes = it->second;
+    return true;
+  }
+  bool unmap_grown(void* p) {
+    size_t bytes = 0;
+    {
+      std::lock_guard<std::mutex> lk(grown_mu_);
+      const auto it = grown_.find(p);
+      if (it == grown_.end()) return false;
+      bytes = it->second;
+      grown_.erase(it);
+    }
+    ::munmap(p, bytes);
+    return true;
+  }
+  mutable std::mutex grown_mu_;
+  std::unordered_map<void*, size_t> grown_;  // mappings made by realloc_keep: start -> bytes
+#endif
+
   void add_bias(float* y, int64_t n, int64_t m, const Weight& bias) {
     const std::vector<float> bv = to_f32(bias);
     pool_.parallel_for(
