@@ -478,7 +478,8 @@ class CpuBackend final : public Backend {
 #if defined(__linux__)
   float* map_grown(size_t bytes) {
     void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) throw Error(ErrorCode::kInternal, "out of memory allocating " + std::to_string(bytes) + " bytes");
+    if (m == MAP_FAILED)
+      throw Error(ErrorCode::kInternal, "out of memory allocating " + std::to_string(bytes) + " bytes");
     try {
       std::lock_guard<std::mutex> lk(grown_mu_);
       grown_[m] = bytes;
