@@ -62,6 +62,7 @@ struct Session::State {
   // KV cache: per layer, [capacity, kv_heads * head_dim] for keys and for values.
   std::vector<DeviceBuffer> k_cache, v_cache;
   int64_t capacity = 0;
+  int64_t populated = 0;  // rows of every cache buffer mapped ahead of use (Backend::prefault)
   // Encoder: conv stem (img, a1, a2, a3, flat), positional table (pe), layers (h, x, q, k, v, att, mid),
   // projector output (emb).
   DeviceBuffer img, a1, a2, a3, flat, pe, h, x, q, k, v, att, mid, emb;
