@@ -11,8 +11,9 @@
 #include "../backend.h"
 
 // Bumped whenever backend.h's Backend class or BackendOptions change layout; the loader refuses a plugin
-// reporting another value.
-#define RUSTASR_CUDA_PLUGIN_ABI 1
+// reporting another value. 2: Backend::attention_rows and Backend::realloc_keep (batched decode attention,
+// KV cache growth).
+#define RUSTASR_CUDA_PLUGIN_ABI 2
 
 extern "C" {
 
