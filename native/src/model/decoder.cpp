@@ -54,7 +54,8 @@ void Session::State::reserve(int64_t tokens, int64_t layers, int64_t kv_dim) {
   // mapped rows took 56 faults, 1-1.6 ms of a ~29 ms step on the reference VM. A prompt maps its own rows;
   // decode steps map `ahead` rows at once; the rest of a doubled capacity stays unmapped.
   // At least 64 rows and 256 KiB (the CPU backend leaves smaller ranges to the page faults).
-  const int64_t ahead = std::max<int64_t>(64, ((int64_t(256) << 10) + kv_dim * 4 - 1) / std::max<int64_t>(1, kv_dim * 4));
+  const int64_t row_bytes = std::max<int64_t>(1, kv_dim * static_cast<int64_t>(sizeof(float)));
+  const int64_t ahead = std::max<int64_t>(64, ((int64_t(256) << 10) + row_bytes - 1) / row_bytes);
   const int64_t upto = std::min(capacity, std::max(tokens, populated + ahead));
   for (int64_t l = 0; l < layers; ++l) {
     be->prefault(k_cache[static_cast<size_t>(l)].data() + populated * kv_dim, (upto - populated) * kv_dim);

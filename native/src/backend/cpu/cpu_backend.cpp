@@ -81,8 +81,9 @@ class CpuBackend final : public Backend {
     if (new_count <= 0) return Backend::realloc_keep(p, old_count, new_count);
     const size_t page = 4096;
     const size_t want = (static_cast<size_t>(new_count) * sizeof(float) + page - 1) / page * page;
+    if (!p) return map_grown(want);
     size_t have = 0;
-    if (p && !grown_size(p, &have)) {
+    if (!grown_size(p, &have)) {
       // A block from alloc: one copy into a mapping of its own, mremap from then on.
       float* q = map_grown(want);
       prefault(q, old_count);
@@ -90,7 +91,6 @@ class CpuBackend final : public Backend {
       std::free(p);
       return q;
     }
-    if (!p) return map_grown(want);
     if (want <= have) return p;
     void* m = ::mremap(p, have, want, MREMAP_MAYMOVE);
     if (m == MAP_FAILED)  // the old mapping is left as it was
@@ -354,7 +354,9 @@ class CpuBackend final : public Backend {
     for (const SplitPlan& P : plans) {
       const float* fb = fbuf.data() + P.fbase;
       const double* sb = sums.data() + P.sbase;
-      auto part_max = [&](int64_t p, int64_t h) { return fb[static_cast<size_t>(p * P.per_part + q_heads * head_dim + h)]; };
+      auto part_max = [&](int64_t p, int64_t h) {
+        return fb[static_cast<size_t>(p * P.per_part + q_heads * head_dim + h)];
+      };
       for (int64_t h = 0; h < q_heads; ++h) {
         float mx = -INFINITY;
         for (int64_t p = 0; p < P.parts; ++p) mx = std::max(mx, part_max(p, h));
@@ -369,7 +371,8 @@ class CpuBackend final : public Backend {
         float* o = P.out + h * head_dim;
         for (int64_t d = 0; d < head_dim; ++d) {
           float acc = 0;
-          for (int64_t p = 0; p < P.parts; ++p) acc += w[p] * fb[static_cast<size_t>(p * P.per_part + h * head_dim + d)];
+          for (int64_t p = 0; p < P.parts; ++p)
+            acc += w[p] * fb[static_cast<size_t>(p * P.per_part + h * head_dim + d)];
           o[d] = acc * inv;
         }
       }
