@@ -92,7 +92,6 @@ constexpr int kNr = 32;              // columns of C per micro-panel
 // k per block (even): a BF16 micro-panel is 32 x 512 x 2 = 32 KiB, an A tile 12 x 512 x 4 = 24 KiB. Measured
 // on Zen 5 (one thread, CPU time, prefill and encoder shapes): 512 gives 84-94% of the FMA peak, 256 82-89%.
 constexpr int64_t kKc = 512;
-constexpr int64_t kNcMax = 8 * kNr;  // columns of C (weight rows) packed at once
 
 // 16 x 16 32-bit transpose of r[0..15] in place.
 TG512 inline void transpose16(__m512 r[16]) {
@@ -435,122 +434,21 @@ inline void col_masks(int64_t ncols, __mmask16* c0, __mmask16* c1) {
   *c1 = lanes16(ncols - 16);
 }
 
-struct PackBufs {
-  std::vector<float> a;     // packed A tiles (float32 or BF16 pairs)
-  std::vector<uint32_t> b;  // packed B block (float32 bits or BF16 pairs)
-};
 
-// linear, one thread's share: C rows (x rows) [i0, i1), C columns (weight rows) [p0 * 32, p1 * 32) clipped
-// to w.rows, all of k. k blocks outermost: the A tiles of a block are packed once and serve every B block.
-void linear_range(const float* x, int64_t i0, int64_t i1, const Weight& w, float* y, int64_t p0, int64_t p1,
-                  Precision prec, PackBufs& buf) {
-  const int64_t rows = w.rows, cols = w.cols;
-  const bool pairs = w.dtype == DType::kBF16;
-  const bool dp = prec == Precision::kBf16 && pairs;
-  const UkrFn* table = dp ? kTable_ukr_dp : pairs ? kTable_ukr_w16 : kTable_ukr_f32;
-  const int64_t n = i1 - i0;
-  const int64_t tiles = (n + kMr - 1) / kMr;
-  const int64_t kc_max = std::min(kKc, cols);
-  const int64_t kcr_max = (kc_max + 1) & ~int64_t(1);
-  buf.a.resize(static_cast<size_t>(tiles * kMr * kcr_max));
-  buf.b.resize(static_cast<size_t>(kNcMax * kcr_max));
-  float* abuf = buf.a.data();
-  uint32_t* bbuf = buf.b.data();
-  const int64_t pn_max = kNcMax / kNr;
-  NextBlockPrefetch pf;
-  for (int64_t k0 = 0; k0 < cols; k0 += kKc) {
-    const int64_t kc = std::min(kKc, cols - k0);
-    const int64_t kcr = (kc + 1) & ~int64_t(1);
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r = i0 + t * kMr;
-      const int mr = static_cast<int>(std::min<int64_t>(kMr, i1 - r));
-      if (dp)
-        pack_a_pairs(x + r * cols, cols, mr, k0, kc, reinterpret_cast<uint32_t*>(abuf + t * kMr * kcr));
-      else
-        pack_a_f32(x + r * cols, cols, mr, k0, kc, kcr, abuf + t * kMr * kcr);
-    }
-    for (int64_t pb = p0; pb < p1; pb += pn_max) {
-      const int64_t pe = std::min(p1, pb + pn_max);
-      for (int64_t p = pb; p < pe; ++p) {
-        const int nr = static_cast<int>(std::min<int64_t>(kNr, rows - p * kNr));
-        if (pairs)
-          pack_b_pairs(w, p * kNr, nr, k0, kc, bbuf + (p - pb) * kNr * (kcr / 2));
-        else
-          pack_b_f32(w, p * kNr, nr, k0, kc, reinterpret_cast<float*>(bbuf) + (p - pb) * kNr * kc);
-      }
-      // The block packed next: the next rows at this k, else the first rows at the next k.
-      const int64_t calls = tiles * (pe - pb);
-      if (pe < p1)
-        pf.set(w, pe * kNr, std::min(rows, std::min(p1, pe + pn_max) * kNr), k0, kc, calls);
-      else if (k0 + kKc < cols)
-        pf.set(w, p0 * kNr, std::min(rows, std::min(p1, p0 + pn_max) * kNr), k0 + kKc, std::min(kKc, cols - k0 - kKc), calls);
-      else
-        pf.set(w, 0, 0, 0, 0, calls);
-      const int64_t panel_elems = pairs ? kNr * (kcr / 2) : kNr * kc;
-      for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t r = i0 + t * kMr;
-        const int M = static_cast<int>(std::min<int64_t>(kMr, i1 - r));
-        const UkrFn fn = table[M];
-        for (int64_t p = pb; p < pe; ++p) {
-          __mmask16 c0, c1;
-          col_masks(rows - p * kNr, &c0, &c1);
-          fn(abuf + t * kMr * kcr, bbuf + (p - pb) * panel_elems, kc, y + r * rows + p * kNr, rows, k0 > 0, c0, c1);
-          pf.step();
-        }
-      }
-    }
-  }
-}
-
-// Several weights of the same width against one x (q/k/v, gate/up): their output columns (weight rows) are
-// shared out together, so the pool wakes once and each thread's share is one run of panels. A thread packs
-// the A tiles of x once per task; the weights are read once.
-void gemm_packed512_multi(ThreadPool& pool, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
-                          int count, Precision prec) {
-  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);  // first panel of each weight, all numbered
-  for (int i = 0; i < count; ++i) first[static_cast<size_t>(i) + 1] = first[static_cast<size_t>(i)] + (ws[i]->rows + kNr - 1) / kNr;
-  const int64_t panels = first[static_cast<size_t>(count)];
-  // Output panels split evenly over the threads (each packs its own weight rows: every weight is read once).
-  // With few panels per thread, x is split too so that every thread has work.
-  const int64_t T = pool.size();
-  const int64_t tiles = (n + kMr - 1) / kMr;
-  const int64_t pt = std::min<int64_t>(panels, T);
-  const int64_t xs = std::max<int64_t>(1, std::min<int64_t>(tiles, T / pt));
-  const int64_t tasks = pt * xs;
-  pool.parallel_for(
-      tasks,
-      [&](int64_t tb, int64_t te) {
-        thread_local PackBufs buf;
-        for (int64_t t = tb; t < te; ++t) {
-          const int64_t pi = t / xs, xi = t % xs;
-          const int64_t g0 = panels * pi / pt, g1 = panels * (pi + 1) / pt;
-          // x split in multiples of the micro-tile height.
-          const int64_t i0 = tiles * xi / xs * kMr, i1 = std::min(n, tiles * (xi + 1) / xs * kMr);
-          if (i0 >= i1) continue;
-          for (int i = 0; i < count; ++i) {
-            const int64_t p0 = std::max(g0, first[static_cast<size_t>(i)]) - first[static_cast<size_t>(i)];
-            const int64_t p1 = std::min(g1, first[static_cast<size_t>(i) + 1]) - first[static_cast<size_t>(i)];
-            if (p0 < p1) linear_range(x, i0, i1, *ws[i], ys[i], p0, p1, prec, buf);
-          }
-        }
-      },
-      1, tasks);
-}
-
-// ---- convolution 3x3, stride 2, padding 1: out[cout, P] = Wc[cout, cin * 9] * B, B[k, p] gathered ----
+// ---- convolution geometry (3x3, stride 2, padding 1): out[cout, P] = Wc[cout, cin * 9] * B ----
 
 struct ConvGeom {
   const float* in;
   int64_t cin, h, w, oh, ow, P;
 };
 
-// bp[k * 32 + j] = in[ci, 2 oy + ky - 1, 2 ox + kx - 1] for k = k0 .. k0 + kc - 1 = ci * 9 + ky * 3 + kx and
-// pixel p = q * 32 + j = oy * ow + ox (0 outside the image and for p >= P): two masked gathers per k.
-TG512 void gather_b_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, float* bp) {
-  alignas(64) int32_t base[kNr];
-  uint32_t tap_mask[9] = {0};
-  for (int j = 0; j < kNr; ++j) {
-    const int64_t p = q * kNr + j;
+// Per pixel p of a panel: the offset of its 3x3 window's top-left tap in a channel plane, and for each of the 9
+// taps the panel's lanes whose tap lies inside the image (bit j: pixel q * NR + j; pixels >= P have no bits).
+template <int NR>
+inline void conv_panel_taps(const ConvGeom& g, int64_t q, int32_t* base, uint32_t* tap_mask) {
+  for (int t = 0; t < 9; ++t) tap_mask[t] = 0;
+  for (int j = 0; j < NR; ++j) {
+    const int64_t p = q * NR + j;
     base[j] = 0;
     if (p >= g.P) continue;
     const int64_t oy = p / g.ow, ox = p % g.ow;
@@ -561,6 +459,14 @@ TG512 void gather_b_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, f
         if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) tap_mask[ky * 3 + kx] |= 1u << j;
       }
   }
+}
+
+// bp[k * 32 + j] = in[ci, 2 oy + ky - 1, 2 ox + kx - 1] for k = k0 .. k0 + kc - 1 = ci * 9 + ky * 3 + kx and
+// pixel p = q * 32 + j = oy * ow + ox (0 outside the image and for p >= P): two masked gathers per k.
+TG512 void gather_b_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, float* bp) {
+  alignas(64) int32_t base[kNr];
+  uint32_t tap_mask[9];
+  conv_panel_taps<kNr>(g, q, base, tap_mask);
   const __m512i b_lo = _mm512_load_si512(base), b_hi = _mm512_load_si512(base + 16);
   const int64_t hw = g.h * g.w;
   for (int64_t k = 0; k < kc; ++k) {
@@ -573,38 +479,427 @@ TG512 void gather_b_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, f
   }
 }
 
-// One thread's share: output rows (channels) [c0, c1), pixel panels [q0, q1). k blocks outermost: the
-// weight block (A, every tile of [c0, c1)) is packed once per k block; each pixel panel is gathered once
-// per k block and stays in L1 while every weight tile runs past it. Bias and GELU are applied per panel
-// once its last k block is done.
-void conv_range(const ConvGeom& g, const Weight& wt, const Weight& bias, float* out, int64_t c0, int64_t c1,
-                int64_t q0, int64_t q1, Isa isa, PackBufs& buf) {
-  const int64_t K = wt.cols;
-  const int64_t tiles = (c1 - c0 + kMr - 1) / kMr;
-  const int64_t kc_max = std::min(kKc, K);
-  buf.a.resize(static_cast<size_t>(tiles * kMr * kc_max));
-  buf.b.resize(static_cast<size_t>(kNr * kc_max));
-  float* abuf = buf.a.data();
-  float* bbuf = reinterpret_cast<float*>(buf.b.data());
-  for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-    const int64_t kc = std::min(kKc, K - k0);
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r = c0 + t * kMr;
-      pack_a_weight(wt, r, static_cast<int>(std::min<int64_t>(kMr, c1 - r)), k0, kc, abuf + t * kMr * kc);
+// ------------------------------------------------------------------------------------------------
+// Packed AVX2 GEMM (FMA3, 16 ymm registers): the same scheme as the AVX-512 one above, with a register tile
+// of 6 rows of C x 16 columns (two ymm of B), 12 accumulators. Every weight dtype is packed as float32 (BF16
+// upcast while packing: once per block, not once per x tile), so one micro-kernel serves all of them, and a
+// 16 x 256 micro-panel (16 KiB) and a 6 x 256 x tile (6 KiB) both stay in a 32 KiB L1. Each C element is
+// summed in the same order as on the AVX-512 path (k ascending inside a block of kKc, the block's sum then
+// added to C), so the two paths give the same float32 results wherever their k blocks agree.
+namespace v256 {
+
+constexpr int kMr = 6;
+constexpr int kNr = 16;
+constexpr int64_t kKc = 256;
+
+// 8 x 8 32-bit transpose of r[0..7] in place.
+T256 inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Lanes [0, n) of 8 set (sign bit), for maskload / maskstore.
+T256 inline __m256i lanes8(int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int c = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, n)));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), idx);
+}
+// Lanes of 8 from the low 8 bits of `bits`.
+T256 inline __m256i bits8(uint32_t bits) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit);
+}
+
+// Row `row` of a weight, columns [c, c + 8), as float32 (weight_at's values); false where this dtype / column
+// has no vector form (the caller then goes element by element).
+T256 inline bool weight8(const Weight& w, int64_t row, int64_t c, __m256* out) {
+  const int64_t cols = w.cols;
+  switch (w.dtype) {
+    case DType::kBF16:
+      *out = ld8_bf16(static_cast<const uint16_t*>(w.data) + row * cols + c);
+      return true;
+    case DType::kF32:
+      *out = _mm256_loadu_ps(static_cast<const float*>(w.data) + row * cols + c);
+      return true;
+    case DType::kI8: {
+      if (w.group % 8 != 0 || c % 8 != 0) return false;
+      const int8_t* p = static_cast<const int8_t*>(w.data) + row * cols + c;
+      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+      *out = _mm256_mul_ps(q, _mm256_set1_ps(w.scales[row * (cols / w.group) + c / w.group]));
+      return true;
     }
-    for (int64_t q = q0; q < q1; ++q) {
-      gather_b_conv(g, q, k0, kc, bbuf);
-      __mmask16 m0, m1;
-      col_masks(g.P - q * kNr, &m0, &m1);
+    case DType::kI4: {
+      const int64_t half = w.group / 2;
+      if (half % 8 != 0 || c % 8 != 0) return false;
+      const int64_t g = c / w.group, j = c % w.group;
+      const uint8_t* p = static_cast<const uint8_t*>(w.data) + row * (cols / 2) + g * half + j % half;
+      __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      z = j < half ? _mm256_and_si256(z, _mm256_set1_epi32(15)) : _mm256_srli_epi32(z, 4);
+      const __m256 q = _mm256_cvtepi32_ps(_mm256_sub_epi32(z, _mm256_set1_epi32(8)));
+      *out = _mm256_mul_ps(q, _mm256_set1_ps(w.scales[row * (cols / w.group) + g]));
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// B from a weight, float32: bp[k * 16 + j] = W[r0 + j, k0 + k] (0 for j >= nr).
+T256 void pack_b(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
+  int64_t k = 0;
+  bool vec = true;
+  for (; vec && k + 8 <= kc; k += 8) {
+    for (int jb = 0; jb < kNr && vec; jb += 8) {
+      __m256 r[8];
+      for (int j = 0; j < 8 && vec; ++j)
+        if (jb + j < nr) vec = weight8(w, r0 + jb + j, k0 + k, &r[j]);
+        else r[j] = _mm256_setzero_ps();
+      if (!vec) break;
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
+    }
+    if (!vec) break;
+  }
+  for (; k < kc; ++k)
+    for (int j = 0; j < kNr; ++j) bp[k * kNr + j] = j < nr ? weight_at(w, (r0 + j) * w.cols + k0 + k) : 0.f;
+}
+
+// A from activation rows: ap[k * 6 + m] = x[m * ldx + k0 + k] for m < mr (0 for mr <= m < 6), k < kcr (0 past kc).
+T256 void pack_a(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, int64_t kcr, float* ap) {
+  const __m256i tile = lanes8(kMr);
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 r[8];
+    for (int m = 0; m < 8; ++m) r[m] = m < mr ? _mm256_loadu_ps(x + m * ldx + k0 + k) : _mm256_setzero_ps();
+    transpose8(r);
+    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(ap + (k + i) * kMr, tile, r[i]);
+  }
+  for (; k < kcr; ++k)
+    for (int m = 0; m < kMr; ++m) ap[k * kMr + m] = (m < mr && k < kc) ? x[m * ldx + k0 + k] : 0.f;
+}
+
+// A from weight rows (conv): ap[k * 6 + m] = W[r0 + m, k0 + k] as float32 (0 for m >= mr).
+T256 void pack_a_weight(const Weight& w, int64_t r0, int mr, int64_t k0, int64_t kc, float* ap) {
+  const __m256i tile = lanes8(kMr);
+  int64_t k = 0;
+  bool vec = true;
+  for (; vec && k + 8 <= kc; k += 8) {
+    __m256 r[8];
+    for (int m = 0; m < 8 && vec; ++m)
+      if (m < mr) vec = weight8(w, r0 + m, k0 + k, &r[m]);
+      else r[m] = _mm256_setzero_ps();
+    if (!vec) break;
+    transpose8(r);
+    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(ap + (k + i) * kMr, tile, r[i]);
+  }
+  for (; k < kc; ++k)
+    for (int m = 0; m < kMr; ++m) ap[k * kMr + m] = m < mr ? weight_at(w, (r0 + m) * w.cols + k0 + k) : 0.f;
+}
+
+// The conv stem's B, gathered: as the AVX-512 gather_b_conv, 16 pixels per panel (two 8-lane gathers per k).
+T256 void gather_b_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, float* bp) {
+  alignas(32) int32_t base[kNr];
+  uint32_t tap_mask[9];
+  conv_panel_taps<kNr>(g, q, base, tap_mask);
+  const __m256i b_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(base));
+  const __m256i b_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(base + 8));
+  __m256 m_lo[9], m_hi[9];
+  for (int t = 0; t < 9; ++t) {
+    m_lo[t] = _mm256_castsi256_ps(bits8(tap_mask[t] & 0xFF));
+    m_hi[t] = _mm256_castsi256_ps(bits8(tap_mask[t] >> 8));
+  }
+  const int64_t hw = g.h * g.w;
+  for (int64_t k = 0; k < kc; ++k) {
+    const int64_t kk = k0 + k, ci = kk / 9, t = kk % 9;
+    const float* src = g.in + ci * hw + (t / 3) * g.w + (t % 3);
+    _mm256_storeu_ps(bp + k * kNr, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, b_lo, m_lo[t], 4));
+    _mm256_storeu_ps(bp + k * kNr + 8, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, b_hi, m_hi[t], 4));
+  }
+}
+
+// C[0..M, 0..16) (+)= A tile [k][6] * B panel [k][16], float32 FMAs; columns masked by c0 (bit j: column j).
+template <int M>
+T256 void ukr(const float* ap, const void* bpv, int64_t kc, float* c, int64_t ldc, bool acc_in, __mmask16 c0,
+              __mmask16 c1) {
+  (void)c1;
+  const float* bp = static_cast<const float*>(bpv);
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + m * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + m * ldc + 15), _MM_HINT_T0);
+  }
+  __m256 a0[M], a1[M];
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(bp + k * kNr);
+    const __m256 b1 = _mm256_loadu_ps(bp + k * kNr + 8);
+    RUSTASR_GEMM_UNROLL
+    for (int m = 0; m < M; ++m) {
+      const __m256 xv = _mm256_broadcast_ss(ap + k * kMr + m);
+      a0[m] = _mm256_fmadd_ps(b0, xv, a0[m]);
+      a1[m] = _mm256_fmadd_ps(b1, xv, a1[m]);
+    }
+  }
+  if (c0 == 0xFFFF) {
+    RUSTASR_GEMM_UNROLL
+    for (int m = 0; m < M; ++m) {
+      float* cr = c + m * ldc;
+      if (acc_in) {
+        a0[m] = _mm256_add_ps(a0[m], _mm256_loadu_ps(cr));
+        a1[m] = _mm256_add_ps(a1[m], _mm256_loadu_ps(cr + 8));
+      }
+      _mm256_storeu_ps(cr, a0[m]);
+      _mm256_storeu_ps(cr + 8, a1[m]);
+    }
+    return;
+  }
+  const __m256i k0m = bits8(c0 & 0xFF), k1m = bits8(static_cast<uint32_t>(c0) >> 8);
+  RUSTASR_GEMM_UNROLL
+  for (int m = 0; m < M; ++m) {
+    float* cr = c + m * ldc;
+    if (acc_in) {
+      a0[m] = _mm256_add_ps(a0[m], _mm256_maskload_ps(cr, k0m));
+      a1[m] = _mm256_add_ps(a1[m], _mm256_maskload_ps(cr + 8, k1m));
+    }
+    _mm256_maskstore_ps(cr, k0m, a0[m]);
+    _mm256_maskstore_ps(cr + 8, k1m, a1[m]);
+  }
+}
+
+const UkrFn kTable[kMr + 1] = {nullptr, ukr<1>, ukr<2>, ukr<3>, ukr<4>, ukr<5>, ukr<6>};
+
+}  // namespace v256
+
+// ---- the two ISAs' packing and micro-kernels, as the drivers below see them ----
+
+struct Pk512 {
+  static constexpr int kMr = ::rustasr::cpu::kMr, kNr = ::rustasr::cpu::kNr;
+  static constexpr int64_t kKc = ::rustasr::cpu::kKc;
+  static constexpr bool kHasPairs = true;  // BF16 weights packed as pairs (and the BF16-activation mode)
+  static void pack_a(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, int64_t kcr, float* ap) {
+    pack_a_f32(x, ldx, mr, k0, kc, kcr, ap);
+  }
+  static void pack_a_bf16(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, uint32_t* ap) {
+    pack_a_pairs(x, ldx, mr, k0, kc, ap);
+  }
+  static void pack_b_bf16(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, uint32_t* bp) {
+    pack_b_pairs(w, r0, nr, k0, kc, bp);
+  }
+  static void pack_b(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
+    pack_b_f32(w, r0, nr, k0, kc, bp);
+  }
+  static void pack_a_w(const Weight& w, int64_t r0, int mr, int64_t k0, int64_t kc, float* ap) {
+    pack_a_weight(w, r0, mr, k0, kc, ap);
+  }
+  static void gather_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, float* bp) {
+    gather_b_conv(g, q, k0, kc, bp);
+  }
+  static const UkrFn* table(bool dp, bool pairs) { return dp ? kTable_ukr_dp : pairs ? kTable_ukr_w16 : kTable_ukr_f32; }
+  static const UkrFn* table_f32() { return kTable_ukr_f32; }
+};
+
+struct Pk256 {
+  static constexpr int kMr = v256::kMr, kNr = v256::kNr;
+  static constexpr int64_t kKc = v256::kKc;
+  static constexpr bool kHasPairs = false;
+  static void pack_a(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, int64_t kcr, float* ap) {
+    v256::pack_a(x, ldx, mr, k0, kc, kcr, ap);
+  }
+  static void pack_a_bf16(const float*, int64_t, int, int64_t, int64_t, uint32_t*) {}
+  static void pack_b_bf16(const Weight&, int64_t, int, int64_t, int64_t, uint32_t*) {}
+  static void pack_b(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
+    v256::pack_b(w, r0, nr, k0, kc, bp);
+  }
+  static void pack_a_w(const Weight& w, int64_t r0, int mr, int64_t k0, int64_t kc, float* ap) {
+    v256::pack_a_weight(w, r0, mr, k0, kc, ap);
+  }
+  static void gather_conv(const ConvGeom& g, int64_t q, int64_t k0, int64_t kc, float* bp) {
+    v256::gather_b_conv(g, q, k0, kc, bp);
+  }
+  static const UkrFn* table(bool, bool) { return v256::kTable; }
+  static const UkrFn* table_f32() { return v256::kTable; }
+};
+
+struct PackBufs {
+  std::vector<float> a;     // packed A tiles (float32 or BF16 pairs)
+  std::vector<uint32_t> b;  // packed B block (float32 bits or BF16 pairs)
+};
+
+// linear, one thread's share: C rows (x rows) [i0, i1), C columns (weight rows) [p0 * NR, p1 * NR) clipped
+// to w.rows, all of k. k blocks outermost: the A tiles of a block are packed once and serve every B block.
+template <class K>
+void linear_range(const float* x, int64_t i0, int64_t i1, const Weight& w, float* y, int64_t p0, int64_t p1,
+                  Precision prec, PackBufs& buf) {
+  constexpr int MR = K::kMr, NR = K::kNr;
+  constexpr int64_t KC = K::kKc, NC = 8 * NR;  // columns of C (weight rows) packed at once
+  const int64_t rows = w.rows, cols = w.cols;
+  const bool pairs = K::kHasPairs && w.dtype == DType::kBF16;
+  const bool dp = prec == Precision::kBf16 && pairs;
+  const UkrFn* table = K::table(dp, pairs);
+  const int64_t n = i1 - i0;
+  const int64_t tiles = (n + MR - 1) / MR;
+  const int64_t kc_max = std::min(KC, cols);
+  const int64_t kcr_max = (kc_max + 1) & ~int64_t(1);
+  buf.a.resize(static_cast<size_t>(tiles * MR * kcr_max));
+  buf.b.resize(static_cast<size_t>(NC * kcr_max));
+  float* abuf = buf.a.data();
+  uint32_t* bbuf = buf.b.data();
+  const int64_t pn_max = NC / NR;
+  NextBlockPrefetch pf;
+  for (int64_t k0 = 0; k0 < cols; k0 += KC) {
+    const int64_t kc = std::min(KC, cols - k0);
+    const int64_t kcr = (kc + 1) & ~int64_t(1);
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r = i0 + t * MR;
+      const int mr = static_cast<int>(std::min<int64_t>(MR, i1 - r));
+      if (dp)
+        K::pack_a_bf16(x + r * cols, cols, mr, k0, kc, reinterpret_cast<uint32_t*>(abuf + t * MR * kcr));
+      else
+        K::pack_a(x + r * cols, cols, mr, k0, kc, kcr, abuf + t * MR * kcr);
+    }
+    for (int64_t pb = p0; pb < p1; pb += pn_max) {
+      const int64_t pe = std::min(p1, pb + pn_max);
+      for (int64_t p = pb; p < pe; ++p) {
+        const int nr = static_cast<int>(std::min<int64_t>(NR, rows - p * NR));
+        if (pairs)
+          K::pack_b_bf16(w, p * NR, nr, k0, kc, bbuf + (p - pb) * NR * (kcr / 2));
+        else
+          K::pack_b(w, p * NR, nr, k0, kc, reinterpret_cast<float*>(bbuf) + (p - pb) * NR * kc);
+      }
+      // The block packed next: the next rows at this k, else the first rows at the next k.
+      const int64_t calls = tiles * (pe - pb);
+      if (pe < p1)
+        pf.set(w, pe * NR, std::min(rows, std::min(p1, pe + pn_max) * NR), k0, kc, calls);
+      else if (k0 + KC < cols)
+        pf.set(w, p0 * NR, std::min(rows, std::min(p1, p0 + pn_max) * NR), k0 + KC, std::min(KC, cols - k0 - KC), calls);
+      else
+        pf.set(w, 0, 0, 0, 0, calls);
+      const int64_t panel_elems = pairs ? NR * (kcr / 2) : NR * kc;
       for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t r = c0 + t * kMr;
-        const int M = static_cast<int>(std::min<int64_t>(kMr, c1 - r));
-        kTable_ukr_f32[M](abuf + t * kMr * kc, bbuf, kc, out + r * g.P + q * kNr, g.P, k0 > 0, m0, m1);
+        const int64_t r = i0 + t * MR;
+        const int M = static_cast<int>(std::min<int64_t>(MR, i1 - r));
+        const UkrFn fn = table[M];
+        for (int64_t p = pb; p < pe; ++p) {
+          __mmask16 c0, c1;
+          col_masks(rows - p * NR, &c0, &c1);
+          fn(abuf + t * MR * kcr, bbuf + (p - pb) * panel_elems, kc, y + r * rows + p * NR, rows, k0 > 0, c0, c1);
+          pf.step();
+        }
+      }
+    }
+  }
+}
+
+// Several weights of the same width against one x (q/k/v, gate/up): their output columns (weight rows) are
+// shared out together, so the pool wakes once and each thread's share is one run of panels. A thread packs
+// the A tiles of x once per task; the weights are read once.
+template <class K>
+void gemm_packed_multi(ThreadPool& pool, const float* x, int64_t n, const Weight* const* ws, float* const* ys,
+                       int count, Precision prec) {
+  constexpr int MR = K::kMr, NR = K::kNr;
+  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);  // first panel of each weight, all numbered
+  for (int i = 0; i < count; ++i) first[static_cast<size_t>(i) + 1] = first[static_cast<size_t>(i)] + (ws[i]->rows + NR - 1) / NR;
+  const int64_t panels = first[static_cast<size_t>(count)];
+  // Output panels split evenly over the threads (each packs its own weight rows: every weight is read once).
+  // With few panels per thread, x is split too so that every thread has work.
+  const int64_t T = pool.size();
+  const int64_t tiles = (n + MR - 1) / MR;
+  const int64_t pt = std::min<int64_t>(panels, T);
+  const int64_t xs = std::max<int64_t>(1, std::min<int64_t>(tiles, T / pt));
+  const int64_t tasks = pt * xs;
+  pool.parallel_for(
+      tasks,
+      [&](int64_t tb, int64_t te) {
+        thread_local PackBufs buf;
+        for (int64_t t = tb; t < te; ++t) {
+          const int64_t pi = t / xs, xi = t % xs;
+          const int64_t g0 = panels * pi / pt, g1 = panels * (pi + 1) / pt;
+          // x split in multiples of the micro-tile height.
+          const int64_t i0 = tiles * xi / xs * MR, i1 = std::min(n, tiles * (xi + 1) / xs * MR);
+          if (i0 >= i1) continue;
+          for (int i = 0; i < count; ++i) {
+            const int64_t p0 = std::max(g0, first[static_cast<size_t>(i)]) - first[static_cast<size_t>(i)];
+            const int64_t p1 = std::min(g1, first[static_cast<size_t>(i) + 1]) - first[static_cast<size_t>(i)];
+            if (p0 < p1) linear_range<K>(x, i0, i1, *ws[i], ys[i], p0, p1, prec, buf);
+          }
+        }
+      },
+      1, tasks);
+}
+
+// ---- convolution 3x3, stride 2, padding 1: out[cout, P] = Wc[cout, cin * 9] * B, B[k, p] gathered ----
+
+// The conv weight packed once per call for every task: for each k block (k0 = 0, KC, ...; kc columns) and
+// each micro-tile t of MR output channels, ap[tiles * MR * k0 + t * MR * kc + k * MR + m] = W[t * MR + m, k0 + k]
+// (0 past cout). Packing it in every task instead (as the pixel panels are split 4 ways per thread) cost 10 %
+// of an encoder's time on AVX2. The buffer belongs to the calling thread and is kept between calls (the
+// encoder's conv weights are the same every chunk; a fresh buffer would page-fault every call).
+template <class K>
+const float* conv_pack_weight(ThreadPool& pool, const Weight& wt) {
+  constexpr int MR = K::kMr;
+  constexpr int64_t KC = K::kKc;
+  const int64_t cout = wt.rows, Kd = wt.cols;
+  const int64_t tiles = (cout + MR - 1) / MR;
+  const int64_t kblocks = (Kd + KC - 1) / KC;
+  thread_local std::vector<float> packed;
+  const size_t need = static_cast<size_t>(tiles * MR * Kd);
+  if (packed.size() < need) packed.resize(need);
+  float* ap = packed.data();
+  pool.parallel_for(kblocks * tiles, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t kb = i / tiles, t = i % tiles;
+      const int64_t k0 = kb * KC, kc = std::min(KC, Kd - k0);
+      const int64_t r = t * MR;
+      K::pack_a_w(wt, r, static_cast<int>(std::min<int64_t>(MR, cout - r)), k0, kc, ap + tiles * MR * k0 + t * MR * kc);
+    }
+  });
+  return ap;
+}
+
+// One thread's share: output rows (channels) [c0, c1) (c0 a multiple of MR), pixel panels [q0, q1). k blocks
+// outermost: each pixel panel is gathered once per k block and stays in L1 while every weight tile of the
+// range runs past it. Bias and GELU are applied per panel once its last k block is done.
+template <class K>
+void conv_range(const ConvGeom& g, const float* apk, const Weight& wt, const Weight& bias, float* out, int64_t c0,
+                int64_t c1, int64_t q0, int64_t q1, Isa isa, PackBufs& buf) {
+  constexpr int MR = K::kMr, NR = K::kNr;
+  constexpr int64_t KC = K::kKc;
+  const int64_t Kd = wt.cols;
+  const int64_t all_tiles = (wt.rows + MR - 1) / MR;
+  const int64_t t0 = c0 / MR, tiles = (c1 - c0 + MR - 1) / MR;
+  buf.b.resize(static_cast<size_t>(NR * std::min(KC, Kd)));
+  float* bbuf = reinterpret_cast<float*>(buf.b.data());
+  const UkrFn* table = K::table_f32();
+  for (int64_t k0 = 0; k0 < Kd; k0 += KC) {
+    const int64_t kc = std::min(KC, Kd - k0);
+    const float* ablk = apk + all_tiles * MR * k0 + t0 * MR * kc;
+    for (int64_t q = q0; q < q1; ++q) {
+      K::gather_conv(g, q, k0, kc, bbuf);
+      __mmask16 m0, m1;
+      col_masks(g.P - q * NR, &m0, &m1);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t r = c0 + t * MR;
+        const int M = static_cast<int>(std::min<int64_t>(MR, c1 - r));
+        table[M](ablk + t * MR * kc, bbuf, kc, out + r * g.P + q * NR, g.P, k0 > 0, m0, m1);
       }
     }
   }
   // Epilogue: + bias, GELU.
-  const int64_t p_lo = q0 * kNr, p_hi = std::min(g.P, q1 * kNr);
+  const int64_t p_lo = q0 * NR, p_hi = std::min(g.P, q1 * NR);
   for (int64_t co = c0; co < c1; ++co) {
     float* row = out + co * g.P + p_lo;
     const float b = bias.empty() ? 0.f : weight_at(bias, co);
@@ -613,13 +908,16 @@ void conv_range(const ConvGeom& g, const Weight& wt, const Weight& bias, float* 
   }
 }
 
-void conv_packed512(ThreadPool& pool, Isa isa, const ConvGeom& g, const Weight& wt, const Weight& bias, float* out) {
+template <class K>
+void conv_packed(ThreadPool& pool, Isa isa, const ConvGeom& g, const Weight& wt, const Weight& bias, float* out) {
+  constexpr int MR = K::kMr, NR = K::kNr;
   const int64_t cout = wt.rows;
-  const int64_t panels = (g.P + kNr - 1) / kNr;
+  const int64_t panels = (g.P + NR - 1) / NR;
   const int64_t T = pool.size();
+  const float* apk = conv_pack_weight<K>(pool, wt);
   // Pixel panels split over the threads; with few panels per thread the channels are split too (in whole
   // micro-tiles), so that every thread has work and the shares stay even.
-  const int64_t ctiles = (cout + kMr - 1) / kMr;
+  const int64_t ctiles = (cout + MR - 1) / MR;
   const int64_t cs = panels >= 4 * T ? 1 : std::max<int64_t>(1, std::min<int64_t>(ctiles, (4 * T + panels - 1) / panels));
   const int64_t ps = std::min<int64_t>(panels, std::max<int64_t>(1, (4 * T + cs - 1) / cs));
   const int64_t tasks = ps * cs;
@@ -630,9 +928,9 @@ void conv_packed512(ThreadPool& pool, Isa isa, const ConvGeom& g, const Weight& 
         for (int64_t t = tb; t < te; ++t) {
           const int64_t pi = t / cs, ci = t % cs;
           const int64_t q0 = panels * pi / ps, q1 = panels * (pi + 1) / ps;
-          const int64_t c0 = std::min(cout, ctiles * ci / cs * kMr), c1 = std::min(cout, ctiles * (ci + 1) / cs * kMr);
+          const int64_t c0 = std::min(cout, ctiles * ci / cs * MR), c1 = std::min(cout, ctiles * (ci + 1) / cs * MR);
           if (q0 >= q1 || c0 >= c1) continue;
-          conv_range(g, wt, bias, out, c0, c1, q0, q1, isa, buf);
+          conv_range<K>(g, apk, wt, bias, out, c0, c1, q0, q1, isa, buf);
         }
       },
       1, tasks);
@@ -720,7 +1018,9 @@ void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w,
     // upcast panels + sgemm while a 4-row block of x stays in L1 (cols <= 2048), and for few rows (the
     // panel upcast then costs more than the product); wide inputs with many rows go to BLAS.
     // The packed AVX-512 kernel (gemm_packed512) beats both everywhere it applies.
-    const bool own = (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) &&
+    // On AVX2 (Zen 3, measured against OpenBLAS's Zen sgemm on upcast panels) the same holds for the packed
+    // AVX2 kernel.
+    const bool own = (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16 || isa == Isa::kAvx2) &&
                      (w.dtype == DType::kBF16 || w.dtype == DType::kI8 || w.dtype == DType::kI4);
     impl = (fits && !own) ? GemmImpl::kBlasPanels : GemmImpl::kOwn;
   }
@@ -741,7 +1041,11 @@ void gemm(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weight& w,
 #if defined(RUSTASR_GEMM_X86)
   if (isa == Isa::kAvx512f || isa == Isa::kAvx512bf16) {
     const Weight* ws[1] = {&w};
-    return gemm_packed512_multi(pool, x, n, ws, &y, 1, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
+    return gemm_packed_multi<Pk512>(pool, x, n, ws, &y, 1, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
+  }
+  if (isa == Isa::kAvx2) {
+    const Weight* ws[1] = {&w};
+    return gemm_packed_multi<Pk256>(pool, x, n, ws, &y, 1, Precision::kF32);
   }
 #else
   (void)prec;
@@ -753,9 +1057,10 @@ void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
                 int count, Precision prec) {
   if (n <= 0 || count <= 0) return;
 #if defined(RUSTASR_GEMM_X86)
-  bool packed = isa == Isa::kAvx512f || isa == Isa::kAvx512bf16;
+  bool packed = isa == Isa::kAvx512f || isa == Isa::kAvx512bf16 || isa == Isa::kAvx2;
   for (int i = 0; i < count && packed; ++i) packed = ws[i]->cols == ws[0]->cols && ws[i]->cols > 0 && ws[i]->rows > 0;
-  if (packed) return gemm_packed512_multi(pool, x, n, ws, ys, count, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
+  if (packed && isa == Isa::kAvx2) return gemm_packed_multi<Pk256>(pool, x, n, ws, ys, count, Precision::kF32);
+  if (packed) return gemm_packed_multi<Pk512>(pool, x, n, ws, ys, count, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
 #endif
   for (int i = 0; i < count; ++i) gemm(pool, isa, x, n, *ws[i], ys[i], GemmImpl::kAuto, 0, prec);
 }
@@ -763,13 +1068,16 @@ void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
 bool conv3x3s2_gelu_direct(ThreadPool& pool, Isa isa, const float* in, int64_t cin, int64_t h, int64_t w,
                            const Weight& weight, const Weight& bias, float* out) {
 #if defined(RUSTASR_GEMM_X86)
-  if (isa != Isa::kAvx512f && isa != Isa::kAvx512bf16) return false;
+  if (isa != Isa::kAvx512f && isa != Isa::kAvx512bf16 && isa != Isa::kAvx2) return false;
   const int64_t oh = (h + 1) / 2, ow = (w + 1) / 2;
   // The gather's 32-bit offsets: an input of up to 2^31 - 1 floats.
   if (cin * h * w >= (int64_t(1) << 31) - 2 * w) return false;
   const ConvGeom g{in, cin, h, w, oh, ow, oh * ow};
   if (g.P <= 0 || weight.rows <= 0) return true;
-  conv_packed512(pool, isa, g, weight, bias, out);
+  if (isa == Isa::kAvx2)
+    conv_packed<Pk256>(pool, isa, g, weight, bias, out);
+  else
+    conv_packed<Pk512>(pool, isa, g, weight, bias, out);
   return true;
 #else
   (void)pool, (void)isa, (void)in, (void)cin, (void)h, (void)w, (void)weight, (void)bias, (void)out;
