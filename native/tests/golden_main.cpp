@@ -1345,6 +1345,85 @@ void kernel_checks() {
   }
 }
 
+// int4 weights (DType::kI4, util/tensor.h) on every kernel: random nibbles (all 16 values) and scales, blocks of
+// 32 columns (the SIMD kernels) and of 16 (the portable fallback), 1-9 activation rows (the gemv and the gemm
+// paths), against a float64 reference of sum_c x[c] * q[c] * scale; up to 4 rows, each row's result must be the
+// one it gets alone, bit for bit (the 4-weight-row kernel for one activation row against the 1-weight-row kernel
+// for several: batched decoding relies on it).
+void int4_kernel_checks() {
+  uint64_t rng = 0x2545f4914f6cdd1dull;
+  auto bits = [&] {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng;
+  };
+  auto next = [&] { return static_cast<float>(static_cast<double>(bits() >> 11) / 9007199254740992.0 * 2.0 - 1.0); };
+  struct Shape {
+    int64_t rows, cols, group;
+  };
+  for (const std::string& k : rustasr::cpu_kernels()) {
+    rustasr::BackendOptions bo;
+    bo.threads = 2;
+    bo.kernel = k;
+    std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+    double worst = 0;
+    bool rows_alone = true;
+    for (const Shape& sh : {Shape{37, 64, 32}, Shape{5, 32, 32}, Shape{130, 256, 32}, Shape{17, 96, 32},
+                            Shape{70, 1120, 32}, Shape{29, 2112, 32}, Shape{9, 48, 16}, Shape{21, 80, 16}}) {
+      const int64_t rows = sh.rows, cols = sh.cols, group = sh.group, gpr = cols / group, half = group / 2;
+      std::vector<uint8_t> data(static_cast<size_t>(rows * cols / 2));
+      std::vector<float> scales(static_cast<size_t>(rows * gpr)), wf(static_cast<size_t>(rows * cols));
+      for (uint8_t& b : data) b = static_cast<uint8_t>(bits() >> 56);
+      for (float& v : scales) v = next() * 0.1f;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          const int64_t g = c / group, j = c % group;
+          const uint8_t b = data[static_cast<size_t>(r * (cols / 2) + g * half + j % half)];
+          const int q = (j < half ? (b & 15) : (b >> 4)) - 8;
+          wf[static_cast<size_t>(r * cols + c)] = static_cast<float>(q) * scales[static_cast<size_t>(r * gpr + g)];
+        }
+      rustasr::Weight w, none;
+      w.dtype = rustasr::DType::kI4;
+      w.data = data.data();
+      w.rows = rows;
+      w.cols = cols;
+      w.scales = scales.data();
+      w.group = group;
+      w.name = "test.W4";
+      for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+        std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
+        std::vector<float> y2(y.size()), y3(y.size());
+        for (float& v : x) v = next();
+        be->linear(x.data(), n, w, none, y.data());
+        if (n <= 4)
+          for (int64_t i = 0; i < n; ++i) {
+            std::vector<float> one(static_cast<size_t>(rows));
+            be->linear(x.data() + i * cols, 1, w, none, one.data());
+            if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0)
+              rows_alone = false;
+          }
+        const rustasr::Weight* ws[2] = {&w, &w};
+        float* ys[2] = {y2.data(), y3.data()};
+        be->linear_multi(x.data(), n, ws, ys, 2);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const double p = static_cast<double>(x[static_cast<size_t>(i * cols + c)]) * wf[static_cast<size_t>(r * cols + c)];
+              ref += p;
+              mag += std::fabs(p);
+            }
+            const size_t at = static_cast<size_t>(i * rows + r);
+            const double e = std::max({std::fabs(y[at] - ref), std::fabs(y2[at] - ref), std::fabs(y3[at] - ref)}) /
+                             (mag + 1e-30);
+            worst = std::max(worst, std::isnan(e) ? 1.0 : e);
+          }
+      }
+    }
+    report(worst <= 1e-5, "linear / linear_multi int4 shapes [" + k + "]", "max rel err " + fmt(worst) + " (tol 1e-05)");
+    report(rows_alone, "linear int4 with 2-4 rows: each row bit-identical to it alone [" + k + "]");
+  }
+}
+
 // The batched products on other arithmetic and ops: Backend::conv3x3s2_gelu (the direct packed kernel on
 // AVX-512, im2col + GEMM elsewhere) against a float64 reference with the exact GELU, on input sizes that are
 // odd, smaller than a micro-panel and wider than one, with 1, 3 and 17 input channels (BF16 weights); and
@@ -1988,6 +2067,7 @@ int main(int argc, char** argv) {
       // The model-free checks: each reports its own results; an exception fails it by name.
       const std::pair<const char*, void (*)()> standalone[] = {
           {"kernel checks", kernel_checks},
+          {"int4 kernel checks", int4_kernel_checks},
           {"conv and precision checks", conv_and_precision_checks},
           {"attention checks", attention_checks},
           {"gelu checks", gelu_checks},

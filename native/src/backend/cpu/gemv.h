@@ -12,7 +12,7 @@
 //   neon       - aarch64: BF16 upcast + FMA on 128-bit vectors.
 //   scalar     - portable C++.
 // int8 and int4 weights (quant "int8" / "int4"): float32 activations times the exact integers, summed per
-// block and scaled (AVX-512, AVX2 and NEON kernels for int8; AVX-512 and portable ones for int4).
+// block and scaled (AVX-512, AVX2 and NEON kernels for int8; AVX-512, AVX2 and portable ones for int4).
 // F16 and F32 weights take a generic path (row converted to a small buffer, then an f32 dot product).
 #pragma once
 
