@@ -219,6 +219,22 @@ describe('WavDecoder', () => {
     });
   }
 
+  it('16-bit mono PCM: every sample is int16 / 32768 exactly, at even and at odd byte offsets of the input', async () => {
+    // The extremes, both signs, and a pseudo-random run long enough for several decode blocks.
+    const r = rng(4242);
+    const values = [-32768, -32767, -257, -256, -1, 0, 1, 255, 256, 32766, 32767];
+    for (let i = 0; i < 20_000; i++) values.push(Math.floor(r() * 65536) - 32768);
+    const want = Float32Array.from(values, (x) => x / 32768);
+    const wav = makeWav({ data: int16Bytes(values) });
+    // The same bytes at an odd offset of a larger buffer: the decoder cannot take an Int16Array view there.
+    const shifted = new Uint8Array(wav.length + 1);
+    shifted.set(wav, 1);
+    for (const bytes of [wav, shifted.subarray(1)]) {
+      expectSame(decodeWav(bytes).samples, want);
+      expectSame((await decodeStream(bytes, () => 1 + Math.floor(r() * 777))).samples, want);
+    }
+  });
+
   it.runIf(haveGolden)('decodes a small golden file written 1 byte at a time', async () => {
     const bytes = readFileSync(golden('en_1p2s.wav'));
     const got = await decodeStream(bytes, () => 1);

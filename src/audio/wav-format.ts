@@ -212,6 +212,8 @@ function readerFor(fmt: WavCodecFormat): SampleReader {
   }
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** Where decoded frames go: one mono array (the mean of the channels) or one array per channel. */
 export type FrameSink = Float32Array | Float32Array[];
 
@@ -290,6 +292,21 @@ export function decodeUnits(
     return;
   }
   const frames = units;
+  if (fmt.encoding === 'pcm' && fmt.bitsPerSample === 16 && channels === 1 && !Array.isArray(out)) {
+    // The common case (16-bit mono PCM) without the per-sample reader: a typed view where the bytes are
+    // aligned (little-endian, as every platform Node runs on), else the same arithmetic byte by byte.
+    // Measured: the generic loop cost ~11 ms of an 11 s clip on a cold JIT.
+    const at = src.byteOffset + srcOffset;
+    if (LITTLE_ENDIAN && (at & 1) === 0) {
+      const pcm = new Int16Array(src.buffer, at, frames);
+      for (let i = 0; i < frames; i++) out[outOffset + i] = pcm[i]! / 32768;
+    } else {
+      for (let i = 0, p = srcOffset; i < frames; i++, p += 2) {
+        out[outOffset + i] = ((src[p]! | (src[p + 1]! << 8)) << 16 >> 16) / 32768;
+      }
+    }
+    return;
+  }
   const dv = new DataView(src.buffer, src.byteOffset + srcOffset, frames * fmt.unitBytes);
   const bytes = src.subarray(srcOffset, srcOffset + frames * fmt.unitBytes);
   const read = readerFor(fmt);
