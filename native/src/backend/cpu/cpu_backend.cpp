@@ -154,7 +154,11 @@ class CpuBackend final : public Backend {
                                                    std::to_string(K));
     check_vector(bias, cout, "conv bias");
     if (P <= 0 || cout <= 0) return;
-    if (conv3x3s2_gelu_direct(pool_, isa_, in, cin, h, w, weight, bias, out)) return;
+    {
+      // One call at a time uses the packed-weight scratch (the pool runs one job at a time anyway).
+      std::lock_guard<std::mutex> lk(conv_mu_);
+      if (conv3x3s2_gelu_direct(pool_, isa_, in, cin, h, w, weight, bias, out, conv_pack_)) return;
+    }
     // im2col: col[p, ci*9 + ky*3 + kx] = in[ci, 2*oy + ky - 1, 2*ox + kx - 1] (zero outside).
     // Scratch reused across calls (per calling thread: sessions on other threads share this backend);
     // every element is written below, so it is never cleared.
@@ -537,6 +541,8 @@ class CpuBackend final : public Backend {
   Isa isa_;
   Precision prec_;
   ThreadPool pool_;
+  std::mutex conv_mu_;
+  std::vector<float> conv_pack_;  // the direct conv's packed weight (gemm.h), kept between calls
 };
 
 }  // namespace

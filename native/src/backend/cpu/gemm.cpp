@@ -846,16 +846,15 @@ void gemm_packed_multi(ThreadPool& pool, const float* x, int64_t n, const Weight
 // The conv weight packed once per call for every task: for each k block (k0 = 0, KC, ...; kc columns) and
 // each micro-tile t of MR output channels, ap[tiles * MR * k0 + t * MR * kc + k * MR + m] = W[t * MR + m, k0 + k]
 // (0 past cout). Packing it in every task instead (as the pixel panels are split 4 ways per thread) cost 10 %
-// of an encoder's time on AVX2. The buffer belongs to the calling thread and is kept between calls (the
-// encoder's conv weights are the same every chunk; a fresh buffer would page-fault every call).
+// of an encoder's time on AVX2. `packed` is the caller's, kept between calls (the encoder's conv weights are
+// the same every chunk; a fresh buffer would page-fault every call).
 template <class K>
-const float* conv_pack_weight(ThreadPool& pool, const Weight& wt) {
+const float* conv_pack_weight(ThreadPool& pool, const Weight& wt, std::vector<float>& packed) {
   constexpr int MR = K::kMr;
   constexpr int64_t KC = K::kKc;
   const int64_t cout = wt.rows, Kd = wt.cols;
   const int64_t tiles = (cout + MR - 1) / MR;
   const int64_t kblocks = (Kd + KC - 1) / KC;
-  thread_local std::vector<float> packed;
   const size_t need = static_cast<size_t>(tiles * MR * Kd);
   if (packed.size() < need) packed.resize(need);
   float* ap = packed.data();
@@ -909,12 +908,13 @@ void conv_range(const ConvGeom& g, const float* apk, const Weight& wt, const Wei
 }
 
 template <class K>
-void conv_packed(ThreadPool& pool, Isa isa, const ConvGeom& g, const Weight& wt, const Weight& bias, float* out) {
+void conv_packed(ThreadPool& pool, Isa isa, const ConvGeom& g, const Weight& wt, const Weight& bias, float* out,
+                 std::vector<float>& pack) {
   constexpr int MR = K::kMr, NR = K::kNr;
   const int64_t cout = wt.rows;
   const int64_t panels = (g.P + NR - 1) / NR;
   const int64_t T = pool.size();
-  const float* apk = conv_pack_weight<K>(pool, wt);
+  const float* apk = conv_pack_weight<K>(pool, wt, pack);
   // Pixel panels split over the threads; with few panels per thread the channels are split too (in whole
   // micro-tiles), so that every thread has work and the shares stay even.
   const int64_t ctiles = (cout + MR - 1) / MR;
@@ -1066,7 +1066,7 @@ void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
 }
 
 bool conv3x3s2_gelu_direct(ThreadPool& pool, Isa isa, const float* in, int64_t cin, int64_t h, int64_t w,
-                           const Weight& weight, const Weight& bias, float* out) {
+                           const Weight& weight, const Weight& bias, float* out, std::vector<float>& pack) {
 #if defined(RUSTASR_GEMM_X86)
   if (isa != Isa::kAvx512f && isa != Isa::kAvx512bf16 && isa != Isa::kAvx2) return false;
   const int64_t oh = (h + 1) / 2, ow = (w + 1) / 2;
@@ -1075,12 +1075,12 @@ bool conv3x3s2_gelu_direct(ThreadPool& pool, Isa isa, const float* in, int64_t c
   const ConvGeom g{in, cin, h, w, oh, ow, oh * ow};
   if (g.P <= 0 || weight.rows <= 0) return true;
   if (isa == Isa::kAvx2)
-    conv_packed<Pk256>(pool, isa, g, weight, bias, out);
+    conv_packed<Pk256>(pool, isa, g, weight, bias, out, pack);
   else
-    conv_packed<Pk512>(pool, isa, g, weight, bias, out);
+    conv_packed<Pk512>(pool, isa, g, weight, bias, out, pack);
   return true;
 #else
-  (void)pool, (void)isa, (void)in, (void)cin, (void)h, (void)w, (void)weight, (void)bias, (void)out;
+  (void)pool, (void)isa, (void)in, (void)cin, (void)h, (void)w, (void)weight, (void)bias, (void)out, (void)pack;
   return false;
 #endif
 }

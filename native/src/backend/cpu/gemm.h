@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "../../util/tensor.h"
 #include "gemv.h"
@@ -51,9 +52,10 @@ void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
 // 3x3 stride-2 pad-1 convolution with bias and exact GELU (Backend::conv3x3s2_gelu) as one packed product
 // with no im2col buffer: the input pixels are gathered straight into the micro-panels and the output is
 // written in its [cout, oh * ow] layout. Returns false (nothing done) where there is no such kernel (the
-// caller then runs im2col + gemm): the AVX-512 and AVX2 paths.
+// caller then runs im2col + gemm): the AVX-512 and AVX2 paths. `pack` is the caller's scratch for the weight
+// packed once per call (kept between calls: one per backend, used by one call at a time).
 bool conv3x3s2_gelu_direct(ThreadPool& pool, Isa isa, const float* in, int64_t cin, int64_t h, int64_t w,
-                           const Weight& weight, const Weight& bias, float* out);
+                           const Weight& weight, const Weight& bias, float* out, std::vector<float>& pack);
 
 }  // namespace cpu
 }  // namespace rustasr
