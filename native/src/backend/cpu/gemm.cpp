@@ -1059,6 +1059,8 @@ void gemm_multi(ThreadPool& pool, Isa isa, const float* x, int64_t n, const Weig
 #if defined(RUSTASR_GEMM_X86)
   bool packed = isa == Isa::kAvx512f || isa == Isa::kAvx512bf16 || isa == Isa::kAvx2;
   for (int i = 0; i < count && packed; ++i) packed = ws[i]->cols == ws[0]->cols && ws[i]->cols > 0 && ws[i]->rows > 0;
+  // (AVX2 packs F16 element by element: those weights keep the BLAS panels, which upcast them with F16C.)
+  for (int i = 0; i < count && packed && isa == Isa::kAvx2; ++i) packed = ws[i]->dtype != DType::kF16;
   if (packed && isa == Isa::kAvx2) return gemm_packed_multi<Pk256>(pool, x, n, ws, ys, count, Precision::kF32);
   if (packed) return gemm_packed_multi<Pk512>(pool, x, n, ws, ys, count, isa_supported(Isa::kAvx512bf16) ? prec : Precision::kF32);
 #endif
