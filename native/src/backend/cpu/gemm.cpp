@@ -511,11 +511,12 @@ T256 inline void transpose8(__m256 r[8]) {
   }
 }
 
-// Lanes [0, n) of 8 set (sign bit), for maskload / maskstore.
-T256 inline __m256i lanes8(int64_t n) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const int c = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, n)));
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), idx);
+// The first kMr = 6 lanes of each of 8 transposed vectors to ap[i * 6 ..] (rows k .. k + 7 of a packed tile).
+T256 inline void store_tile(const __m256 r[8], float* ap) {
+  for (int i = 0; i < 8; ++i) {
+    _mm_storeu_ps(ap + i * kMr, _mm256_castps256_ps128(r[i]));
+    _mm_storel_pi(reinterpret_cast<__m64*>(ap + i * kMr + 4), _mm256_extractf128_ps(r[i], 1));
+  }
 }
 // Lanes of 8 from the low 8 bits of `bits`.
 T256 inline __m256i bits8(uint32_t bits) {
@@ -579,13 +580,12 @@ T256 void pack_b(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, fl
 
 // A from activation rows: ap[k * 6 + m] = x[m * ldx + k0 + k] for m < mr (0 for mr <= m < 6), k < kcr (0 past kc).
 T256 void pack_a(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, int64_t kcr, float* ap) {
-  const __m256i tile = lanes8(kMr);
   int64_t k = 0;
   for (; k + 8 <= kc; k += 8) {
     __m256 r[8];
     for (int m = 0; m < 8; ++m) r[m] = m < mr ? _mm256_loadu_ps(x + m * ldx + k0 + k) : _mm256_setzero_ps();
     transpose8(r);
-    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(ap + (k + i) * kMr, tile, r[i]);
+    store_tile(r, ap + k * kMr);
   }
   for (; k < kcr; ++k)
     for (int m = 0; m < kMr; ++m) ap[k * kMr + m] = (m < mr && k < kc) ? x[m * ldx + k0 + k] : 0.f;
@@ -593,7 +593,6 @@ T256 void pack_a(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, in
 
 // A from weight rows (conv): ap[k * 6 + m] = W[r0 + m, k0 + k] as float32 (0 for m >= mr).
 T256 void pack_a_weight(const Weight& w, int64_t r0, int mr, int64_t k0, int64_t kc, float* ap) {
-  const __m256i tile = lanes8(kMr);
   int64_t k = 0;
   bool vec = true;
   for (; vec && k + 8 <= kc; k += 8) {
@@ -603,7 +602,7 @@ T256 void pack_a_weight(const Weight& w, int64_t r0, int mr, int64_t k0, int64_t
       else r[m] = _mm256_setzero_ps();
     if (!vec) break;
     transpose8(r);
-    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(ap + (k + i) * kMr, tile, r[i]);
+    store_tile(r, ap + k * kMr);
   }
   for (; k < kc; ++k)
     for (int m = 0; m < kMr; ++m) ap[k * kMr + m] = m < mr ? weight_at(w, (r0 + m) * w.cols + k0 + k) : 0.f;
@@ -667,16 +666,15 @@ T256 void ukr(const float* ap, const void* bpv, int64_t kc, float* c, int64_t ld
     }
     return;
   }
-  const __m256i k0m = bits8(c0 & 0xFF), k1m = bits8(static_cast<uint32_t>(c0) >> 8);
-  RUSTASR_GEMM_UNROLL
+  // An edge panel (fewer than 16 columns; c0's low bits): through a small buffer, element by element (the same
+  // sums; no vmaskmovps, whose 24 unrolled copies valgrind cannot translate).
+  const int nc = __builtin_popcount(static_cast<unsigned>(c0));
+  alignas(32) float t[kNr];
   for (int m = 0; m < M; ++m) {
     float* cr = c + m * ldc;
-    if (acc_in) {
-      a0[m] = _mm256_add_ps(a0[m], _mm256_maskload_ps(cr, k0m));
-      a1[m] = _mm256_add_ps(a1[m], _mm256_maskload_ps(cr + 8, k1m));
-    }
-    _mm256_maskstore_ps(cr, k0m, a0[m]);
-    _mm256_maskstore_ps(cr + 8, k1m, a1[m]);
+    _mm256_store_ps(t, a0[m]);
+    _mm256_store_ps(t + 8, a1[m]);
+    for (int j = 0; j < nc; ++j) cr[j] = acc_in ? t[j] + cr[j] : t[j];
   }
 }
 
