@@ -670,6 +670,7 @@ T256 void ukr(const float* ap, const void* bpv, int64_t kc, float* c, int64_t ld
   // sums; no vmaskmovps, whose 24 unrolled copies valgrind cannot translate).
   const int nc = __builtin_popcount(static_cast<unsigned>(c0));
   alignas(32) float t[kNr];
+  RUSTASR_GEMM_UNROLL  // unrolled: a runtime index into a0 / a1 would keep the accumulators in memory
   for (int m = 0; m < M; ++m) {
     float* cr = c + m * ldc;
     _mm256_store_ps(t, a0[m]);
