@@ -1259,6 +1259,19 @@ void batch_checks(const std::shared_ptr<const rustasr::Model>& model, const std:
            std::to_string(rows) + " session steps in " + std::to_string(batches) + " passes");
 }
 
+// Row i of x [n, cols] times row r of w [rows, cols] in float64, and the sum of the products' magnitudes (the
+// scale the batched-product checks measure their errors against).
+void ref_dot(const std::vector<float>& x, const std::vector<float>& wf, int64_t i, int64_t r, int64_t cols,
+             double* ref, double* mag) {
+  *ref = 0;
+  *mag = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    const double p = static_cast<double>(x[static_cast<size_t>(i * cols + c)]) * wf[static_cast<size_t>(r * cols + c)];
+    *ref += p;
+    *mag += std::fabs(p);
+  }
+}
+
 // Backend::linear / linear_multi on shapes the tiny model never has (column counts that are not a multiple
 // of any vector width, row counts that leave remainders, 1..40 activation rows: the gemv and the gemm paths)
 // for every kernel and weight dtype, against a float64 reference. Buffers are sized exactly, so the
@@ -1326,11 +1339,8 @@ void kernel_checks() {
           be->linear_multi(x.data(), n, ws, ys, 2);
           for (int64_t i = 0; i < n; ++i)
             for (int64_t r = 0; r < rows; ++r) {
-              double ref = 0, mag = 0;
-              for (int64_t c = 0; c < cols; ++c) {
-                ref += static_cast<double>(x[i * cols + c]) * wf[r * cols + c];
-                mag += std::fabs(static_cast<double>(x[i * cols + c]) * wf[r * cols + c]);
-              }
+              double ref, mag;
+              ref_dot(x, wf, i, r, cols, &ref, &mag);
               const size_t at = static_cast<size_t>(i * rows + r);
               const double e = std::max({std::fabs(y[at] - (ref + bf[r])) / (mag + std::fabs(bf[r]) + 1e-30),
                                          std::fabs(y2[at] - ref) / (mag + 1e-30), std::fabs(y3[at] - ref) / (mag + 1e-30)});
@@ -1406,12 +1416,8 @@ void int4_kernel_checks() {
         be->linear_multi(x.data(), n, ws, ys, 2);
         for (int64_t i = 0; i < n; ++i)
           for (int64_t r = 0; r < rows; ++r) {
-            double ref = 0, mag = 0;
-            for (int64_t c = 0; c < cols; ++c) {
-              const double p = static_cast<double>(x[static_cast<size_t>(i * cols + c)]) * wf[static_cast<size_t>(r * cols + c)];
-              ref += p;
-              mag += std::fabs(p);
-            }
+            double ref, mag;
+            ref_dot(x, wf, i, r, cols, &ref, &mag);
             const size_t at = static_cast<size_t>(i * rows + r);
             const double e = std::max({std::fabs(y[at] - ref), std::fabs(y2[at] - ref), std::fabs(y3[at] - ref)}) /
                              (mag + 1e-30);
@@ -1525,12 +1531,8 @@ void conv_and_precision_checks() {
         be->linear(x.data(), n, w, rustasr::Weight{}, ye.data());
         for (int64_t i = 0; i < n; ++i)
           for (int64_t r = 0; r < rows; ++r) {
-            double ref = 0, mag = 0;
-            for (int64_t c = 0; c < cols; ++c) {
-              const double p = static_cast<double>(x[static_cast<size_t>(i * cols + c)]) * wf[static_cast<size_t>(r * cols + c)];
-              ref += p;
-              mag += std::fabs(p);
-            }
+            double ref, mag;
+            ref_dot(x, wf, i, r, cols, &ref, &mag);
             const size_t at = static_cast<size_t>(i * rows + r);
             const double e = std::fabs(y[at] - ref) / (mag + 1e-30), ee = std::fabs(ye[at] - ref) / (mag + 1e-30);
             worst_bf = std::max(worst_bf, std::isnan(e) ? 1.0 : e);

@@ -714,12 +714,10 @@ struct Pk512 {
 struct Pk256 {
   static constexpr int kMr = v256::kMr, kNr = v256::kNr;
   static constexpr int64_t kKc = v256::kKc;
-  static constexpr bool kHasPairs = false;
+  static constexpr bool kHasPairs = false;  // no pair packing: linear_range's pair branches are not instantiated
   static void pack_a(const float* x, int64_t ldx, int mr, int64_t k0, int64_t kc, int64_t kcr, float* ap) {
     v256::pack_a(x, ldx, mr, k0, kc, kcr, ap);
   }
-  static void pack_a_bf16(const float*, int64_t, int, int64_t, int64_t, uint32_t*) {}
-  static void pack_b_bf16(const Weight&, int64_t, int, int64_t, int64_t, uint32_t*) {}
   static void pack_b(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
     v256::pack_b(w, r0, nr, k0, kc, bp);
   }
@@ -765,19 +763,25 @@ void linear_range(const float* x, int64_t i0, int64_t i1, const Weight& w, float
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t r = i0 + t * MR;
       const int mr = static_cast<int>(std::min<int64_t>(MR, i1 - r));
-      if (dp)
-        K::pack_a_bf16(x + r * cols, cols, mr, k0, kc, reinterpret_cast<uint32_t*>(abuf + t * MR * kcr));
-      else
-        K::pack_a(x + r * cols, cols, mr, k0, kc, kcr, abuf + t * MR * kcr);
+      if constexpr (K::kHasPairs) {
+        if (dp) {
+          K::pack_a_bf16(x + r * cols, cols, mr, k0, kc, reinterpret_cast<uint32_t*>(abuf + t * MR * kcr));
+          continue;
+        }
+      }
+      K::pack_a(x + r * cols, cols, mr, k0, kc, kcr, abuf + t * MR * kcr);
     }
     for (int64_t pb = p0; pb < p1; pb += pn_max) {
       const int64_t pe = std::min(p1, pb + pn_max);
       for (int64_t p = pb; p < pe; ++p) {
         const int nr = static_cast<int>(std::min<int64_t>(NR, rows - p * NR));
-        if (pairs)
-          K::pack_b_bf16(w, p * NR, nr, k0, kc, bbuf + (p - pb) * NR * (kcr / 2));
-        else
-          K::pack_b(w, p * NR, nr, k0, kc, reinterpret_cast<float*>(bbuf) + (p - pb) * NR * kc);
+        if constexpr (K::kHasPairs) {
+          if (pairs) {
+            K::pack_b_bf16(w, p * NR, nr, k0, kc, bbuf + (p - pb) * NR * (kcr / 2));
+            continue;
+          }
+        }
+        K::pack_b(w, p * NR, nr, k0, kc, reinterpret_cast<float*>(bbuf) + (p - pb) * NR * kc);
       }
       // The block packed next: the next rows at this k, else the first rows at the next k.
       const int64_t calls = tiles * (pe - pb);
