@@ -52,7 +52,10 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/probe.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/isa.h"
+#include "backend/cpu/vecops.h"
 #include "model/model.h"
 #include "io/file.h"
 #include "io/large_pages.h"
@@ -1643,6 +1646,53 @@ void attention_checks() {
       report(rows_alone, "decode attention of 4 sessions in one call: each row bit-identical to it alone [" + k + ", " +
                              std::to_string(threads) + " thread(s)]");
     }
+  // The per-row attention kernels (attend_f32: scores, softmax and the weighted sum in registers) against the
+  // loop they replace, per key and head dot_f32 then axpy_f32 from 0, on the same ISA: bit-identical (so
+  // prefill rows, decode rows and ISAs without a kernel agree with it), over head sizes with and without an
+  // 8- or 16-lane tail and a chunked output, groups 1-4 and 3 (one head at a time), key counts around the
+  // blocks of 4 / G keys.
+  for (const std::string& k : rustasr::cpu_kernels()) {
+    const rustasr::cpu::Isa isa = rustasr::cpu::parse_kernel(k);
+    int runs = 0, kernel_runs = 0;
+    bool same = true;
+    for (int64_t hd : {8, 24, 64, 80, 128})
+      for (int64_t group : {1, 2, 3, 4})
+        for (int64_t limit : {1, 2, 3, 5, 8, 37, 130}) {
+          const int64_t stride = 4 * hd + 8;
+          std::vector<float> q(static_cast<size_t>(group * hd)), kc(static_cast<size_t>(limit * stride)),
+              vc(kc.size()), out(q.size()), ref(q.size());
+          std::vector<float> sc(static_cast<size_t>(group * limit));
+          for (float& x : q) x = next() * 2.f;
+          for (float& x : kc) x = next();
+          for (float& x : vc) x = next();
+          const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+          ++runs;
+          if (!rustasr::cpu::attend_f32(isa, q.data(), kc.data(), vc.data(), limit, stride, hd, group, scale,
+                                        sc.data(), out.data()))
+            continue;
+          ++kernel_runs;
+          for (int64_t g = 0; g < group; ++g) {
+            std::vector<float> s(static_cast<size_t>(limit));
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < limit; ++j) {
+              s[static_cast<size_t>(j)] =
+                  rustasr::cpu::dot_f32(isa, q.data() + g * hd, kc.data() + j * stride, hd) * scale;
+              mx = std::max(mx, s[static_cast<size_t>(j)]);
+            }
+            double sum = 0;
+            for (float& x : s) sum += (x = std::exp(x - mx));
+            float* o = ref.data() + g * hd;
+            std::fill(o, o + hd, 0.f);
+            for (int64_t j = 0; j < limit; ++j)
+              rustasr::cpu::axpy_f32(isa, s[static_cast<size_t>(j)], vc.data() + j * stride, o, hd);
+            const float inv = static_cast<float>(1.0 / sum);
+            for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+          }
+          if (std::memcmp(out.data(), ref.data(), out.size() * sizeof(float)) != 0) same = false;
+        }
+    report(same, "attention kernel bit-identical to the dot / axpy loop [" + k + "]",
+           std::to_string(kernel_runs) + " of " + std::to_string(runs) + " shapes have a kernel on this path");
+  }
 }
 
 // Backend::gelu (the exact, erf form) on every kernel against float64, over -30..30, tiny values and the

@@ -1,4 +1,4 @@
-// Attention kernels (attention.h): the AVX-512 forms; other ISAs take the generic loop of cpu_backend.cpp.
+// Attention kernels (attention.h): the AVX-512 and AVX2 forms; other ISAs take the generic loop of cpu_backend.cpp.
 #include "attention.h"
 
 #include <algorithm>
@@ -229,6 +229,124 @@ T512 void attend_part16_avx512(const float* q, const float* k, const float* v, i
   }
 }
 
+
+// The AVX2 form of attend_avx512: G query heads sharing one KV head, head_dim = 8 * NV (NV vectors of 8).
+// Bit-identical to the generic loop of cpu_backend.cpp on AVX2 (dot_f32 / axpy_f32 per key and head), only
+// without its per-key calls and the load / store of the output per key:
+//   - scores: per key and head vec_avx2::dot's arithmetic (two accumulators over 16 lanes, an 8-lane tail into
+//     the first, hsum256 of their sum) times `scale`; R = 4 / G keys at a time share the loads of q;
+//   - softmax as the generic loop (float exp, double sum, in key order);
+//   - the weighted sum of value rows in registers, CW vectors of every head per pass over the keys (16 ymm
+//     cannot hold a 128-wide head), each output element the same FMAs in key order as axpy from 0.
+constexpr int64_t kPrefetchRows256 = 8;
+template <int G, int R>
+T256 inline void scores_avx2(const float* q, const float* k, int64_t j, int64_t limit, int64_t kv_stride, int NV,
+                             float scale, float* sc) {
+  const int HD = 8 * NV;
+  __m256 s0[R][G], s1[R][G];
+  RUSTASR_UNROLL
+  for (int r = 0; r < R; ++r) {
+    RUSTASR_UNROLL
+    for (int g = 0; g < G; ++g) s0[r][g] = s1[r][g] = _mm256_setzero_ps();
+  }
+  int i = 0;
+  for (; i + 16 <= HD; i += 16) {
+    __m256 qa[G], qb[G];
+    RUSTASR_UNROLL
+    for (int g = 0; g < G; ++g) qa[g] = _mm256_loadu_ps(q + g * HD + i), qb[g] = _mm256_loadu_ps(q + g * HD + i + 8);
+    RUSTASR_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const float* kr = k + (j + r) * kv_stride;
+      const __m256 ka = _mm256_loadu_ps(kr + i), kb = _mm256_loadu_ps(kr + i + 8);
+      RUSTASR_UNROLL
+      for (int g = 0; g < G; ++g) {
+        s0[r][g] = _mm256_fmadd_ps(qa[g], ka, s0[r][g]);
+        s1[r][g] = _mm256_fmadd_ps(qb[g], kb, s1[r][g]);
+      }
+    }
+  }
+  if (i < HD) {  // an 8-lane tail, into the first accumulator
+    RUSTASR_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const __m256 ka = _mm256_loadu_ps(k + (j + r) * kv_stride + i);
+      RUSTASR_UNROLL
+      for (int g = 0; g < G; ++g) s0[r][g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * HD + i), ka, s0[r][g]);
+    }
+  }
+  RUSTASR_UNROLL
+  for (int r = 0; r < R; ++r) {
+    RUSTASR_UNROLL
+    for (int g = 0; g < G; ++g) sc[g * limit + j + r] = hsum256(_mm256_add_ps(s0[r][g], s1[r][g])) * scale;
+  }
+}
+
+// Output vectors [c0, c0 + CW) of every head: sum over the keys in order of p_j * v_j[..], then times inv[g].
+template <int G, int CW>
+T256 inline void pv_pass_avx2(const float* v, int64_t limit, int64_t kv_stride, int HD, int c0, const float* sc,
+                              const float* inv, float* o) {
+  __m256 acc[G][CW];
+  RUSTASR_UNROLL
+  for (int g = 0; g < G; ++g) {
+    RUSTASR_UNROLL
+    for (int c = 0; c < CW; ++c) acc[g][c] = _mm256_setzero_ps();
+  }
+  for (int64_t j = 0; j < limit; ++j) {
+    const float* vr = v + j * kv_stride + 8 * c0;
+    if (c0 == 0 && j + kPrefetchRows256 < limit) {
+      for (int b = 0; b < HD; b += 16) _mm_prefetch(reinterpret_cast<const char*>(vr + kPrefetchRows256 * kv_stride + b), _MM_HINT_T0);
+    }
+    __m256 p[G];
+    RUSTASR_UNROLL
+    for (int g = 0; g < G; ++g) p[g] = _mm256_set1_ps(sc[g * limit + j]);
+    RUSTASR_UNROLL
+    for (int c = 0; c < CW; ++c) {
+      const __m256 x = _mm256_loadu_ps(vr + 8 * c);
+      RUSTASR_UNROLL
+      for (int g = 0; g < G; ++g) acc[g][c] = _mm256_fmadd_ps(p[g], x, acc[g][c]);
+    }
+  }
+  RUSTASR_UNROLL
+  for (int g = 0; g < G; ++g) {
+    const __m256 iv = _mm256_set1_ps(inv[g]);
+    RUSTASR_UNROLL
+    for (int c = 0; c < CW; ++c) _mm256_storeu_ps(o + g * HD + 8 * (c0 + c), _mm256_mul_ps(acc[g][c], iv));
+  }
+}
+
+template <int G>
+T256 void attend_avx2(const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride, int NV,
+                      float scale, float* sc, float* o) {
+  constexpr int R = 4 / G;
+  const int HD = 8 * NV;
+  int64_t j = 0;
+  for (; j + R <= limit; j += R) {
+    if (j + kPrefetchRows256 + R <= limit) {
+      for (int r = 0; r < R; ++r)
+        for (int b = 0; b < HD; b += 16)
+          _mm_prefetch(reinterpret_cast<const char*>(k + (j + kPrefetchRows256 + r) * kv_stride + b), _MM_HINT_T0);
+    }
+    scores_avx2<G, R>(q, k, j, limit, kv_stride, NV, scale, sc);
+  }
+  for (; j < limit; ++j) scores_avx2<G, 1>(q, k, j, limit, kv_stride, NV, scale, sc);
+  float inv[G];
+  for (int g = 0; g < G; ++g) {
+    float* sg = sc + g * limit;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < limit; ++i) mx = std::max(mx, sg[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < limit; ++i) {
+      const float e = std::exp(sg[i] - mx);
+      sg[i] = e;
+      sum += e;
+    }
+    inv[g] = static_cast<float>(1.0 / sum);
+  }
+  constexpr int CW = 8 / G;
+  int c = 0;
+  for (; c + CW <= NV; c += CW) pv_pass_avx2<G, CW>(v, limit, kv_stride, HD, c, sc, inv, o);
+  for (; c < NV; ++c) pv_pass_avx2<G, 1>(v, limit, kv_stride, HD, c, sc, inv, o);
+}
+
 }  // namespace
 #endif
 
@@ -268,6 +386,16 @@ bool attend_f32(Isa isa, const float* q, const float* k, const float* v, int64_t
     for (int64_t g = 1; g < group; ++g)
       attend_avx512_dispatch<1>(q + g * head_dim, k, v, limit, kv_stride, head_dim, scale, scratch,
                                 out + g * head_dim);
+    return true;
+  }
+  if (isa == Isa::kAvx2 && head_dim % 8 == 0 && head_dim <= 256) {
+    const int nv = static_cast<int>(head_dim / 8);
+    if (group == 1) attend_avx2<1>(q, k, v, limit, kv_stride, nv, scale, scratch, out);
+    else if (group == 2) attend_avx2<2>(q, k, v, limit, kv_stride, nv, scale, scratch, out);
+    else if (group == 4) attend_avx2<4>(q, k, v, limit, kv_stride, nv, scale, scratch, out);
+    else
+      for (int64_t g = 0; g < group; ++g)
+        attend_avx2<1>(q + g * head_dim, k, v, limit, kv_stride, nv, scale, scratch, out + g * head_dim);
     return true;
   }
 #else

@@ -558,8 +558,41 @@ T256 inline bool weight8(const Weight& w, int64_t row, int64_t c, __m256* out) {
   }
 }
 
+// A full panel (16 rows, kc a multiple of 8) of BF16 or int8 (group a multiple of 8) weights: each 8 x 8
+// block loaded, converted and transposed in registers, with no per-row dtype switch or bounds check (the
+// general loop below kept the block on the stack: 10 % of a prefill's time in perf, against 77 % in the
+// micro-kernel). The same values as weight8.
+template <bool kInt8>
+T256 inline void pack_b_full(const Weight& w, int64_t r0, int64_t k0, int64_t kc, float* bp) {
+  const int64_t cols = w.cols;
+  for (int64_t k = 0; k < kc; k += 8) {
+    RUSTASR_GEMM_UNROLL
+    for (int jb = 0; jb < kNr; jb += 8) {
+      __m256 r[8];
+      RUSTASR_GEMM_UNROLL
+      for (int j = 0; j < 8; ++j) {
+        const int64_t row = r0 + jb + j;
+        if constexpr (kInt8) {
+          const int8_t* q = static_cast<const int8_t*>(w.data) + row * cols + k0 + k;
+          const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q))));
+          r[j] = _mm256_mul_ps(v, _mm256_set1_ps(w.scales[row * (cols / w.group) + (k0 + k) / w.group]));
+        } else {
+          r[j] = ld8_bf16(static_cast<const uint16_t*>(w.data) + row * cols + k0 + k);
+        }
+      }
+      transpose8(r);
+      RUSTASR_GEMM_UNROLL
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(bp + (k + i) * kNr + jb, r[i]);
+    }
+  }
+}
+
 // B from a weight, float32: bp[k * 16 + j] = W[r0 + j, k0 + k] (0 for j >= nr).
 T256 void pack_b(const Weight& w, int64_t r0, int nr, int64_t k0, int64_t kc, float* bp) {
+  if (nr == kNr && kc % 8 == 0 && k0 % 8 == 0) {
+    if (w.dtype == DType::kBF16) return pack_b_full<false>(w, r0, k0, kc, bp);
+    if (w.dtype == DType::kI8 && w.group % 8 == 0) return pack_b_full<true>(w, r0, k0, kc, bp);
+  }
   int64_t k = 0;
   bool vec = true;
   for (; vec && k + 8 <= kc; k += 8) {
