@@ -123,8 +123,15 @@ T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t
   // Software prefetch of the next block of R rows (contiguous in memory), in step with this one.
   const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
   for (; c + 8 * U <= cols; c += 8 * U) {
-    RUSTASR_UNROLL
-    for (int l = 0; l < R * 8 * U * 2; l += 64) _mm_prefetch(next + R * c * 2 + l, kPrefetchHint);
+    // No software prefetch on AVX2 by default: one row at a time is a single sequential stream, which the
+    // hardware prefetchers follow; on Zen 3 the prefetch instructions held the loads back (a 0.6B-shaped
+    // sweep of 28 layers + lm_head in 2 MiB pages, 2 threads, alternating builds: 1.13-1.50, median ~1.2x the
+    // time of a plain read of the same bytes, against 1.26-1.74, median ~1.36x, with them). The 4-row int8 /
+    // int4 kernels keep theirs (without them, same sweep: int8 2.2-3.0x instead of 1.2-1.5x, int4 3.3-4.4x
+    // instead of 1.8-3.5x).
+    if constexpr (kPrefetchAvx2)
+      RUSTASR_UNROLL
+      for (int l = 0; l < R * 8 * U * 2; l += 64) _mm_prefetch(next + R * c * 2 + l, kPrefetchHint);
     RUSTASR_UNROLL
     for (int u = 0; u < U; ++u) {
       __m256 wv[R];

@@ -63,8 +63,12 @@ inline uint16_t f32_to_bf16_rne(float f) {
 #ifndef RUSTASR_PREFETCH_AVX512
 #define RUSTASR_PREFETCH_AVX512 1
 #endif
+#ifndef RUSTASR_PREFETCH_AVX2  // the BF16 gemv kernel's software prefetch (gemv.cpp blk_avx2): off, measured
+#define RUSTASR_PREFETCH_AVX2 0
+#endif
 constexpr auto kPrefetchHint = RUSTASR_PREFETCH_HINT;
 constexpr bool kPrefetchAvx512 = RUSTASR_PREFETCH_AVX512;
+constexpr bool kPrefetchAvx2 = RUSTASR_PREFETCH_AVX2;
 
 // All-lanes masks: the maskz forms of the intrinsics avoid GCC 12's false -Wmaybe-uninitialized on the
 // _mm512_undefined_* inside the plain forms.
