@@ -329,18 +329,7 @@ T256 void attend_avx2(const float* q, const float* k, const float* v, int64_t li
   }
   for (; j < limit; ++j) scores_avx2<G, 1>(q, k, j, limit, kv_stride, NV, scale, sc);
   float inv[G];
-  for (int g = 0; g < G; ++g) {
-    float* sg = sc + g * limit;
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < limit; ++i) mx = std::max(mx, sg[i]);
-    double sum = 0;
-    for (int64_t i = 0; i < limit; ++i) {
-      const float e = std::exp(sg[i] - mx);
-      sg[i] = e;
-      sum += e;
-    }
-    inv[g] = static_cast<float>(1.0 / sum);
-  }
+  for (int g = 0; g < G; ++g) inv[g] = static_cast<float>(1.0 / softmax_exp(sc + g * limit, limit));
   constexpr int CW = 8 / G;
   int c = 0;
   for (; c + CW <= NV; c += CW) pv_pass_avx2<G, CW>(v, limit, kv_stride, HD, c, sc, inv, o);
@@ -374,6 +363,18 @@ T512 bool attend_avx512_dispatch(const float* q, const float* k, const float* v,
 }
 }  // namespace
 #endif
+
+double softmax_exp(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
+  double sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = std::exp(s[j] - mx);
+    s[j] = e;
+    sum += e;
+  }
+  return sum;
+}
 
 bool attend_f32(Isa isa, const float* q, const float* k, const float* v, int64_t limit, int64_t kv_stride,
                 int64_t head_dim, int64_t group, float scale, float* scratch, float* out) {

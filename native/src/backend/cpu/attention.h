@@ -9,6 +9,11 @@
 namespace rustasr {
 namespace cpu {
 
+// The unnormalised softmax of the attention rows, in place: s[j] = exp(s[j] - max s) (float exp), returning
+// their sum in double, in j order. The one form of every attention path that does not fuse it (the generic
+// loop and the AVX2 kernel), so that their rows agree bit for bit.
+double softmax_exp(float* s, int64_t n);
+
 // Attention of `group` query heads (q: group * head_dim floats, head after head) sharing one KV head,
 // against `limit` key/value rows (rows kv_stride floats apart): out[g * head_dim ..] = softmax(q_g . k_j *
 // scale) . v_j, with the scores and the output kept in registers where the ISA allows and each key/value

@@ -445,18 +445,7 @@ class CpuBackend final : public Backend {
               for (int64_t g = 0; g < group; ++g)
                 sc[static_cast<size_t>(g * limit + j)] = dot_f32(isa, q0 + g * head_dim, kr, head_dim) * scale;
             }
-            for (int64_t g = 0; g < group; ++g) {
-              float* sg = sc.data() + g * limit;
-              float mx = -INFINITY;
-              for (int64_t j = 0; j < limit; ++j) mx = std::max(mx, sg[j]);
-              double sum = 0;
-              for (int64_t j = 0; j < limit; ++j) {
-                const float e = std::exp(sg[j] - mx);
-                sg[j] = e;
-                sum += e;
-              }
-              sums[static_cast<size_t>(g)] = sum;
-            }
+            for (int64_t g = 0; g < group; ++g) sums[static_cast<size_t>(g)] = softmax_exp(sc.data() + g * limit, limit);
             for (int64_t j = 0; j < limit; ++j) {
               const float* vr = v + j * kv_stride + kh * head_dim;
               for (int64_t g = 0; g < group; ++g)

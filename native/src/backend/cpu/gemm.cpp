@@ -524,6 +524,13 @@ T256 inline __m256i bits8(uint32_t bits) {
   return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit);
 }
 
+// Row `row` of an int8 weight, columns [c, c + 8) (within one scale group), dequantised to float32.
+T256 inline __m256 i8_row8(const Weight& w, int64_t row, int64_t c) {
+  const int8_t* p = static_cast<const int8_t*>(w.data) + row * w.cols + c;
+  const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  return _mm256_mul_ps(q, _mm256_set1_ps(w.scales[row * (w.cols / w.group) + c / w.group]));
+}
+
 // Row `row` of a weight, columns [c, c + 8), as float32 (weight_at's values); false where this dtype / column
 // has no vector form (the caller then goes element by element).
 T256 inline bool weight8(const Weight& w, int64_t row, int64_t c, __m256* out) {
@@ -537,9 +544,7 @@ T256 inline bool weight8(const Weight& w, int64_t row, int64_t c, __m256* out) {
       return true;
     case DType::kI8: {
       if (w.group % 8 != 0 || c % 8 != 0) return false;
-      const int8_t* p = static_cast<const int8_t*>(w.data) + row * cols + c;
-      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-      *out = _mm256_mul_ps(q, _mm256_set1_ps(w.scales[row * (cols / w.group) + c / w.group]));
+      *out = i8_row8(w, row, c);
       return true;
     }
     case DType::kI4: {
@@ -573,9 +578,7 @@ T256 inline void pack_b_full(const Weight& w, int64_t r0, int64_t k0, int64_t kc
       for (int j = 0; j < 8; ++j) {
         const int64_t row = r0 + jb + j;
         if constexpr (kInt8) {
-          const int8_t* q = static_cast<const int8_t*>(w.data) + row * cols + k0 + k;
-          const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q))));
-          r[j] = _mm256_mul_ps(v, _mm256_set1_ps(w.scales[row * (cols / w.group) + (k0 + k) / w.group]));
+          r[j] = i8_row8(w, row, k0 + k);
         } else {
           r[j] = ld8_bf16(static_cast<const uint16_t*>(w.data) + row * cols + k0 + k);
         }

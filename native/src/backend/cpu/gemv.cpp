@@ -120,7 +120,7 @@ T256 void blk_avx2(const GemvInput& in, const uint16_t* W, int64_t cols, int64_t
   const float* x = in.x;
   const int64_t ldx = in.ldx;
   int64_t c = 0;
-  // Software prefetch of the next block of R rows (contiguous in memory), in step with this one.
+  // The next block of R rows (contiguous in memory), prefetched in step with this one where kPrefetchAvx2.
   const char* next = reinterpret_cast<const char*>(W + (r + R) * cols);
   for (; c + 8 * U <= cols; c += 8 * U) {
     // No software prefetch on AVX2 by default: one row at a time is a single sequential stream, which the
