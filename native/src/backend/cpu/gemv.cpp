@@ -420,14 +420,11 @@ T256 inline __m256 ld8_i8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
-template <int R, int M>
-T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
-                      float* y, int64_t ldy) {
-  if constexpr (R == 4 && M >= 3) {
-    blk_i8_avx2<2, M>(in, W, S, cols, group, r, y, ldy);
-    blk_i8_avx2<2, M>(in, W, S, cols, group, r + 2, y, ldy);
-    return;
-  }
+// kTail: the group size is not a multiple of 8 (each group ends in a scalar tail). Without it the per-group
+// code is the scale FMA alone; the tail sums stay 0, so y = hsum + 0 as with them.
+template <int R, int M, bool kTail>
+T256 void blk_i8_avx2_body(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group,
+                           int64_t r, float* y, int64_t ldy) {
   const int64_t gpr = cols / group;
   const float* x = in.x;
   const int64_t ldx = in.ldx;
@@ -458,7 +455,9 @@ T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int6
       for (int i = 0; i < R; ++i) wv[i] = ld8_i8(w[i] + c);
       RUSTASR_UNROLL
       for (int m = 0; m < M; ++m) {
-        const __m256 xv = _mm256_loadu_ps(x + m * ldx + c);
+        __m256 xv = _mm256_loadu_ps(x + m * ldx + c);
+        // One load of x for the R rows: left to itself the compiler folds it into every FMA (R loads).
+        if constexpr (M > 1) RUSTASR_IN_REGISTER(xv);
         RUSTASR_UNROLL
         for (int i = 0; i < R; ++i) acc[i][m] = _mm256_fmadd_ps(wv[i], xv, acc[i][m]);
       }
@@ -470,9 +469,11 @@ T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int6
       RUSTASR_UNROLL
       for (int m = 0; m < M; ++m) {
         tot[i][m] = _mm256_fmadd_ps(acc[i][m], sv, tot[i][m]);
-        float t = 0.f;
-        for (int64_t k = c; k < c1; ++k) t = std::fmaf(static_cast<float>(w[i][k]), x[m * ldx + k], t);
-        tail[i][m] = std::fmaf(sc, t, tail[i][m]);
+        if constexpr (kTail) {
+          float t = 0.f;
+          for (int64_t k = c; k < c1; ++k) t = std::fmaf(static_cast<float>(w[i][k]), x[m * ldx + k], t);
+          tail[i][m] = std::fmaf(sc, t, tail[i][m]);
+        }
       }
     }
   }
@@ -480,6 +481,21 @@ T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int6
   for (int i = 0; i < R; ++i)
     RUSTASR_UNROLL
     for (int m = 0; m < M; ++m) y[m * ldy + r + i] = hsum256(tot[i][m]) + tail[i][m];
+}
+
+template <int R, int M>
+T256 void blk_i8_avx2(const GemvInput& in, const int8_t* W, const float* S, int64_t cols, int64_t group, int64_t r,
+                      float* y, int64_t ldy) {
+  if constexpr (R == 4 && M >= 3) {
+    // 16 ymm registers: 4 rows x 3-4 activations would spill the accumulators; two 2-row blocks instead.
+    blk_i8_avx2<2, M>(in, W, S, cols, group, r, y, ldy);
+    blk_i8_avx2<2, M>(in, W, S, cols, group, r + 2, y, ldy);
+    return;
+  }
+  if (group % 8 == 0)
+    blk_i8_avx2_body<R, M, false>(in, W, S, cols, group, r, y, ldy);
+  else
+    blk_i8_avx2_body<R, M, true>(in, W, S, cols, group, r, y, ldy);
 }
 
 T512 inline __m512 ld16_i8_mask(const int8_t* p, __mmask16 k) {

@@ -45,6 +45,14 @@
 #define RUSTASR_UNROLL
 #endif
 
+// Keeps a vector in a register: an empty asm that "changes" it, so that the compiler cannot fold its load into
+// each instruction that uses it (x86 SIMD registers; nothing elsewhere). No instruction is emitted.
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define RUSTASR_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define RUSTASR_IN_REGISTER(v) ((void)0)
+#endif
+
 namespace rustasr {
 namespace cpu {
 
