@@ -1433,6 +1433,79 @@ void int4_kernel_checks() {
   }
 }
 
+// int8 weights (DType::kI8: one float32 scale per `group` columns) on every kernel: random int8 values and
+// scales; the groups int8_group() picks (128 / 64 / 32 / 16 columns) and whole-row groups that are not a
+// multiple of 8 or 16 (the kernels' scalar tails); 1-9 activation rows (the gemv and the gemm paths) against a
+// float64 reference; up to 4 rows, each row's result must be the one it gets alone, bit for bit (the 4-row
+// block for one activation row against 2- and 1-row blocks for several: batched decoding relies on it).
+void int8_kernel_checks() {
+  uint64_t rng = 0x9e3779b97f4a7c15ull;
+  auto bits = [&] {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng;
+  };
+  auto next = [&] { return static_cast<float>(static_cast<double>(bits() >> 11) / 9007199254740992.0 * 2.0 - 1.0); };
+  struct Shape {
+    int64_t rows, cols, group;
+  };
+  for (const std::string& k : rustasr::cpu_kernels()) {
+    rustasr::BackendOptions bo;
+    bo.threads = 2;
+    bo.kernel = k;
+    std::unique_ptr<rustasr::Backend> be = rustasr::make_cpu_backend(bo);
+    double worst = 0;
+    bool rows_alone = true;
+    for (const Shape& sh : {Shape{37, 256, 128}, Shape{5, 128, 128}, Shape{70, 1024, 128}, Shape{13, 3072, 128},
+                            Shape{17, 192, 64}, Shape{9, 96, 32}, Shape{21, 48, 16}, Shape{11, 83, 83},
+                            Shape{6, 100, 100}, Shape{7, 260, 260}}) {
+      const int64_t rows = sh.rows, cols = sh.cols, group = sh.group, gpr = cols / group;
+      std::vector<int8_t> data(static_cast<size_t>(rows * cols));
+      std::vector<float> scales(static_cast<size_t>(rows * gpr)), wf(static_cast<size_t>(rows * cols));
+      for (int8_t& b : data) b = static_cast<int8_t>(static_cast<int>(bits() >> 56) % 255 - 127);
+      for (float& v : scales) v = next() * 0.01f;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          wf[static_cast<size_t>(r * cols + c)] =
+              static_cast<float>(data[static_cast<size_t>(r * cols + c)]) * scales[static_cast<size_t>(r * gpr + c / group)];
+      rustasr::Weight w, none;
+      w.dtype = rustasr::DType::kI8;
+      w.data = data.data();
+      w.rows = rows;
+      w.cols = cols;
+      w.scales = scales.data();
+      w.group = group;
+      w.name = "test.W8";
+      for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+        std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
+        std::vector<float> y2(y.size()), y3(y.size());
+        for (float& v : x) v = next();
+        be->linear(x.data(), n, w, none, y.data());
+        if (n <= 4)
+          for (int64_t i = 0; i < n; ++i) {
+            std::vector<float> one(static_cast<size_t>(rows));
+            be->linear(x.data() + i * cols, 1, w, none, one.data());
+            if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0)
+              rows_alone = false;
+          }
+        const rustasr::Weight* ws[2] = {&w, &w};
+        float* ys[2] = {y2.data(), y3.data()};
+        be->linear_multi(x.data(), n, ws, ys, 2);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref, mag;
+            ref_dot(x, wf, i, r, cols, &ref, &mag);
+            const size_t at = static_cast<size_t>(i * rows + r);
+            const double e = std::max({std::fabs(y[at] - ref), std::fabs(y2[at] - ref), std::fabs(y3[at] - ref)}) /
+                             (mag + 1e-30);
+            worst = std::max(worst, std::isnan(e) ? 1.0 : e);
+          }
+      }
+    }
+    report(worst <= 1e-5, "linear / linear_multi int8 shapes [" + k + "]", "max rel err " + fmt(worst) + " (tol 1e-05)");
+    report(rows_alone, "linear int8 with 2-4 rows: each row bit-identical to it alone [" + k + "]");
+  }
+}
+
 // The batched products on other arithmetic and ops: Backend::conv3x3s2_gelu (the direct packed kernel on
 // AVX-512, im2col + GEMM elsewhere) against a float64 reference with the exact GELU, on input sizes that are
 // odd, smaller than a micro-panel and wider than one, with 1, 3 and 17 input channels (BF16 weights); and
@@ -2120,6 +2193,7 @@ int main(int argc, char** argv) {
       const std::pair<const char*, void (*)()> standalone[] = {
           {"kernel checks", kernel_checks},
           {"int4 kernel checks", int4_kernel_checks},
+          {"int8 kernel checks", int8_kernel_checks},
           {"conv and precision checks", conv_and_precision_checks},
           {"attention checks", attention_checks},
           {"gelu checks", gelu_checks},
