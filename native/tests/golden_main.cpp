@@ -1358,6 +1358,42 @@ void kernel_checks() {
   }
 }
 
+// A quantised weight `w` (int8 / int4; `wf` its values in float32, [rows, cols]) on one backend, for 1-9 activation
+// rows (the gemv and the gemm paths; x from `next`): linear and linear_multi against a float64 reference (the
+// worst relative error goes into *worst), and up to 4 rows, each row's result bit for bit the one it gets alone
+// (batched decoding relies on it; *rows_alone becomes false otherwise).
+template <class Next>
+void quantised_linear_rows(rustasr::Backend& be, const rustasr::Weight& w, const std::vector<float>& wf, Next& next,
+                           double* worst, bool* rows_alone) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const rustasr::Weight none;
+  for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+    std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
+    std::vector<float> y2(y.size()), y3(y.size());
+    for (float& v : x) v = next();
+    be.linear(x.data(), n, w, none, y.data());
+    if (n <= 4)
+      for (int64_t i = 0; i < n; ++i) {
+        std::vector<float> one(static_cast<size_t>(rows));
+        be.linear(x.data() + i * cols, 1, w, none, one.data());
+        if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0)
+          *rows_alone = false;
+      }
+    const rustasr::Weight* ws[2] = {&w, &w};
+    float* ys[2] = {y2.data(), y3.data()};
+    be.linear_multi(x.data(), n, ws, ys, 2);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t r = 0; r < rows; ++r) {
+        double ref, mag;
+        ref_dot(x, wf, i, r, cols, &ref, &mag);
+        const size_t at = static_cast<size_t>(i * rows + r);
+        const double e =
+            std::max({std::fabs(y[at] - ref), std::fabs(y2[at] - ref), std::fabs(y3[at] - ref)}) / (mag + 1e-30);
+        *worst = std::max(*worst, std::isnan(e) ? 1.0 : e);
+      }
+  }
+}
+
 // int4 weights (DType::kI4, util/tensor.h) on every kernel: random nibbles (all 16 values) and scales, blocks of
 // 32 columns (the SIMD kernels) and of 16 (the portable fallback), 1-9 activation rows (the gemv and the gemm
 // paths), against a float64 reference of sum_c x[c] * q[c] * scale; up to 4 rows, each row's result must be the
@@ -1394,7 +1430,7 @@ void int4_kernel_checks() {
           const int q = (j < half ? (b & 15) : (b >> 4)) - 8;
           wf[static_cast<size_t>(r * cols + c)] = static_cast<float>(q) * scales[static_cast<size_t>(r * gpr + g)];
         }
-      rustasr::Weight w, none;
+      rustasr::Weight w;
       w.dtype = rustasr::DType::kI4;
       w.data = data.data();
       w.rows = rows;
@@ -1402,31 +1438,7 @@ void int4_kernel_checks() {
       w.scales = scales.data();
       w.group = group;
       w.name = "test.W4";
-      for (int64_t n : {1, 2, 3, 4, 5, 9}) {
-        std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
-        std::vector<float> y2(y.size()), y3(y.size());
-        for (float& v : x) v = next();
-        be->linear(x.data(), n, w, none, y.data());
-        if (n <= 4)
-          for (int64_t i = 0; i < n; ++i) {
-            std::vector<float> one(static_cast<size_t>(rows));
-            be->linear(x.data() + i * cols, 1, w, none, one.data());
-            if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0)
-              rows_alone = false;
-          }
-        const rustasr::Weight* ws[2] = {&w, &w};
-        float* ys[2] = {y2.data(), y3.data()};
-        be->linear_multi(x.data(), n, ws, ys, 2);
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t r = 0; r < rows; ++r) {
-            double ref, mag;
-            ref_dot(x, wf, i, r, cols, &ref, &mag);
-            const size_t at = static_cast<size_t>(i * rows + r);
-            const double e = std::max({std::fabs(y[at] - ref), std::fabs(y2[at] - ref), std::fabs(y3[at] - ref)}) /
-                             (mag + 1e-30);
-            worst = std::max(worst, std::isnan(e) ? 1.0 : e);
-          }
-      }
+      quantised_linear_rows(*be, w, wf, next, &worst, &rows_alone);
     }
     report(worst <= 1e-5, "linear / linear_multi int4 shapes [" + k + "]", "max rel err " + fmt(worst) + " (tol 1e-05)");
     report(rows_alone, "linear int4 with 2-4 rows: each row bit-identical to it alone [" + k + "]");
@@ -1467,7 +1479,7 @@ void int8_kernel_checks() {
         for (int64_t c = 0; c < cols; ++c)
           wf[static_cast<size_t>(r * cols + c)] =
               static_cast<float>(data[static_cast<size_t>(r * cols + c)]) * scales[static_cast<size_t>(r * gpr + c / group)];
-      rustasr::Weight w, none;
+      rustasr::Weight w;
       w.dtype = rustasr::DType::kI8;
       w.data = data.data();
       w.rows = rows;
@@ -1475,31 +1487,7 @@ void int8_kernel_checks() {
       w.scales = scales.data();
       w.group = group;
       w.name = "test.W8";
-      for (int64_t n : {1, 2, 3, 4, 5, 9}) {
-        std::vector<float> x(static_cast<size_t>(n * cols)), y(static_cast<size_t>(n * rows));
-        std::vector<float> y2(y.size()), y3(y.size());
-        for (float& v : x) v = next();
-        be->linear(x.data(), n, w, none, y.data());
-        if (n <= 4)
-          for (int64_t i = 0; i < n; ++i) {
-            std::vector<float> one(static_cast<size_t>(rows));
-            be->linear(x.data() + i * cols, 1, w, none, one.data());
-            if (std::memcmp(one.data(), y.data() + i * rows, static_cast<size_t>(rows) * sizeof(float)) != 0)
-              rows_alone = false;
-          }
-        const rustasr::Weight* ws[2] = {&w, &w};
-        float* ys[2] = {y2.data(), y3.data()};
-        be->linear_multi(x.data(), n, ws, ys, 2);
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t r = 0; r < rows; ++r) {
-            double ref, mag;
-            ref_dot(x, wf, i, r, cols, &ref, &mag);
-            const size_t at = static_cast<size_t>(i * rows + r);
-            const double e = std::max({std::fabs(y[at] - ref), std::fabs(y2[at] - ref), std::fabs(y3[at] - ref)}) /
-                             (mag + 1e-30);
-            worst = std::max(worst, std::isnan(e) ? 1.0 : e);
-          }
-      }
+      quantised_linear_rows(*be, w, wf, next, &worst, &rows_alone);
     }
     report(worst <= 1e-5, "linear / linear_multi int8 shapes [" + k + "]", "max rel err " + fmt(worst) + " (tol 1e-05)");
     report(rows_alone, "linear int8 with 2-4 rows: each row bit-identical to it alone [" + k + "]");
